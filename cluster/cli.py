@@ -1,0 +1,71 @@
+"""The ``facegrid`` command: ``setup`` (fetch, verify and convert the models) and ``eval``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _settings(args):
+    from serve_app.config import load_settings
+
+    return load_settings(args.config)
+
+
+def cmd_setup(args) -> int:
+    from models.export import prepare_models
+    from models.weights import SetupError
+
+    settings = _settings(args)
+    try:
+        prepare_models(settings.models.data_dir)
+    except SetupError as error:
+        print(f"facegrid setup failed: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from models.evaluation import evaluate
+    from models.pipeline import ModelsNotReadyError, load_pipeline
+
+    folder = Path(args.folder)
+    if not (folder / "labels.csv").is_file():
+        print(f"facegrid eval: {folder}/labels.csv not found", file=sys.stderr)
+        return 2
+    settings = _settings(args)
+    try:
+        pipeline = load_pipeline(settings.models)
+    except ModelsNotReadyError as error:
+        print(f"facegrid eval: {error}", file=sys.stderr)
+        return 2
+    report = evaluate(pipeline, folder, fit=args.fit)
+    print("\n".join(report.lines()))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.as_dict(), indent=1))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="facegrid", description="Face recognition service (FindFace /v2 API).")
+    parser.add_argument("--config", type=Path, default=None, help="YAML settings file (else FACEGRID_CONFIG).")
+    commands = parser.add_subparsers(dest="command", required=True)
+    setup = commands.add_parser("setup", help="Fetch the pinned model weights, check them, convert to ONNX.")
+    setup.set_defaults(run=cmd_setup)
+    evaluation = commands.add_parser("eval", help="Accuracy on a folder of photos with labels.csv.")
+    evaluation.add_argument("folder", help="Folder holding labels.csv and the photos.")
+    evaluation.add_argument("--fit", action="store_true", help="Also fit the confidence calibration.")
+    evaluation.add_argument("--json", help="Write the report as JSON to this file.")
+    evaluation.set_defaults(run=cmd_eval)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,18 @@
+"""Reading a photo file as the pipeline wants it: upright (EXIF orientation applied), RGB, uint8."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+
+def to_rgb_array(image: Image.Image) -> np.ndarray:
+    """Apply EXIF orientation and drop alpha/palette/greyscale modes: HxWx3 uint8 RGB."""
+    return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+
+
+def read_image(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return to_rgb_array(image)
