@@ -58,3 +58,14 @@ def character_crops(faces_dir) -> list[tuple[str, Path]]:
     rows = csv.DictReader(open(faces_dir / "labels.csv", newline=""))
     return [(row["identity"], faces_dir / row["file"]) for row in rows
             if row["file"].startswith("faceapi_") and row["identity"] not in ("multi", "unknown")]
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for the whole test session (start-ups are slow on 2 cores)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, namespace="facegrid-tests", logging_level="ERROR",
+             log_to_driver=False)
+    yield ray
+    ray.shutdown()

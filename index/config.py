@@ -1,0 +1,33 @@
+"""Index settings: how galleries are split across shard actors and which FAISS index each shard keeps."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class IndexConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    num_shards: int = Field(2, ge=1, description="Shards per gallery; fixed once faces are stored.")
+    replicas_per_shard: int = Field(1, ge=1, description="Copies of each shard; reads go to any live one.")
+    cpus_per_shard: float = Field(0.25, gt=0, description="Ray CPU reservation of one shard actor.")
+    threads_per_shard: int = Field(1, ge=1, description="FAISS OpenMP threads inside one shard actor.")
+    kind: Literal["flat", "hnsw", "ivf"] = Field(
+        "flat", description="flat: exact inner product. hnsw/ivf: approximate, once a gallery's shard holds "
+                            "approximate_min_faces faces (smaller ones stay exact).")
+    approximate_min_faces: int = Field(100_000, ge=1000, description="Faces per gallery shard before hnsw/ivf.")
+    hnsw_m: int = Field(32, ge=4, description="HNSW links per node.")
+    hnsw_ef_search: int = Field(128, ge=1, description="HNSW search breadth; higher: better recall, slower.")
+    ivf_lists_per_sqrt: float = Field(4.0, gt=0, description="IVF lists = this x sqrt(faces), at training.")
+    ivf_nprobe: int = Field(64, ge=1, description="IVF lists visited per query.")
+    use_gpu: bool = Field(True, description="Mirror flat indexes on a GPU when FAISS has one.")
+    blas_threshold: int = Field(
+        1, ge=1, description="FAISS distance_compute_blas_threshold: query batches at least this large use "
+                             "BLAS. faiss-cpu 1.15 defaults to 128000, which keeps realistic batches off BLAS "
+                             "and makes batched flat search about 13x slower (bench/search.py).")
+    max_batch: int = Field(64, ge=1, description="Router: most queries sent to the shards in one batch.")
+    batch_wait_ms: float = Field(2.0, ge=0, description="Router: how long a query waits for others to join.")
+    compact_dead_fraction: float = Field(0.25, gt=0, lt=1, description="Rebuild a gallery index once this "
+                                                                       "share of its slots are deleted faces.")

@@ -1,0 +1,230 @@
+"""One gallery's part of one shard: a FAISS index of unit vectors plus the columns its filters need.
+
+Faces live in slots: the FAISS index holds slot i at position i, ``ids[i]`` is its face id and the meta
+columns hold its filterable values. Deleting a face clears its slot's ``alive`` bit (FAISS flat and HNSW
+indexes cannot remove in place cheaply); searches skip dead slots with an ID selector, and once a
+configured share of slots is dead the index is rebuilt from the live ones.
+
+Filtered search stays exact: the filter becomes a bitmap of passing slots handed to FAISS as an
+``IDSelectorBitmap``, so FAISS returns the true top-k among passing faces however few pass, rather
+than filtering a fixed top-k afterwards.
+"""
+
+from __future__ import annotations
+
+import faiss
+import numpy as np
+
+from .config import IndexConfig
+from .filters import FaceFilter, MetaColumn
+
+_INITIAL_CAPACITY = 1024
+
+
+def _gpu_count() -> int:
+    try:
+        return faiss.get_num_gpus()
+    except AttributeError:      # faiss-cpu builds have no GPU functions
+        return 0
+
+
+class GalleryIndex:
+    def __init__(self, dim: int, config: IndexConfig):
+        self.dim, self.config = dim, config
+        self.kind = "flat"
+        self.index = faiss.IndexFlatIP(dim)
+        self.ids = np.zeros(_INITIAL_CAPACITY, np.uint64)
+        self.alive = np.zeros(_INITIAL_CAPACITY, bool)
+        self.meta: list[dict | None] = []           # None for empty meta keeps memory down
+        self.slot_of: dict[int, int] = {}
+        self.columns: dict[str, MetaColumn] = {}
+        self.size = 0                                # slots used, dead ones included
+        self._gpu_index = None
+        self._gpu_dirty = True
+
+    # ---- writes -------------------------------------------------------------------------------
+
+    def _grow(self, needed: int) -> None:
+        capacity = len(self.ids)
+        if needed <= capacity:
+            return
+        while capacity < needed:
+            capacity *= 2
+        self.ids = np.concatenate([self.ids, np.zeros(capacity - len(self.ids), np.uint64)])
+        self.alive = np.concatenate([self.alive, np.zeros(capacity - len(self.alive), bool)])
+        for column in self.columns.values():
+            column.grow(capacity)
+
+    def _column(self, name: str) -> MetaColumn:
+        column = self.columns.get(name)
+        if column is None:
+            column = self.columns[name] = MetaColumn(len(self.ids))
+            for slot, meta in enumerate(self.meta):
+                if meta and name in meta:
+                    column.set(slot, meta[name])
+        return column
+
+    def add(self, face_ids: list[int], vectors: np.ndarray, metas: list[dict]) -> None:
+        """Append faces (ids not already present: the store guarantees it)."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
+        start, count = self.size, len(face_ids)
+        self._grow(start + count)
+        self.index.add(vectors)
+        self.ids[start:start + count] = np.array(face_ids, dtype=np.uint64)
+        self.alive[start:start + count] = True
+        for offset, (face_id, meta) in enumerate(zip(face_ids, metas)):
+            slot = start + offset
+            self.slot_of[int(face_id)] = slot
+            self.meta.append(dict(meta) if meta else None)
+            for name, column in self.columns.items():
+                column.set(slot, meta.get(name) if meta else None)
+        self.size += count
+        self._gpu_dirty = True
+        self._maybe_go_approximate()
+
+    def remove(self, face_id: int) -> bool:
+        slot = self.slot_of.pop(int(face_id), None)
+        if slot is None:
+            return False
+        self.alive[slot] = False
+        self.meta[slot] = None
+        for column in self.columns.values():
+            column.set(slot, None)
+        self._gpu_dirty = True
+        if self.size >= 1024 and self.dead_fraction >= self.config.compact_dead_fraction:
+            self.compact()
+        return True
+
+    def update_meta(self, face_id: int, meta: dict) -> bool:
+        """Replace the meta of a face with ``meta`` (the merged result, as the store keeps it)."""
+        slot = self.slot_of.get(int(face_id))
+        if slot is None:
+            return False
+        self.meta[slot] = dict(meta) if meta else None
+        for name, column in self.columns.items():
+            column.set(slot, meta.get(name))
+        return True
+
+    @property
+    def count(self) -> int:
+        return len(self.slot_of)
+
+    @property
+    def dead_fraction(self) -> float:
+        return 1.0 - self.count / max(self.size, 1)
+
+    def _vectors(self) -> np.ndarray:
+        return self.index.reconstruct_n(0, self.size)
+
+    def compact(self) -> None:
+        """Rebuild the index from the live slots only (re-training an approximate one)."""
+        live = np.flatnonzero(self.alive[:self.size])
+        vectors = self._vectors()[live]
+        ids = self.ids[live].tolist()
+        metas = [self.meta[slot] or {} for slot in live]
+        self.__init__(self.dim, self.config)
+        self.add(ids, vectors, metas)
+
+    # ---- approximate indexes ------------------------------------------------------------------
+
+    def _maybe_go_approximate(self) -> None:
+        if self.config.kind == "flat" or self.kind != "flat":
+            return
+        if self.count < self.config.approximate_min_faces:
+            return
+        vectors = self._vectors()
+        self._build_approximate(vectors, self.config.kind)
+        self.index.add(vectors)
+        self.kind = self.config.kind
+
+    def _build_approximate(self, training: np.ndarray, kind: str) -> None:
+        if kind == "hnsw":
+            index = faiss.IndexHNSWFlat(self.dim, self.config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = max(40, self.config.hnsw_ef_search)
+        else:
+            lists = max(16, int(self.config.ivf_lists_per_sqrt * np.sqrt(len(training))))
+            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(self.dim), self.dim, lists, faiss.METRIC_INNER_PRODUCT)
+            sample = training[np.random.default_rng(0).permutation(len(training))[:lists * 64]]
+            index.train(sample)
+            index.make_direct_map()     # keeps reconstruct() working, for compaction
+        self.index = index
+
+    def _search_parameters(self, selector):
+        if self.kind == "hnsw":
+            return faiss.SearchParametersHNSW(sel=selector, efSearch=self.config.hnsw_ef_search)
+        if self.kind == "ivf":
+            return faiss.SearchParametersIVF(sel=selector, nprobe=self.config.ivf_nprobe)
+        return faiss.SearchParameters(sel=selector) if selector is not None else None
+
+    # ---- reads --------------------------------------------------------------------------------
+
+    def passing(self, face_filter: FaceFilter | None) -> np.ndarray:
+        """Boolean mask over slots: alive and passing the filter."""
+        mask = self.alive[:self.size].copy()
+        if face_filter is not None and not face_filter.is_empty:
+            mask &= face_filter.mask(self.ids[:self.size], self._column)
+        return mask
+
+    def search(self, queries: np.ndarray, top_k: int, face_filter: FaceFilter | None = None):
+        """Top-k (scores, face ids) per query among live faces passing the filter; missing results
+        have score -inf and id 0, and callers cut them by score."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
+        top_k = max(1, min(top_k, self.size))
+        if self.size == 0:
+            return np.full((len(queries), 0), -np.inf, np.float32), np.zeros((len(queries), 0), np.uint64)
+        filtered = face_filter is not None and not face_filter.is_empty
+        if filtered or self.count < self.size:
+            mask = self.passing(face_filter)
+            bitmap = np.packbits(mask, bitorder="little")
+            selector = faiss.IDSelectorBitmap(self.size, faiss.swig_ptr(bitmap))
+            scores, slots = self.index.search(queries, top_k, params=self._search_parameters(selector))
+            del selector, bitmap
+        elif self.kind == "flat" and self._gpu_enabled():
+            scores, slots = self._gpu().search(queries, top_k)
+        else:
+            scores, slots = self.index.search(queries, top_k, params=self._search_parameters(None))
+        found = slots >= 0
+        scores = np.where(found, scores, -np.inf).astype(np.float32)
+        ids = np.where(found, self.ids[np.maximum(slots, 0)], np.uint64(0))
+        return scores, ids
+
+    def list_ids(self, face_filter: FaceFilter | None, after_id: int | None, limit: int,
+                 descending: bool = False) -> np.ndarray:
+        """Face ids passing the filter, sorted by id, strictly after ``after_id`` in that order."""
+        mask = self.passing(face_filter)
+        ids = self.ids[:self.size][mask]
+        if after_id is not None:
+            ids = ids[ids < np.uint64(after_id)] if descending else ids[ids > np.uint64(after_id)]
+        if len(ids) > limit:
+            part = np.partition(ids, len(ids) - limit if descending else limit - 1)
+            ids = part[len(ids) - limit:] if descending else part[:limit]
+        ids = np.sort(ids)
+        return ids[::-1] if descending else ids
+
+    def meta_of(self, face_id: int) -> dict | None:
+        slot = self.slot_of.get(int(face_id))
+        return None if slot is None else (self.meta[slot] or {})
+
+    def memory_bytes(self) -> int:
+        """Bytes held for search: vectors (or the approximate structure), ids, and the alive bits."""
+        vectors = self.size * self.dim * 4
+        if self.kind == "hnsw":
+            vectors += 4 * (self.index.hnsw.neighbors.size() + self.index.hnsw.levels.size())
+        elif self.kind == "ivf":
+            vectors += self.size * 16 + self.index.nlist * self.dim * 4     # list ids + direct map + centroids
+        return int(vectors + self.ids.nbytes + self.alive.nbytes)
+
+    # ---- GPU ----------------------------------------------------------------------------------
+
+    def _gpu_enabled(self) -> bool:
+        return self.config.use_gpu and _gpu_count() > 0
+
+    def _gpu(self):
+        """A GPU copy of the flat index for unfiltered searches (FAISS GPU indexes take no ID
+        selectors, so filtered searches stay on the CPU index)."""
+        if self._gpu_index is None or self._gpu_dirty:
+            if not hasattr(self, "_gpu_resources"):
+                self._gpu_resources = faiss.StandardGpuResources()
+            self._gpu_index = faiss.index_cpu_to_gpu(self._gpu_resources, 0, self.index)
+            self._gpu_dirty = False
+        return self._gpu_index

@@ -1,0 +1,130 @@
+"""The ``FaceStore`` protocol, its records, and the rules every implementation shares.
+
+Layout (as on the architecture page, so the Cassandra store is a drop-in):
+``galleries (name, created_at, dim, model)`` and ``faces ((gallery, shard), id, facen, meta, features,
+created_at)``: one partition per gallery shard, so a shard rebuilds from a single-partition scan.
+A face's shard is ``shard_of(gallery, id, num_shards)``, a stable hash (not Python's salted ``hash``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from .errors import FacegridError, InvalidFace
+
+MAX_FACE_ID = 2 ** 64 - 1
+GALLERY_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class GalleryRecord:
+    name: str
+    created_at: float
+    dim: int | None = None       # fixed by the first face added
+    model: str | None = None     # the extractor that made its vectors, when known
+
+
+@dataclass(frozen=True, eq=False)
+class FaceRecord:
+    gallery: str
+    face_id: int
+    facen: np.ndarray            # float32, unit length
+    meta: dict = field(default_factory=dict)
+    features: dict = field(default_factory=dict)    # detection features/attributes copied from the source
+    created_at: float = 0.0
+
+
+def shard_of(gallery: str, face_id: int, num_shards: int) -> int:
+    digest = hashlib.blake2b(f"{gallery}\x00{face_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % num_shards
+
+
+def check_gallery_name(name: str) -> None:
+    if not isinstance(name, str) or not GALLERY_NAME.match(name):
+        raise InvalidFace("gallery names are 1-64 characters of A-Z a-z 0-9 _ -", "gallery", str(name))
+
+
+def check_face_id(face_id) -> int:
+    if isinstance(face_id, bool) or not isinstance(face_id, int) or not 0 <= face_id <= MAX_FACE_ID:
+        raise InvalidFace("face ids are unsigned 64-bit integers", "id", str(face_id))
+    return face_id
+
+
+def check_meta(meta) -> dict:
+    """Meta is a JSON object of strings, integers, or lists of strings or of integers."""
+    if not isinstance(meta, dict):
+        raise InvalidFace("meta must be a JSON object", "meta", str(meta)[:200])
+    for key, value in meta.items():
+        if not isinstance(key, str) or not key:
+            raise InvalidFace("meta keys must be non-empty strings", "meta", str(key))
+        if _scalar_kind(value) is None:
+            if not isinstance(value, list):
+                raise InvalidFace(f"meta {key!r} must be a string, an integer or a list of them",
+                                  f"meta.{key}", str(value)[:200])
+            kinds = {_scalar_kind(item) for item in value}
+            if None in kinds or len(kinds) > 1:
+                raise InvalidFace(f"meta {key!r} must be a list of strings or a list of integers",
+                                  f"meta.{key}", str(value)[:200])
+    return meta
+
+
+def _scalar_kind(value) -> str | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, str):
+        return "str"
+    return None
+
+
+def check_facen(facen, gallery: GalleryRecord) -> np.ndarray:
+    vector = np.asarray(facen, dtype=np.float32).reshape(-1)
+    if vector.size == 0 or not np.isfinite(vector).all():
+        raise InvalidFace("the feature vector is empty or not finite", "facen", f"dim {vector.size}")
+    if gallery.dim is not None and vector.size != gallery.dim:
+        raise InvalidFace(f"gallery {gallery.name!r} holds {gallery.dim}-d vectors, not {vector.size}-d",
+                          "facen", f"dim {vector.size}")
+    norm = float(np.linalg.norm(vector))
+    if norm == 0:
+        raise InvalidFace("the feature vector is zero", "facen", "norm 0")
+    return vector / norm
+
+
+class FaceStore(Protocol):
+    """Durable galleries and faces. Every write is durable when the call returns."""
+
+    num_shards: int
+
+    def create_gallery(self, name: str) -> GalleryRecord:
+        """Raises GalleryExists."""
+    def get_gallery(self, name: str) -> GalleryRecord:
+        """Raises GalleryNotFound."""
+    def list_galleries(self) -> list[GalleryRecord]: ...
+    def delete_gallery(self, name: str) -> None:
+        """Removes the gallery and every face in it. Raises GalleryNotFound."""
+    def add_faces(self, faces: Sequence[FaceRecord]) -> list[FacegridError | None]:
+        """Adds each face whole or not at all; one result per face (None = added)."""
+    def get_face(self, gallery: str, face_id: int) -> FaceRecord:
+        """Raises GalleryNotFound or FaceNotFound."""
+    def update_meta(self, gallery: str, face_id: int, meta: dict) -> FaceRecord:
+        """Replaces the listed meta keys, keeps the others; returns the updated face."""
+    def delete_face(self, gallery: str, face_id: int) -> None:
+        """Raises GalleryNotFound or FaceNotFound."""
+    def scan_partition(self, gallery: str, shard: int, after_id: int | None = None,
+                       limit: int = 1000) -> list[FaceRecord]:
+        """Faces of one (gallery, shard) partition in id order, after ``after_id``."""
+    def count_faces(self, gallery: str) -> int: ...
+    def close(self) -> None: ...
+
+
+def add_face(store: FaceStore, face: FaceRecord) -> None:
+    """Add one face, raising its error instead of returning it."""
+    (error,) = store.add_faces([face])
+    if error is not None:
+        raise error

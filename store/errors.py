@@ -1,0 +1,84 @@
+"""The domain errors of facegrid's state: galleries, faces and the stores that keep them.
+
+    FacegridError                 (code: a stable machine-readable name)
+    ├── GalleryNotFound
+    ├── GalleryExists
+    ├── FaceNotFound
+    ├── FaceExists
+    ├── InvalidFace               a vector or meta value the gallery cannot take (param, value)
+    ├── StoreUnavailable          the face store cannot be reached
+    ├── ShardUnavailable          no replica of an index shard answers
+    └── CacheUnavailable          the detection cache cannot be reached
+
+They carry no HTTP status; ``serve_app.errors`` maps each to the spec's code in one table. They are plain
+exceptions with picklable arguments, because they cross Ray actor boundaries.
+"""
+
+from __future__ import annotations
+
+
+class FacegridError(Exception):
+    """Base of the domain errors; ``str(error)`` is the human-readable description."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class GalleryNotFound(FacegridError):
+    def __init__(self, gallery: str):
+        super().__init__(f"gallery {gallery!r} does not exist")
+        self.gallery = gallery
+
+    def __reduce__(self):
+        return type(self), (self.gallery,)
+
+
+class GalleryExists(FacegridError):
+    def __init__(self, gallery: str):
+        super().__init__(f"gallery {gallery!r} already exists")
+        self.gallery = gallery
+
+    def __reduce__(self):
+        return type(self), (self.gallery,)
+
+
+class FaceNotFound(FacegridError):
+    def __init__(self, gallery: str, face_id: int):
+        super().__init__(f"face {face_id} does not exist in gallery {gallery!r}")
+        self.gallery, self.face_id = gallery, face_id
+
+    def __reduce__(self):
+        return type(self), (self.gallery, self.face_id)
+
+
+class FaceExists(FacegridError):
+    def __init__(self, gallery: str, face_id: int):
+        super().__init__(f"face {face_id} already exists in gallery {gallery!r}")
+        self.gallery, self.face_id = gallery, face_id
+
+    def __reduce__(self):
+        return type(self), (self.gallery, self.face_id)
+
+
+class InvalidFace(FacegridError):
+    """A request names a value the gallery cannot take; ``param`` and ``value`` say which."""
+
+    def __init__(self, message: str, param: str, value: str):
+        super().__init__(message)
+        self.param, self.value = param, value
+
+    def __reduce__(self):
+        return type(self), (self.message, self.param, self.value)
+
+
+class StoreUnavailable(FacegridError):
+    pass
+
+
+class CacheUnavailable(FacegridError):
+    pass
+
+
+class ShardUnavailable(FacegridError):
+    pass

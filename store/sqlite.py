@@ -1,0 +1,214 @@
+"""The embedded ``FaceStore``: one SQLite file, safe for several processes at once.
+
+WAL journaling lets readers go on while one process writes; ``synchronous=FULL`` makes a committed
+write survive a power cut, so a write is durable when the call returns. Each process (ingress replica,
+shard actor) opens its own connection; a lock serialises the threads of one process on it.
+
+Face ids are unsigned 64-bit and SQLite integers are signed, so ids are stored shifted by 2**63, which
+keeps their order (keyset paging by id relies on it).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .base import (FaceRecord, GalleryRecord, check_face_id, check_facen, check_gallery_name, check_meta,
+                   shard_of)
+from .errors import (FaceExists, FaceNotFound, FacegridError, GalleryExists, GalleryNotFound, InvalidFace,
+                     StoreUnavailable)
+
+_ID_SHIFT = 2 ** 63
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS layout (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS galleries (
+    name TEXT PRIMARY KEY, created_at REAL NOT NULL, dim INTEGER, model TEXT);
+CREATE TABLE IF NOT EXISTS faces (
+    gallery TEXT NOT NULL, shard INTEGER NOT NULL, id INTEGER NOT NULL,
+    facen BLOB NOT NULL, meta TEXT NOT NULL, features TEXT NOT NULL, created_at REAL NOT NULL,
+    PRIMARY KEY (gallery, shard, id)) WITHOUT ROWID;
+"""
+
+
+def _to_row_id(face_id: int) -> int:
+    return face_id - _ID_SHIFT
+
+
+def _from_row_id(row_id: int) -> int:
+    return row_id + _ID_SHIFT
+
+
+class SqliteFaceStore:
+    def __init__(self, path: Path, num_shards: int):
+        self.path = Path(path)
+        self.num_shards = num_shards
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            with self._lock:
+                self._db.executescript(_SCHEMA)
+                self._check_layout()
+        except sqlite3.Error as error:
+            raise StoreUnavailable(f"cannot open the face store at {self.path}: {error}") from None
+
+    def __reduce__(self):
+        # Crossing to another process (a Ray actor) opens a fresh connection there.
+        return type(self), (self.path, self.num_shards)
+
+    def _check_layout(self) -> None:
+        row = self._db.execute("SELECT value FROM layout WHERE key = 'num_shards'").fetchone()
+        if row is None:
+            self._db.execute("INSERT OR IGNORE INTO layout VALUES ('num_shards', ?)", (str(self.num_shards),))
+        elif int(row[0]) != self.num_shards:
+            raise ValueError(f"{self.path} was laid out for {row[0]} shards, not {self.num_shards}: "
+                             "keep index.num_shards as it was, or start from an empty store")
+
+    def _run(self, work, write: bool = False):
+        """Run ``work(cursor)`` in one transaction; driver failures become StoreUnavailable."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                try:
+                    result = work(self._db)
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+                return result
+            except sqlite3.Error as error:
+                raise StoreUnavailable(f"face store error: {error}") from None
+
+    @staticmethod
+    def _gallery(db, name: str) -> GalleryRecord:
+        row = db.execute("SELECT name, created_at, dim, model FROM galleries WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise GalleryNotFound(name)
+        return GalleryRecord(*row)
+
+    def create_gallery(self, name: str) -> GalleryRecord:
+        check_gallery_name(name)
+
+        def work(db):
+            if db.execute("SELECT 1 FROM galleries WHERE name = ?", (name,)).fetchone():
+                raise GalleryExists(name)
+            record = GalleryRecord(name, time.time())
+            db.execute("INSERT INTO galleries (name, created_at) VALUES (?, ?)", (name, record.created_at))
+            return record
+        return self._run(work, write=True)
+
+    def get_gallery(self, name: str) -> GalleryRecord:
+        return self._run(lambda db: self._gallery(db, name))
+
+    def list_galleries(self) -> list[GalleryRecord]:
+        rows = self._run(lambda db: db.execute(
+            "SELECT name, created_at, dim, model FROM galleries ORDER BY name").fetchall())
+        return [GalleryRecord(*row) for row in rows]
+
+    def delete_gallery(self, name: str) -> None:
+        def work(db):
+            self._gallery(db, name)
+            db.execute("DELETE FROM faces WHERE gallery = ?", (name,))
+            db.execute("DELETE FROM galleries WHERE name = ?", (name,))
+        self._run(work, write=True)
+
+    def add_faces(self, faces: Sequence[FaceRecord]) -> list[FacegridError | None]:
+        def work(db):
+            results: list[FacegridError | None] = []
+            galleries: dict[str, GalleryRecord] = {}
+            for face in faces:
+                db.execute("SAVEPOINT face")
+                try:
+                    self._insert(db, face, galleries)
+                    results.append(None)
+                    db.execute("RELEASE face")
+                except FacegridError as error:
+                    db.execute("ROLLBACK TO face")
+                    db.execute("RELEASE face")
+                    results.append(error)
+            return results
+        return self._run(work, write=True)
+
+    def _insert(self, db, face: FaceRecord, galleries: dict[str, GalleryRecord]) -> None:
+        gallery = galleries.get(face.gallery) or self._gallery(db, face.gallery)
+        face_id = check_face_id(face.face_id)
+        vector = check_facen(face.facen, gallery)
+        meta = check_meta(face.meta)
+        if gallery.dim is None:
+            db.execute("UPDATE galleries SET dim = ? WHERE name = ?", (vector.size, gallery.name))
+            gallery = GalleryRecord(gallery.name, gallery.created_at, vector.size, gallery.model)
+        galleries[face.gallery] = gallery
+        shard = shard_of(face.gallery, face_id, self.num_shards)
+        try:
+            db.execute("INSERT INTO faces VALUES (?, ?, ?, ?, ?, ?, ?)", (
+                face.gallery, shard, _to_row_id(face_id), vector.astype("<f4").tobytes(),
+                json.dumps(meta), json.dumps(face.features), face.created_at or time.time()))
+        except sqlite3.IntegrityError:
+            raise FaceExists(face.gallery, face_id) from None
+
+    def _face(self, db, gallery: str, face_id: int) -> FaceRecord:
+        self._gallery(db, gallery)
+        check_face_id(face_id)
+        row = db.execute("SELECT id, facen, meta, features, created_at FROM faces "
+                         "WHERE gallery = ? AND shard = ? AND id = ?",
+                         (gallery, shard_of(gallery, face_id, self.num_shards), _to_row_id(face_id))).fetchone()
+        if row is None:
+            raise FaceNotFound(gallery, face_id)
+        return self._record(gallery, row)
+
+    @staticmethod
+    def _record(gallery: str, row) -> FaceRecord:
+        row_id, blob, meta, features, created_at = row
+        return FaceRecord(gallery, _from_row_id(row_id), np.frombuffer(blob, dtype="<f4").copy(),
+                          json.loads(meta), json.loads(features), created_at)
+
+    def get_face(self, gallery: str, face_id: int) -> FaceRecord:
+        return self._run(lambda db: self._face(db, gallery, face_id))
+
+    def update_meta(self, gallery: str, face_id: int, meta: dict) -> FaceRecord:
+        check_meta(meta)
+
+        def work(db):
+            face = self._face(db, gallery, face_id)
+            merged = {**face.meta, **meta}
+            db.execute("UPDATE faces SET meta = ? WHERE gallery = ? AND shard = ? AND id = ?",
+                       (json.dumps(merged), gallery, shard_of(gallery, face_id, self.num_shards),
+                        _to_row_id(face_id)))
+            return FaceRecord(gallery, face_id, face.facen, merged, face.features, face.created_at)
+        return self._run(work, write=True)
+
+    def delete_face(self, gallery: str, face_id: int) -> None:
+        def work(db):
+            self._face(db, gallery, face_id)
+            db.execute("DELETE FROM faces WHERE gallery = ? AND shard = ? AND id = ?",
+                       (gallery, shard_of(gallery, face_id, self.num_shards), _to_row_id(face_id)))
+        self._run(work, write=True)
+
+    def scan_partition(self, gallery: str, shard: int, after_id: int | None = None,
+                       limit: int = 1000) -> list[FaceRecord]:
+        # With no cursor, start at the smallest stored id (-2**63) inclusively.
+        bound, operator = (-_ID_SHIFT, ">=") if after_id is None else (_to_row_id(after_id), ">")
+        rows = self._run(lambda db: db.execute(
+            "SELECT id, facen, meta, features, created_at FROM faces "
+            f"WHERE gallery = ? AND shard = ? AND id {operator} ? ORDER BY id LIMIT ?",
+            (gallery, shard, bound, limit)).fetchall())
+        return [self._record(gallery, row) for row in rows]
+
+    def count_faces(self, gallery: str) -> int:
+        def work(db):
+            self._gallery(db, gallery)
+            return db.execute("SELECT COUNT(*) FROM faces WHERE gallery = ?", (gallery,)).fetchone()[0]
+        return self._run(work)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

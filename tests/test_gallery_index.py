@@ -1,0 +1,140 @@
+"""One gallery's FAISS index against an exact numpy reference over the same seeded data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench.data import clustered_unit_vectors, queries_near, random_meta
+from index import FaceFilter, GalleryIndex, IndexConfig
+
+DIM = 32
+FILTERS = [
+    None,
+    FaceFilter(id_gte=100, id_lte=900),
+    FaceFilter(id_in=(3, 17, 400, 401, 999_999)),
+    FaceFilter(meta_in=(("name", ("ann", "eve")),)),
+    FaceFilter(meta_in=(("cam", ("3",)),), meta_gte=(("name", "c"),)),
+    FaceFilter(meta_gte=(("cam", "2"),), meta_lte=(("cam", 4),)),
+    FaceFilter(meta_subset=(("tags", ("vip", "staff")),)),
+    FaceFilter(meta_in=(("tags", ("banned",)),), id_lte=300),
+    FaceFilter(meta_in=(("name", ("nobody",)),)),
+]
+
+
+class Reference:
+    """Exact search by brute force over what the index should hold."""
+
+    def __init__(self):
+        self.faces: dict[int, tuple[np.ndarray, dict]] = {}
+
+    def top(self, query, top_k, face_filter):
+        hits = [(float(vector @ query), face_id) for face_id, (vector, meta) in self.faces.items()
+                if face_filter is None or face_filter.matches(face_id, meta)]
+        hits.sort(reverse=True)
+        return hits[:top_k]
+
+
+def check_against(index: GalleryIndex, reference: Reference, queries: np.ndarray, top_k: int = 10):
+    for face_filter in FILTERS:
+        scores, ids = index.search(queries, top_k, face_filter)
+        for row, query in enumerate(queries):
+            expected = reference.top(query, top_k, face_filter)
+            got = [(float(s), int(i)) for s, i in zip(scores[row], ids[row]) if s > -np.inf]
+            assert [i for _, i in got] == [i for _, i in expected], face_filter
+            np.testing.assert_allclose([s for s, _ in got], [s for s, _ in expected], atol=1e-5)
+
+
+@pytest.fixture
+def filled():
+    vectors = clustered_unit_vectors(1500, DIM, seed=5)
+    metas = random_meta(1500, seed=6)
+    ids = list(range(0, 3000, 2))
+    index, reference = GalleryIndex(DIM, IndexConfig()), Reference()
+    index.add(ids, vectors, metas)
+    reference.faces = {i: (v, m) for i, v, m in zip(ids, vectors, metas)}
+    return index, reference, vectors
+
+
+def test_search_with_and_without_filters_is_exact(filled):
+    index, reference, vectors = filled
+    check_against(index, reference, queries_near(vectors, 8, seed=7))
+
+
+def test_search_stays_exact_after_deletes_and_meta_updates(filled):
+    index, reference, vectors = filled
+    rng = np.random.default_rng(8)
+    for face_id in rng.choice(list(reference.faces), 300, replace=False):
+        assert index.remove(int(face_id))
+        del reference.faces[int(face_id)]
+    for face_id in rng.choice(list(reference.faces), 200, replace=False):
+        meta = {"name": "ann", "cam": int(rng.integers(0, 10)), "tags": ["vip", "staff"]}
+        index.update_meta(int(face_id), meta)
+        reference.faces[int(face_id)] = (reference.faces[int(face_id)][0], meta)
+    assert index.count == len(reference.faces)
+    check_against(index, reference, queries_near(vectors, 8, seed=9))
+
+
+def test_compaction_after_many_deletes_keeps_every_live_face(filled):
+    index, reference, vectors = filled
+    for face_id in list(reference.faces)[:1000]:
+        index.remove(face_id)
+        del reference.faces[face_id]
+    assert index.count == len(reference.faces)
+    assert index.size < 1500                                        # compacted at least once
+    assert index.size < 1024 or index.dead_fraction < index.config.compact_dead_fraction
+    check_against(index, reference, queries_near(vectors, 4, seed=10))
+
+
+def test_a_filter_passing_few_faces_still_returns_all_of_them(filled):
+    index, reference, vectors = filled
+    rare = FaceFilter(id_in=(4, 1000, 2998))
+    scores, ids = index.search(vectors[:1], 10, rare)
+    assert sorted(int(i) for s, i in zip(scores[0], ids[0]) if s > -np.inf) == [4, 1000, 2998]
+
+
+def test_listing_pages_by_id_in_both_directions(filled):
+    index, reference, _ = filled
+    face_filter = FaceFilter(meta_in=(("name", ("bob",)),))
+    expected = sorted(i for i, (_, m) in reference.faces.items() if face_filter.matches(i, m))
+    for descending in (False, True):
+        order = expected[::-1] if descending else expected
+        pages, after = [], None
+        while True:
+            page = index.list_ids(face_filter, after, 25, descending).tolist()
+            if not page:
+                break
+            pages += page
+            after = page[-1]
+        assert pages == order
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_approximate_kinds_switch_on_at_their_size_and_keep_recall(kind):
+    vectors = clustered_unit_vectors(6000, DIM, seed=11)
+    index = GalleryIndex(DIM, IndexConfig(kind=kind, approximate_min_faces=5000))
+    index.add(list(range(4000)), vectors[:4000], [{}] * 4000)
+    assert index.kind == "flat"
+    index.add(list(range(4000, 6000)), vectors[4000:], [{}] * 2000)
+    assert index.kind == kind
+    queries = queries_near(vectors, 50, seed=12)
+    _, found = index.search(queries, 10)
+    exact = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
+    recall = np.mean([len(set(f.tolist()) & set(e.tolist())) / 10 for f, e in zip(found, exact)])
+    assert recall >= 0.9
+    index.remove(5)
+    _, found = index.search(vectors[5:6], 10)
+    assert 5 not in found[0].tolist()
+
+
+def test_filter_reference_semantics():
+    meta = {"cam": 3, "name": "eve", "tags": ["vip", "staff"]}
+    assert FaceFilter(meta_in=(("cam", ("3", "4")),)).matches(1, meta)
+    assert not FaceFilter(meta_in=(("cam", ("x",)),)).matches(1, meta)
+    assert FaceFilter(meta_gte=(("name", "d"),), meta_lte=(("name", "f"),)).matches(1, meta)
+    assert not FaceFilter(meta_gte=(("name", 8),)).matches(1, {"name": 7})
+    assert not FaceFilter(meta_gte=(("name", "a"),)).matches(1, {"name": 7})     # int vs text: no match
+    assert FaceFilter(meta_subset=(("tags", ("vip",)),)).matches(1, meta)
+    assert not FaceFilter(meta_subset=(("tags", ("vip", "guest")),)).matches(1, meta)
+    assert FaceFilter(meta_in=(("tags", ("staff",)),)).matches(1, meta)
+    assert not FaceFilter(meta_in=(("missing", ("x",)),)).matches(1, meta)

@@ -1,0 +1,150 @@
+"""Galleries sharded across real Ray actors, checked against an exact reference over the same data."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+
+import numpy as np
+import pytest
+
+from bench.data import clustered_unit_vectors, queries_near, random_meta
+from index import FaceFilter, IndexConfig, ShardRouter
+from store import FaceRecord, SqliteFaceStore
+from tests.test_gallery_index import FILTERS, Reference
+
+DIM = 32
+_prefixes = itertools.count()
+
+
+@pytest.fixture
+def cluster(ray_session, tmp_path):
+    """Builds routers over a fresh store; kills their actors afterwards."""
+    routers = []
+
+    def make(num_shards: int, replicas: int = 1, store=None, **config):
+        store = store or SqliteFaceStore(tmp_path / "faces.db", num_shards)
+        settings = IndexConfig(num_shards=num_shards, replicas_per_shard=replicas, cpus_per_shard=0.1, **config)
+        router = ShardRouter.start(store, settings, name_prefix=f"t{next(_prefixes)}")
+        routers.append(router)
+        return router, store
+
+    yield make
+    for router in routers:
+        for actor in itertools.chain(*router.replicas):
+            ray_session.kill(actor, no_restart=True)
+
+
+def enrol(store, router, gallery: str, count: int, seed: int = 0):
+    vectors = clustered_unit_vectors(count, DIM, seed=seed)
+    metas = random_meta(count, seed=seed + 1)
+    faces = [FaceRecord(gallery, 10 * i + 1, v, m) for i, (v, m) in enumerate(zip(vectors, metas))]
+    store.create_gallery(gallery)
+    assert store.add_faces(faces) == [None] * count
+    asyncio.run(router.add(faces))
+    reference = Reference()
+    reference.faces = {f.face_id: (f.facen, f.meta) for f in faces}
+    return vectors, reference
+
+
+async def search_all(router, gallery, queries, face_filter, top_k=10):
+    """Every query at once, as concurrent clients would send them (the router batches them)."""
+    return await asyncio.gather(*(router.search(gallery, q, top_k, face_filter) for q in queries))
+
+
+def assert_exact(router, gallery, reference, queries):
+    async def run():
+        for face_filter in FILTERS:
+            results = await search_all(router, gallery, queries, face_filter)
+            for query, hits in zip(queries, results):
+                expected = reference.top(query, 10, face_filter)
+                assert [i for i, _ in hits] == [i for _, i in expected], face_filter
+                np.testing.assert_allclose([s for _, s in hits], [s for s, _ in expected], atol=1e-5)
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("num_shards", [1, 3])
+def test_sharded_search_is_exact_with_and_without_filters(cluster, num_shards):
+    router, store = cluster(num_shards)
+    vectors, reference = enrol(store, router, "ppl", 2000)
+    assert asyncio.run(router.count("ppl")) == 2000
+    assert_exact(router, "ppl", reference, queries_near(vectors, 12, seed=3))
+
+
+def test_sharded_search_stays_exact_after_deletes_and_meta_updates(cluster):
+    router, store = cluster(3)
+    vectors, reference = enrol(store, router, "ppl", 1500)
+    rng = np.random.default_rng(4)
+
+    async def change():
+        for face_id in rng.choice(list(reference.faces), 200, replace=False).tolist():
+            store.delete_face("ppl", face_id)
+            assert await router.remove("ppl", face_id)
+            del reference.faces[face_id]
+        for face_id in rng.choice(list(reference.faces), 150, replace=False).tolist():
+            merged = store.update_meta("ppl", face_id, {"name": "ann", "tags": ["vip", "staff"]}).meta
+            await router.update_meta("ppl", face_id, merged)
+            reference.faces[face_id] = (reference.faces[face_id][0], merged)
+    asyncio.run(change())
+    assert_exact(router, "ppl", reference, queries_near(vectors, 8, seed=5))
+
+
+def test_threshold_and_limit_cut_the_merged_results(cluster):
+    router, store = cluster(2)
+    vectors, reference = enrol(store, router, "ppl", 800)
+    query = queries_near(vectors, 1, seed=6)[0]
+    expected = reference.top(query, 800, None)
+    floor = (expected[7][0] + expected[8][0]) / 2
+    hits = asyncio.run(router.search("ppl", query, 50, min_score=floor))
+    assert [i for i, _ in hits] == [i for _, i in expected[:8]]
+
+
+def test_listing_pages_across_shards_in_id_order(cluster):
+    router, store = cluster(3)
+    _, reference = enrol(store, router, "ppl", 600)
+    face_filter = FaceFilter(meta_in=(("cam", ("1", "2", "3")),))
+    expected = sorted(i for i, (_, m) in reference.faces.items() if face_filter.matches(i, m))
+
+    async def pages():
+        collected, after = [], None
+        while page := await router.list_ids("ppl", face_filter, after, 40):
+            collected += page
+            after = page[-1]
+        return collected
+    assert asyncio.run(pages()) == expected
+
+
+def test_galleries_are_separate_and_dropping_one_leaves_the_others(cluster):
+    router, store = cluster(2)
+    enrol(store, router, "a", 100, seed=1)
+    vectors_b, reference_b = enrol(store, router, "b", 100, seed=2)
+    asyncio.run(router.drop_gallery("a"))
+    assert asyncio.run(router.counts()) == {"b": 100}
+    assert_exact(router, "b", reference_b, vectors_b[:3])
+
+
+def test_a_killed_shard_rebuilds_from_the_store_while_the_others_answer(cluster, ray_session):
+    router, store = cluster(2)
+    vectors, reference = enrol(store, router, "ppl", 3000)
+    before = [r["faces"] for r in asyncio.run(router.ready())]
+    ray_session.kill(router.replicas[0][0], no_restart=False)
+
+    async def during_restart():
+        started = time.perf_counter()
+        other = await router._read(1, "count", "ppl")
+        return other, time.perf_counter() - started
+    other_count, seconds = asyncio.run(during_restart())
+    assert other_count == before[1] and seconds < 5
+    after = [r["faces"] for r in asyncio.run(router.ready())]     # waits for shard 0's rebuild
+    assert after == before
+    assert_exact(router, "ppl", reference, queries_near(vectors, 6, seed=7))
+
+
+def test_reads_fail_over_to_a_live_replica(cluster, ray_session):
+    router, store = cluster(1, replicas=2)
+    vectors, reference = enrol(store, router, "ppl", 300)
+    ray_session.kill(router.replicas[0][1], no_restart=True)
+    for _ in range(3):          # round-robin would have picked the dead replica at least once
+        hits = asyncio.run(router.search("ppl", vectors[0], 5))
+        assert [i for i, _ in hits] == [i for _, i in reference.top(vectors[0], 5, None)]

@@ -1,0 +1,149 @@
+"""The embedded face store: what the service relies on from any FaceStore."""
+
+from __future__ import annotations
+
+import multiprocessing
+
+import numpy as np
+import pytest
+
+from store import (FaceExists, FaceNotFound, FaceRecord, GalleryExists, GalleryNotFound, InvalidFace,
+                   SqliteFaceStore, add_face, shard_of)
+
+
+def unit(seed: int, dim: int = 8) -> np.ndarray:
+    vector = np.random.default_rng(seed).standard_normal(dim).astype(np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+@pytest.fixture
+def store(tmp_path):
+    face_store = SqliteFaceStore(tmp_path / "faces.db", num_shards=3)
+    yield face_store
+    face_store.close()
+
+
+def test_galleries_are_created_listed_and_deleted_with_their_faces(store):
+    store.create_gallery("ppl")
+    store.create_gallery("cars-2")
+    with pytest.raises(GalleryExists):
+        store.create_gallery("ppl")
+    add_face(store, FaceRecord("ppl", 7, unit(1)))
+    assert [g.name for g in store.list_galleries()] == ["cars-2", "ppl"]
+    assert store.get_gallery("ppl").dim == 8
+    store.delete_gallery("ppl")
+    with pytest.raises(GalleryNotFound):
+        store.get_gallery("ppl")
+    store.create_gallery("ppl")
+    assert store.count_faces("ppl") == 0
+
+
+@pytest.mark.parametrize("name", ["", "a" * 65, "white space", "slash/name", "ünï"])
+def test_bad_gallery_names_are_refused(store, name):
+    with pytest.raises(InvalidFace) as caught:
+        store.create_gallery(name)
+    assert caught.value.param == "gallery"
+
+
+def test_a_face_round_trips_with_its_vector_meta_and_features(store):
+    store.create_gallery("ppl")
+    meta = {"name": "Ann", "age": 31, "tags": ["a", "b"], "cams": [1, 2]}
+    add_face(store, FaceRecord("ppl", 2 ** 64 - 1, unit(2) * 3, meta, {"age": 30}))
+    face = store.get_face("ppl", 2 ** 64 - 1)
+    np.testing.assert_allclose(face.facen, unit(2), atol=1e-6)     # stored unit length
+    assert face.meta == meta and face.features == {"age": 30}
+    with pytest.raises(FaceExists):
+        add_face(store, FaceRecord("ppl", 2 ** 64 - 1, unit(3)))
+    with pytest.raises(FaceNotFound):
+        store.get_face("ppl", 5)
+    with pytest.raises(GalleryNotFound):
+        store.get_face("nope", 5)
+
+
+def test_meta_patch_replaces_listed_keys_and_keeps_the_others(store):
+    store.create_gallery("ppl")
+    add_face(store, FaceRecord("ppl", 1, unit(1), {"a": "x", "b": 2}))
+    assert store.update_meta("ppl", 1, {"b": 3, "c": ["z"]}).meta == {"a": "x", "b": 3, "c": ["z"]}
+    assert store.get_face("ppl", 1).meta == {"a": "x", "b": 3, "c": ["z"]}
+
+
+@pytest.mark.parametrize("meta", [{"a": 1.5}, {"a": {"x": 1}}, {"a": [1, "x"]}, {"a": True}, {"a": None}, [1]])
+def test_meta_values_outside_the_spec_are_refused(store, meta):
+    store.create_gallery("ppl")
+    with pytest.raises(InvalidFace):
+        add_face(store, FaceRecord("ppl", 1, unit(1), meta))
+
+
+def test_the_first_face_fixes_the_gallery_dimension(store):
+    store.create_gallery("ppl")
+    add_face(store, FaceRecord("ppl", 1, unit(1, dim=8)))
+    with pytest.raises(InvalidFace, match="8-d") as caught:
+        add_face(store, FaceRecord("ppl", 2, unit(2, dim=16)))
+    assert caught.value.param == "facen"
+
+
+def test_a_bulk_add_keeps_good_faces_and_writes_nothing_of_bad_ones(store):
+    store.create_gallery("ppl")
+    add_face(store, FaceRecord("ppl", 1, unit(1)))
+    results = store.add_faces([
+        FaceRecord("ppl", 2, unit(2)),
+        FaceRecord("ppl", 1, unit(3)),                   # exists
+        FaceRecord("ppl", 3, unit(4), {"bad": 1.5}),     # bad meta
+        FaceRecord("ppl", 4, np.zeros(8, np.float32)),   # zero vector
+        FaceRecord("nope", 5, unit(5)),                  # no gallery
+        FaceRecord("ppl", -1, unit(6)),                  # not unsigned
+        FaceRecord("ppl", 6, unit(7)),
+    ])
+    assert [type(r).__name__ if r else None for r in results] == [
+        None, "FaceExists", "InvalidFace", "InvalidFace", "GalleryNotFound", "InvalidFace", None]
+    assert store.count_faces("ppl") == 3
+    with pytest.raises(FaceNotFound):
+        store.get_face("ppl", 3)
+
+
+def test_partitions_hold_exactly_their_shards_faces_in_id_order(store):
+    store.create_gallery("ppl")
+    ids = [0, 1, 2 ** 63 - 1, 2 ** 63, 2 ** 64 - 1] + list(range(100, 160))
+    store.add_faces([FaceRecord("ppl", i, unit(i % 1000)) for i in ids])
+    seen = []
+    for shard in range(3):
+        after, part = None, []
+        while page := store.scan_partition("ppl", shard, after_id=after, limit=7):
+            part += [face.face_id for face in page]
+            after = page[-1].face_id
+        assert part == sorted(part)
+        assert all(shard_of("ppl", face_id, 3) == shard for face_id in part)
+        seen += part
+    assert sorted(seen) == sorted(ids)
+
+
+def test_writes_survive_reopening_the_file(tmp_path):
+    first = SqliteFaceStore(tmp_path / "faces.db", num_shards=2)
+    first.create_gallery("ppl")
+    add_face(first, FaceRecord("ppl", 9, unit(9), {"k": "v"}))
+    first.close()
+    again = SqliteFaceStore(tmp_path / "faces.db", num_shards=2)
+    assert again.get_face("ppl", 9).meta == {"k": "v"}
+    again.close()
+    with pytest.raises(ValueError, match="laid out for 2 shards"):
+        SqliteFaceStore(tmp_path / "faces.db", num_shards=4)
+
+
+def _writer(path, worker: int) -> None:
+    store = SqliteFaceStore(path, num_shards=2)
+    for i in range(50):
+        add_face(store, FaceRecord("ppl", worker * 1000 + i, unit(i)))
+    store.close()
+
+
+def test_several_processes_write_at_once_without_losing_a_face(tmp_path):
+    path = tmp_path / "faces.db"
+    SqliteFaceStore(path, num_shards=2).create_gallery("ppl")
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_writer, args=(path, worker)) for worker in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+    assert SqliteFaceStore(path, num_shards=2).count_faces("ppl") == 150
