@@ -1,39 +1,52 @@
 """Synthetic gallery data that resembles face embeddings, for index tests and benchmarks.
 
-Face embeddings are not uniform noise: photos of one person cluster tightly, people spread over the
-sphere, and a gallery holds many people with a few photos each. ``clustered_unit_vectors`` draws a
-centre per identity and scatters each identity's vectors around it, which gives approximate indexes
-the structure (and the difficulty: many close neighbours) they meet in service.
+Face embeddings are not uniform noise on the sphere. On ../shared/faces the dlib extractor gives
+same-person cosines of 0.964 on average and different-person cosines of 0.833: every face is near a
+common direction, people differ along a few dominant directions (a decaying spectrum), and photos of
+one person scatter a little around that person. ``clustered_unit_vectors`` draws data with those
+statistics (defaults: same-person 0.962, different-person 0.831 at 128-d), so approximate indexes meet
+the crowded neighbourhoods they meet in service rather than well-separated random clusters.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+IDENTITY_SCALE = 0.40     # how far people sit from the common direction
+FACE_SCALE = 0.20         # how far one person's photos scatter
+SPECTRUM_DECAY = 0.5      # identity variance along direction j falls as j ** -decay
 
-def clustered_unit_vectors(count: int, dim: int = 128, faces_per_identity: int = 5, spread: float = 0.35,
-                           seed: int = 0, chunk: int = 1_000_000) -> np.ndarray:
+
+def clustered_unit_vectors(count: int, dim: int = 128, faces_per_identity: int = 5, seed: int = 0,
+                           chunk: int = 1_000_000) -> np.ndarray:
     rng = np.random.default_rng(seed)
     identities = max(1, count // faces_per_identity)
-    centres = rng.standard_normal((identities, dim), dtype=np.float32)
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    common = rng.standard_normal(dim).astype(np.float32)
+    common /= np.linalg.norm(common)
+    spectrum = np.arange(1, dim + 1, dtype=np.float32) ** -SPECTRUM_DECAY
+    spectrum /= np.linalg.norm(spectrum)
+    basis = np.linalg.qr(rng.standard_normal((dim, dim)))[0].astype(np.float32)
+    centres = np.empty((identities, dim), np.float32)
+    for start in range(0, identities, chunk):
+        stop = min(start + chunk, identities)
+        offsets = (rng.standard_normal((stop - start, dim), dtype=np.float32) * spectrum) @ basis.T
+        block = common + np.float32(IDENTITY_SCALE) * offsets
+        centres[start:stop] = block / np.linalg.norm(block, axis=1, keepdims=True)
     out = np.empty((count, dim), np.float32)
     for start in range(0, count, chunk):
         stop = min(start + chunk, count)
         owner = rng.integers(0, identities, stop - start)
-        noise = rng.standard_normal((stop - start, dim), dtype=np.float32) * (spread / np.sqrt(dim))
-        block = centres[owner] + noise
-        block /= np.linalg.norm(block, axis=1, keepdims=True)
-        out[start:stop] = block
+        block = centres[owner] + rng.standard_normal((stop - start, dim), dtype=np.float32) * np.float32(FACE_SCALE / np.sqrt(dim))
+        out[start:stop] = block / np.linalg.norm(block, axis=1, keepdims=True)
     return out
 
 
-def queries_near(vectors: np.ndarray, count: int, spread: float = 0.35, seed: int = 1) -> np.ndarray:
-    """Queries that are new photos of people in the gallery: a stored vector plus fresh noise."""
+def queries_near(vectors: np.ndarray, count: int, seed: int = 1) -> np.ndarray:
+    """Queries that are new photos of people in the gallery: a stored vector plus fresh photo noise."""
     rng = np.random.default_rng(seed)
     picked = vectors[rng.integers(0, len(vectors), count)]
-    noisy = picked + rng.standard_normal(picked.shape, dtype=np.float32) * (spread / np.sqrt(vectors.shape[1]))
-    return noisy / np.linalg.norm(noisy, axis=1, keepdims=True)
+    noisy = picked + rng.standard_normal(picked.shape, dtype=np.float32) * np.float32(FACE_SCALE / np.sqrt(vectors.shape[1]))
+    return (noisy / np.linalg.norm(noisy, axis=1, keepdims=True)).astype(np.float32)
 
 
 def random_meta(count: int, seed: int = 2) -> list[dict]:

@@ -19,6 +19,71 @@ from .config import IndexConfig
 from .filters import FaceFilter, MetaColumn
 
 _INITIAL_CAPACITY = 1024
+_MIN_RECENT = 4096
+
+
+class SlotLookup:
+    """Face id -> slot. A dict costs ~100 bytes a face, a fifth of a 128-d vector; this keeps a sorted
+    numpy run of (id, slot) plus a small dict of recent adds, merged into the run once it grows past
+    1 % of the faces, so lookups stay O(log n) and memory about 16 bytes a face."""
+
+    def __init__(self):
+        self.ids = np.zeros(0, np.uint64)
+        self.slots = np.zeros(0, np.int64)       # -1 once removed
+        self.recent: dict[int, int] = {}
+        self.live = 0
+
+    def __len__(self) -> int:
+        return self.live
+
+    def _find(self, face_id: int) -> int | None:
+        position = int(np.searchsorted(self.ids, np.uint64(face_id)))
+        if position < len(self.ids) and int(self.ids[position]) == face_id and self.slots[position] >= 0:
+            return position
+        return None
+
+    def get(self, face_id: int) -> int | None:
+        face_id = int(face_id)
+        if face_id in self.recent:
+            return self.recent[face_id]
+        position = self._find(face_id)
+        return None if position is None else int(self.slots[position])
+
+    def __contains__(self, face_id: int) -> bool:
+        return self.get(face_id) is not None
+
+    def add(self, face_ids: np.ndarray, slots: np.ndarray) -> None:
+        if len(face_ids) >= _MIN_RECENT:
+            self._merge(np.asarray(face_ids, np.uint64), np.asarray(slots, np.int64))
+        else:
+            self.recent.update(zip(np.asarray(face_ids).tolist(), np.asarray(slots).tolist()))
+            if len(self.recent) > max(_MIN_RECENT, len(self.ids) // 100):
+                self._merge(np.zeros(0, np.uint64), np.zeros(0, np.int64))
+        self.live += len(face_ids)
+
+    def _merge(self, face_ids: np.ndarray, slots: np.ndarray) -> None:
+        keep = self.slots >= 0
+        recent_ids = np.fromiter(self.recent.keys(), np.uint64, len(self.recent))
+        recent_slots = np.fromiter(self.recent.values(), np.int64, len(self.recent))
+        ids = np.concatenate([self.ids[keep], recent_ids, face_ids])
+        all_slots = np.concatenate([self.slots[keep], recent_slots, slots])
+        order = np.argsort(ids, kind="stable")
+        self.ids, self.slots, self.recent = ids[order], all_slots[order], {}
+
+    def pop(self, face_id: int) -> int | None:
+        face_id = int(face_id)
+        if face_id in self.recent:
+            self.live -= 1
+            return self.recent.pop(face_id)
+        position = self._find(face_id)
+        if position is None:
+            return None
+        slot, self.slots[position] = int(self.slots[position]), -1
+        self.live -= 1
+        return slot
+
+    def nbytes(self) -> int:
+        return self.ids.nbytes + self.slots.nbytes + 100 * len(self.recent)
 
 
 def _gpu_count() -> int:
@@ -36,7 +101,7 @@ class GalleryIndex:
         self.ids = np.zeros(_INITIAL_CAPACITY, np.uint64)
         self.alive = np.zeros(_INITIAL_CAPACITY, bool)
         self.meta: list[dict | None] = []           # None for empty meta keeps memory down
-        self.slot_of: dict[int, int] = {}
+        self.slot_of = SlotLookup()
         self.columns: dict[str, MetaColumn] = {}
         self.size = 0                                # slots used, dead ones included
         self._gpu_index = None
@@ -72,18 +137,17 @@ class GalleryIndex:
         self.index.add(vectors)
         self.ids[start:start + count] = np.array(face_ids, dtype=np.uint64)
         self.alive[start:start + count] = True
-        for offset, (face_id, meta) in enumerate(zip(face_ids, metas)):
-            slot = start + offset
-            self.slot_of[int(face_id)] = slot
+        self.slot_of.add(self.ids[start:start + count], np.arange(start, start + count))
+        for offset, meta in enumerate(metas):
             self.meta.append(dict(meta) if meta else None)
             for name, column in self.columns.items():
-                column.set(slot, meta.get(name) if meta else None)
+                column.set(start + offset, meta.get(name) if meta else None)
         self.size += count
         self._gpu_dirty = True
         self._maybe_go_approximate()
 
     def remove(self, face_id: int) -> bool:
-        slot = self.slot_of.pop(int(face_id), None)
+        slot = self.slot_of.pop(face_id)
         if slot is None:
             return False
         self.alive[slot] = False
@@ -140,7 +204,7 @@ class GalleryIndex:
     def _build_approximate(self, training: np.ndarray, kind: str) -> None:
         if kind == "hnsw":
             index = faiss.IndexHNSWFlat(self.dim, self.config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-            index.hnsw.efConstruction = max(40, self.config.hnsw_ef_search)
+            index.hnsw.efConstruction = self.config.hnsw_ef_construction
         else:
             lists = max(16, int(self.config.ivf_lists_per_sqrt * np.sqrt(len(training))))
             index = faiss.IndexIVFFlat(faiss.IndexFlatIP(self.dim), self.dim, lists, faiss.METRIC_INNER_PRODUCT)
@@ -212,7 +276,7 @@ class GalleryIndex:
             vectors += 4 * (self.index.hnsw.neighbors.size() + self.index.hnsw.levels.size())
         elif self.kind == "ivf":
             vectors += self.size * 16 + self.index.nlist * self.dim * 4     # list ids + direct map + centroids
-        return int(vectors + self.ids.nbytes + self.alive.nbytes)
+        return int(vectors + self.ids.nbytes + self.alive.nbytes + self.slot_of.nbytes())
 
     # ---- GPU ----------------------------------------------------------------------------------
 

@@ -53,10 +53,9 @@ class IndexShard:
         index = self.galleries.get(gallery)
         if index is None:
             index = self.galleries[gallery] = GalleryIndex(vectors.shape[1], self.config)
-        known = [i for i, face_id in enumerate(face_ids) if int(face_id) in index.slot_of]
-        if known:
+        fresh = [i for i, face_id in enumerate(face_ids) if face_id not in index.slot_of]
+        if len(fresh) < len(face_ids):
             # A retried add (replica catching up, repair from the store) must not duplicate a face.
-            fresh = [i for i in range(len(face_ids)) if i not in set(known)]
             face_ids = [face_ids[i] for i in fresh]
             vectors, metas = vectors[fresh], [metas[i] for i in fresh]
         if face_ids:

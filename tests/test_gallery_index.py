@@ -138,3 +138,24 @@ def test_filter_reference_semantics():
     assert not FaceFilter(meta_subset=(("tags", ("vip", "guest")),)).matches(1, meta)
     assert FaceFilter(meta_in=(("tags", ("staff",)),)).matches(1, meta)
     assert not FaceFilter(meta_in=(("missing", ("x",)),)).matches(1, meta)
+
+
+def test_slot_lookup_agrees_with_a_dict_through_merges_and_removals():
+    from index.gallery_index import SlotLookup
+
+    rng = np.random.default_rng(13)
+    lookup, truth, next_slot = SlotLookup(), {}, 0
+    for size in (5000, 10, 3000, 4500, 1, 7000):
+        drawn = rng.integers(0, 2 ** 64 - 1, size, dtype=np.uint64, endpoint=True).tolist()
+        ids = np.array([i for i in dict.fromkeys(drawn) if i not in truth], np.uint64)
+        slots = np.arange(next_slot, next_slot + len(ids))
+        next_slot += len(ids)
+        lookup.add(ids, slots)
+        truth.update(zip(ids.tolist(), slots.tolist()))
+        keys = list(truth)
+        for face_id in [keys[i] for i in rng.choice(len(keys), 500, replace=False)]:
+            assert lookup.pop(face_id) == truth.pop(face_id)
+            assert lookup.pop(face_id) is None
+    assert len(lookup) == len(truth)
+    assert all(lookup.get(face_id) == slot for face_id, slot in truth.items())
+    assert lookup.get(12345) is None

@@ -1,0 +1,156 @@
+"""Gallery search figures, measured side by side in one run (ratios; absolute times depend on the machine).
+
+    python -m bench.search [--exact-faces 1000000] [--approx-faces 5000000] [--queries 512]
+
+1. index RAM per face vs the raw vector bytes (in-process GalleryIndex, empty meta and typical meta);
+2. the embedded store: bulk write of N faces, then the rebuild of 2 shard actors from it;
+3. exact search over N faces x 128-d across 2 shard actors, single queries arriving concurrently,
+   vs in-process numpy brute force one query at a time (and a check that both return the same top-10);
+4. the approximate index (HNSW by default, or IVF) at M faces vs exact flat search in one process:
+   queries/s and recall@10 across its search breadth, on vectors with face-embedding statistics
+   (bench/data.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from index import GalleryIndex, IndexConfig, ShardRouter
+from store import FaceRecord, SqliteFaceStore
+
+from .data import clustered_unit_vectors, queries_near, random_meta
+
+DIM, TOP_K = 128, 10
+
+
+def rss_bytes() -> int:
+    return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def ram_per_face(count: int) -> None:
+    vectors = clustered_unit_vectors(count, DIM, seed=20)
+    raw = DIM * 4
+    print(f"1. index RAM per face, {count:,} faces x {DIM}-d (raw vector: {raw} bytes)")
+    for label, metas in (("no meta", [{}] * count), ("typical meta", random_meta(count, seed=21))):
+        gc.collect()
+        before = rss_bytes()
+        index = GalleryIndex(DIM, IndexConfig())
+        index.add(list(range(count)), vectors, metas)
+        gc.collect()
+        per_face = (rss_bytes() - before) / count
+        print(f"   {label:<13} {per_face:7.0f} bytes/face   {per_face / raw:.2f}x raw")
+        del index
+
+
+def exact_sharded(count: int, num_queries: int) -> None:
+    import ray
+
+    vectors = clustered_unit_vectors(count, DIM, seed=30)
+    queries = queries_near(vectors, num_queries, seed=31)
+    sample = min(num_queries, 64)
+    started = time.perf_counter()
+    brute = []
+    for query in queries[:sample]:
+        scores = vectors @ query
+        top = np.argpartition(-scores, TOP_K)[:TOP_K]
+        brute.append(top[np.argsort(-scores[top])].tolist())
+    numpy_qps = sample / (time.perf_counter() - started)
+    with tempfile.TemporaryDirectory() as scratch:
+        store = SqliteFaceStore(Path(scratch) / "faces.db", num_shards=2)
+        store.create_gallery("bench")
+        started = time.perf_counter()
+        for start in range(0, count, 20_000):
+            chunk = vectors[start:start + 20_000]
+            store.add_faces([FaceRecord("bench", start + i, v) for i, v in enumerate(chunk)])
+        write_s = time.perf_counter() - started
+        print(f"\n2. embedded store, {count:,} faces")
+        print(f"   bulk write          {count / write_s:10,.0f} faces/s")
+
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        try:
+            config = IndexConfig(num_shards=2, cpus_per_shard=0.5, threads_per_shard=1)
+            started = time.perf_counter()
+            router = ShardRouter.start(store, config, name_prefix="bench")
+            ready = asyncio.run(router.ready())
+            wall = time.perf_counter() - started
+            per_shard = ", ".join(f"{r['rebuild_s']:.1f}" for r in ready)
+            print(f"   rebuild, 2 shards   {wall:10.1f} s wall (per shard: {per_shard} s, in parallel)")
+
+            async def concurrent(batch):
+                return await asyncio.gather(*(router.search("bench", q, TOP_K) for q in batch))
+
+            asyncio.run(concurrent(queries[:64]))        # warm-up
+            started = time.perf_counter()
+            sharded = asyncio.run(concurrent(queries))
+            sharded_qps = num_queries / (time.perf_counter() - started)
+        finally:
+            ray.shutdown()
+
+    same = all([i for i, _ in hits] == expected for hits, expected in zip(sharded, brute))
+    print(f"\n3. exact search, {count:,} faces, 2 shard actors, {num_queries} concurrent single queries")
+    print(f"   numpy brute force   {numpy_qps:10.1f} queries/s (one at a time, in process)")
+    print(f"   sharded FAISS       {sharded_qps:10.1f} queries/s   {sharded_qps / numpy_qps:.1f}x   "
+          f"same top-{TOP_K}: {'yes' if same else 'NO'}")
+
+
+def approximate(count: int, num_queries: int, kind: str) -> None:
+    vectors = clustered_unit_vectors(count, DIM, seed=40)
+    queries = queries_near(vectors, num_queries, seed=41)
+    faiss.omp_set_num_threads(os.cpu_count() or 1)
+    faiss.cvar.distance_compute_blas_threshold = 1
+
+    def rate(index: GalleryIndex):
+        started, found = time.perf_counter(), []
+        for start in range(0, num_queries, 64):
+            found.append(index.search(queries[start:start + 64], TOP_K)[1])
+        return num_queries / (time.perf_counter() - started), np.concatenate(found)
+
+    exact = GalleryIndex(DIM, IndexConfig())
+    exact.add(list(range(count)), vectors, [{}] * count)
+    exact_qps, truth = rate(exact)
+    del exact
+    gc.collect()
+
+    config = IndexConfig(kind=kind, approximate_min_faces=1000)
+    started = time.perf_counter()
+    approx = GalleryIndex(DIM, config)
+    approx.add(list(range(count)), vectors, [{}] * count)
+    build_s = time.perf_counter() - started
+    shape = f"M={config.hnsw_m}" if kind == "hnsw" else f"{approx.index.nlist} lists"
+    print(f"\n4. approximate ({kind}, {shape}) vs exact, {count:,} faces, {num_queries} queries in batches "
+          f"of 64; build {build_s:.0f} s ({count / build_s:,.0f} faces/s)")
+    print(f"   exact flat          {exact_qps:10.1f} queries/s   recall@{TOP_K} 1.000")
+    knob = "hnsw_ef_search" if kind == "hnsw" else "ivf_nprobe"
+    for value in ((32, 64, 128) if kind == "hnsw" else (32, 64, 128)):
+        approx.config = config.model_copy(update={knob: value})
+        qps, found = rate(approx)
+        recall = np.mean([len(set(f) & set(t)) / TOP_K for f, t in zip(found.tolist(), truth.tolist())])
+        print(f"   {knob}={value:<4} {qps:10.1f} queries/s   recall@{TOP_K} {recall:.3f}   {qps / exact_qps:.1f}x")
+    ram = approx.memory_bytes() / count
+    print(f"   index bytes/face    {ram:10.0f}   {ram / (DIM * 4):.2f}x raw")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--exact-faces", type=int, default=1_000_000)
+    parser.add_argument("--approx-faces", type=int, default=5_000_000)
+    parser.add_argument("--queries", type=int, default=512)
+    parser.add_argument("--ram-faces", type=int, default=500_000)
+    parser.add_argument("--approx-kind", choices=("hnsw", "ivf"), default="hnsw")
+    args = parser.parse_args(argv)
+    ram_per_face(args.ram_faces)
+    exact_sharded(args.exact_faces, args.queries)
+    approximate(args.approx_faces, min(args.queries, 256), args.approx_kind)
+
+
+if __name__ == "__main__":
+    main()
