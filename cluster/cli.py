@@ -1,4 +1,4 @@
-"""The ``facegrid`` command: ``setup`` (fetch, verify and convert the models) and ``eval``."""
+"""The ``facegrid`` command: ``setup`` (fetch, verify and convert the models), ``serve`` and ``eval``."""
 
 from __future__ import annotations
 
@@ -24,6 +24,37 @@ def cmd_setup(args) -> int:
     except SetupError as error:
         print(f"facegrid setup failed: {error}", file=sys.stderr)
         return 2
+    return 0
+
+
+def cmd_serve(args) -> int:
+    import signal
+    import threading
+
+    from models.export import prepare_models
+    from models.weights import SetupError
+    from serve_app.app import run
+
+    settings = _settings(args)
+    try:
+        prepare_models(settings.models.data_dir, log=lambda message: None)
+    except SetupError as error:
+        print(f"facegrid serve: {error}", file=sys.stderr)
+        return 2
+    run(settings)
+    print(f"facegrid is serving on http://{settings.host}:{settings.port}/v2 (docs: /v2/docs); Ctrl-C stops it",
+          flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    import ray
+    from ray import serve
+
+    serve.shutdown()
+    ray.shutdown()
     return 0
 
 
@@ -54,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     setup = commands.add_parser("setup", help="Fetch the pinned model weights, check them, convert to ONNX.")
     setup.set_defaults(run=cmd_setup)
+    serve_command = commands.add_parser("serve", help="Start the /v2 service on a local Ray (embedded defaults).")
+    serve_command.set_defaults(run=cmd_serve)
     evaluation = commands.add_parser("eval", help="Accuracy on a folder of photos with labels.csv.")
     evaluation.add_argument("folder", help="Folder holding labels.csv and the photos.")
     evaluation.add_argument("--fit", action="store_true", help="Also fit the confidence calibration.")

@@ -89,8 +89,7 @@ class DlibExtractor:
 
     def __init__(self, runner: Runner, match_threshold: float | None = None):
         self.runner = runner
-        self.calibration = LogisticCalibration(DLIB_SLOPE, DLIB_MIDPOINT)
-        self.match_threshold = DLIB_MATCH_THRESHOLD if match_threshold is None else match_threshold
+        self.calibration, self.match_threshold = calibration_for("dlib", match_threshold)
 
     def extract(self, chips: np.ndarray) -> np.ndarray:
         if len(chips) == 0:
@@ -115,8 +114,7 @@ class ArcFaceExtractor:
         probe = runner(np.zeros((1, 3, self.input_size, self.input_size), np.float32))[0]
         self.dim = int(probe.shape[1])
         self.name = name or f"arcface_{self.dim}.v1"
-        self.calibration = LinearCalibration()
-        self.match_threshold = 0.65 if match_threshold is None else match_threshold
+        self.calibration, self.match_threshold = calibration_for("arcface", match_threshold)
 
     def extract(self, chips: np.ndarray) -> np.ndarray:
         if len(chips) == 0:
@@ -125,3 +123,16 @@ class ArcFaceExtractor:
 
     def confidence(self, cosine):
         return self.calibration.confidence(cosine)
+
+
+def calibration_for(kind: str, match_threshold: float | None = None):
+    """(calibration, recommended threshold) of an extractor family, known without loading it."""
+    if kind == "arcface":
+        return LinearCalibration(), 0.65 if match_threshold is None else match_threshold
+    return (LogisticCalibration(DLIB_SLOPE, DLIB_MIDPOINT),
+            DLIB_MATCH_THRESHOLD if match_threshold is None else match_threshold)
+
+
+def geometry_for(kind: str) -> tuple[int, np.ndarray]:
+    """(chip side, landmark template) an extractor family wants, known without loading it."""
+    return (112, ARCFACE_TEMPLATE_112) if kind == "arcface" else (150, template_for(150))

@@ -10,11 +10,71 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict, YamlConfigSettingsSource
 
-from models.config import ModelConfig
+from index.config import IndexConfig
+from models.config import ModelConfig, default_data_dir
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StoreSettings(_Section):
+    kind: Literal["embedded"] = Field("embedded", description="embedded: SQLite file.")
+    path: Path = Field(default_factory=lambda: default_data_dir() / "faces.db",
+                       description="SQLite file of the embedded face store.")
+    busy_timeout_s: float = Field(30, gt=0, description="How long a write waits for another writer's lock.")
+
+
+class CacheSettings(_Section):
+    kind: Literal["embedded"] = Field("embedded", description="embedded: one Ray actor shared by all replicas.")
+    ttl_s: float = Field(3600, gt=0, description="How long a detection stays retrievable.")
+    max_entries: int = Field(100_000, ge=1, description="Embedded cache: most detections kept (LRU).")
+
+
+class LimitSettings(_Section):
+    max_body_bytes: int = Field(32 * 2 ** 20, ge=1024, description="Largest request body.")
+    max_image_side_px: int = Field(6000, ge=64, description="Longest image side; larger is BAD_PARAM.")
+    max_image_pixels: int = Field(6000 * 6000, ge=4096, description="Decoded pixels (decompression bombs).")
+    default_limit: int = Field(100, ge=1, description="Faces per list/search page when limit is not given.")
+    max_limit: int = Field(1000, ge=1, description="Largest limit a client may ask for.")
+    max_bulk_faces: int = Field(1000, ge=1, description="Most faces in one bulk add.")
+    allow_return_facen: bool = Field(False, description="Allow facen in responses (return_facen, GET).")
+
+
+class UrlFetchSettings(_Section):
+    timeout_s: float = Field(10.0, gt=0, description="Whole download of a text/x-url image.")
+    max_bytes: int = Field(32 * 2 ** 20, ge=1024, description="Largest image downloaded from a URL.")
+    denied_networks: list[str] = Field(
+        default_factory=lambda: ["0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+                                 "172.16.0.0/12", "192.168.0.0/16", "224.0.0.0/4", "240.0.0.0/4", "::/128",
+                                 "::1/128", "fc00::/7", "fe80::/10", "ff00::/8"],
+        description="URLs resolving into these networks are refused (loopback, private, link-local...).")
+
+
+class DeploymentSettings(_Section):
+    min_replicas: int = Field(1, ge=0, description="Autoscaling floor.")
+    max_replicas: int = Field(1, ge=1, description="Autoscaling ceiling.")
+    target_ongoing_requests: float = Field(4, gt=0, description="Autoscaling target per replica.")
+    num_cpus: float = Field(0.5, ge=0, description="CPUs reserved per replica (fractional fits 2 cores).")
+    num_gpus: float = Field(0.0, ge=0, description="GPU share per replica when GPUs exist.")
+    max_ongoing_requests: int = Field(16, ge=1, description="Requests a replica works on at once.")
+    max_queued_requests: int = Field(64, ge=1, description="Queue bound; beyond it: 429 OVER_CAPACITY.")
+    max_batch_size: int = Field(16, ge=1, description="Model deployments: most requests per batch.")
+    batch_wait_timeout_s: float = Field(0.005, ge=0, description="Model deployments: wait to fill a batch.")
+
+
+class ServeSettings(_Section):
+    ingress: DeploymentSettings = Field(default_factory=lambda: DeploymentSettings(
+        num_cpus=0.25, max_ongoing_requests=64, max_queued_requests=256))
+    detector: DeploymentSettings = Field(default_factory=DeploymentSettings)
+    extractor: DeploymentSettings = Field(default_factory=DeploymentSettings)
+    retry_after_s: int = Field(1, ge=1, description="Retry-After sent with 429 OVER_CAPACITY.")
+    request_timeout_s: float = Field(60, gt=0, description="A model call slower than this is EXTRACTION_ERROR.")
 
 
 class Settings(BaseSettings):
@@ -22,7 +82,14 @@ class Settings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="Address the HTTP API listens on (FindFace: loopback).")
     port: int = Field(18411, ge=1, le=65535, description="Port of the /v2 API.")
+    auth_token: str | None = Field(None, description="When set, requests need 'Authorization: Bearer <token>'.")
     models: ModelConfig = Field(default_factory=ModelConfig, description="Detector, extractor, attributes.")
+    index: IndexConfig = Field(default_factory=IndexConfig, description="Shards and FAISS indexes.")
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    url_fetch: UrlFetchSettings = Field(default_factory=UrlFetchSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
 
 
 def load_settings(config_path: Path | None = None, **overrides) -> Settings:

@@ -112,6 +112,8 @@ class FaceStore(Protocol):
         """Adds each face whole or not at all; one result per face (None = added)."""
     def get_face(self, gallery: str, face_id: int) -> FaceRecord:
         """Raises GalleryNotFound or FaceNotFound."""
+    def get_faces(self, gallery: str, face_ids: Sequence[int]) -> dict[int, FaceRecord]:
+        """The faces that exist among ``face_ids``, by id. Raises GalleryNotFound."""
     def update_meta(self, gallery: str, face_id: int, meta: dict) -> FaceRecord:
         """Replaces the listed meta keys, keeps the others; returns the updated face."""
     def delete_face(self, gallery: str, face_id: int) -> None:

@@ -46,13 +46,13 @@ def _from_row_id(row_id: int) -> int:
 
 
 class SqliteFaceStore:
-    def __init__(self, path: Path, num_shards: int):
+    def __init__(self, path: Path, num_shards: int, busy_timeout_s: float = 30):
         self.path = Path(path)
-        self.num_shards = num_shards
+        self.num_shards, self.busy_timeout_s = num_shards, busy_timeout_s
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         try:
-            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            self._db = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             with self._lock:
@@ -63,7 +63,7 @@ class SqliteFaceStore:
 
     def __reduce__(self):
         # Crossing to another process (a Ray actor) opens a fresh connection there.
-        return type(self), (self.path, self.num_shards)
+        return type(self), (self.path, self.num_shards, self.busy_timeout_s)
 
     def _check_layout(self) -> None:
         row = self._db.execute("SELECT value FROM layout WHERE key = 'num_shards'").fetchone()
@@ -173,6 +173,19 @@ class SqliteFaceStore:
 
     def get_face(self, gallery: str, face_id: int) -> FaceRecord:
         return self._run(lambda db: self._face(db, gallery, face_id))
+
+    def get_faces(self, gallery: str, face_ids: Sequence[int]) -> dict[int, FaceRecord]:
+        def work(db):
+            self._gallery(db, gallery)
+            found = {}
+            for face_id in face_ids:
+                row = db.execute("SELECT id, facen, meta, features, created_at FROM faces "
+                                 "WHERE gallery = ? AND shard = ? AND id = ?",
+                                 (gallery, shard_of(gallery, face_id, self.num_shards), _to_row_id(face_id))).fetchone()
+                if row is not None:
+                    found[face_id] = self._record(gallery, row)
+            return found
+        return self._run(work)
 
     def update_meta(self, gallery: str, face_id: int, meta: dict) -> FaceRecord:
         check_meta(meta)

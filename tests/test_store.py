@@ -147,3 +147,10 @@ def test_several_processes_write_at_once_without_losing_a_face(tmp_path):
         worker.join(60)
         assert worker.exitcode == 0
     assert SqliteFaceStore(path, num_shards=2).count_faces("ppl") == 150
+
+
+def test_many_faces_are_read_at_once_skipping_missing_ones(store):
+    store.create_gallery("ppl")
+    store.add_faces([FaceRecord("ppl", i, unit(i), {"i": i}) for i in (1, 5, 9)])
+    found = store.get_faces("ppl", [9, 2, 1])
+    assert sorted(found) == [1, 9] and found[9].meta == {"i": 9}

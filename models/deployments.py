@@ -1,0 +1,135 @@
+"""Ray Serve deployments of the models: thin wrappers that batch requests from many clients.
+
+``Detector`` finds faces and cuts the aligned chips the later stages need (the image stays here; only
+small chips travel on). ``Extractor`` turns chips into facens and attributes. Both load their ONNX
+sessions once in ``__init__`` and group concurrent calls with ``@serve.batch``; batch size and wait
+are hot-tunable through ``user_config``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import numpy as np
+from ray import serve
+
+from .align import align, template_for
+from .attributes import INPUT_SIZE as ATTRIBUTE_SIZE
+from .attributes import FaceAttributes
+from .config import ModelConfig
+from .detector import Detection
+from .extractor import geometry_for
+from .pipeline import load_attributes, load_detector, load_extractor
+
+
+@dataclass
+class DetectRequest:
+    image: np.ndarray                  # HxWx3 uint8 RGB
+    extractor_chips: bool = False      # cut chips for the extractor
+    attribute_chips: bool = False      # cut chips for the attribute networks
+
+
+@dataclass
+class DetectedFaces:
+    detections: list[Detection]
+    extractor_chips: np.ndarray | None = None
+    attribute_chips: np.ndarray | None = None
+
+
+@dataclass
+class DescribeRequest:
+    extractor_chips: np.ndarray | None     # (N, S, S, 3) or None
+    attribute_chips: np.ndarray | None     # (N, 112, 112, 3) or None
+
+
+@dataclass
+class Descriptions:
+    facens: np.ndarray | None = None
+    attributes: list[FaceAttributes] = field(default_factory=list)
+
+
+def _apply_batching(method, user_config: dict) -> None:
+    if "max_batch_size" in user_config:
+        method.set_max_batch_size(int(user_config["max_batch_size"]))
+    if "batch_wait_timeout_s" in user_config:
+        method.set_batch_wait_timeout_s(float(user_config["batch_wait_timeout_s"]))
+
+
+@serve.deployment(name="Detector")
+class Detector:
+    def __init__(self, config: ModelConfig):
+        self.detector = load_detector(config)
+        self.chip_size, self.template = geometry_for(config.extractor.kind)
+        self.attribute_template = template_for(ATTRIBUTE_SIZE)
+
+    def reconfigure(self, user_config: dict) -> None:
+        _apply_batching(self.detect, user_config)
+
+    def _cut(self, image: np.ndarray, detections: list[Detection], size: int, template) -> np.ndarray:
+        if not detections:
+            return np.zeros((0, size, size, 3), np.uint8)
+        return np.stack([align(image, d.landmarks, size, template) for d in detections])
+
+    def _run(self, requests: list[DetectRequest]) -> list[DetectedFaces]:
+        found = self.detector.detect_batch([r.image for r in requests])
+        results = []
+        for request, detections in zip(requests, found):
+            results.append(DetectedFaces(
+                detections,
+                self._cut(request.image, detections, self.chip_size, self.template)
+                if request.extractor_chips else None,
+                self._cut(request.image, detections, ATTRIBUTE_SIZE, self.attribute_template)
+                if request.attribute_chips else None))
+        return results
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
+    async def detect(self, requests: list[DetectRequest]) -> list[DetectedFaces]:
+        # The cascade is CPU-bound; a worker thread keeps the replica's event loop answering.
+        return await asyncio.to_thread(self._run, requests)
+
+    def ping(self) -> bool:
+        return True
+
+
+@serve.deployment(name="Extractor")
+class Extractor:
+    def __init__(self, config: ModelConfig):
+        self.extractor = load_extractor(config)
+        self.attribute_model = load_attributes(config)
+
+    def reconfigure(self, user_config: dict) -> None:
+        _apply_batching(self.describe, user_config)
+
+    def _run(self, requests: list[DescribeRequest]) -> list[Descriptions]:
+        # Every request's chips go through each network in one forward pass.
+        facen_counts = [0 if r.extractor_chips is None else len(r.extractor_chips) for r in requests]
+        attribute_counts = [0 if r.attribute_chips is None else len(r.attribute_chips) for r in requests]
+        facens = attributes = None
+        if sum(facen_counts):
+            facens = self.extractor.extract(np.concatenate(
+                [r.extractor_chips for r in requests if r.extractor_chips is not None]))
+        if sum(attribute_counts):
+            if self.attribute_model is None:
+                raise RuntimeError("the attribute networks are switched off (models.attributes=false)")
+            attributes = self.attribute_model.predict(np.concatenate(
+                [r.attribute_chips for r in requests if r.attribute_chips is not None]))
+        results, facen_at, attribute_at = [], 0, 0
+        for request, n_facens, n_attributes in zip(requests, facen_counts, attribute_counts):
+            result = Descriptions()
+            if request.extractor_chips is not None:
+                result.facens = facens[facen_at:facen_at + n_facens] if n_facens else \
+                    np.zeros((0, self.extractor.dim), np.float32)
+                facen_at += n_facens
+            if request.attribute_chips is not None:
+                result.attributes = attributes[attribute_at:attribute_at + n_attributes] if n_attributes else []
+                attribute_at += n_attributes
+            results.append(result)
+        return results
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def describe(self, requests: list[DescribeRequest]) -> list[Descriptions]:
+        return await asyncio.to_thread(self._run, requests)
+
+    def ping(self) -> bool:
+        return True

@@ -1,0 +1,183 @@
+"""The FastAPI ingress, its Ray Serve deployment, and the builder that binds the deployment graph.
+
+    HTTP -> Ingress (this module; one router module per resource) -> Detector, Extractor (models)
+                                                                  -> DetectionCache, FaceStore, ShardRouter
+
+``build_app(settings)`` returns the Serve application; ``run(settings)`` starts it on a local Ray.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse
+from ray import serve
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from index.router import ShardRouter
+from models.deployments import Detector, Extractor
+from store.cache import ActorDetectionCache
+from store.errors import FacegridError
+from store.sqlite import SqliteFaceStore
+
+from .config import DeploymentSettings, Settings
+from .errors import BadParam, NotImplementedHere, RouteNotFound, Unauthorized, describe
+from .routes import detect, faces, galleries, search, verify
+from .services import Services, current, install, installed
+
+log = logging.getLogger("facegrid")
+OPEN_PATHS = ("/healthz", "/readyz", "/v2/docs", "/v2/openapi.json")
+
+api = FastAPI(title="facegrid", version="0.1.0", docs_url="/v2/docs", openapi_url="/v2/openapi.json",
+              redoc_url=None, redirect_slashes=False,
+              description="The FindFace Enterprise Server biometric API (/v2), on Ray.")
+for module in (detect, verify, galleries, faces, search):
+    api.include_router(module.router)
+
+
+class EdgeMiddleware:
+    """Accepts a trailing slash on every path, and checks the bearer token when one is configured."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            path = scope["path"]
+            if len(path) > 1 and path.endswith("/"):
+                scope = dict(scope, path=path.rstrip("/"), raw_path=path.rstrip("/").encode())
+            services = installed()
+            token = services.settings.auth_token if services else None
+            if token and not scope["path"].startswith(OPEN_PATHS):
+                given = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+                if given != f"Bearer {token}":
+                    status, body, headers = describe(Unauthorized("a valid bearer token is required"))
+                    await JSONResponse(body, status, headers)(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
+api.add_middleware(EdgeMiddleware)
+
+
+def _error_response(error: BaseException) -> JSONResponse:
+    services = installed()
+    retry_after = services.settings.serve.retry_after_s if services else 1
+    status, body, headers = describe(error, retry_after)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+@api.exception_handler(FacegridError)
+async def _facegrid_error(request: Request, error: FacegridError) -> JSONResponse:
+    return _error_response(error)
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+    if error.status_code == 405:
+        return _error_response(NotImplementedHere(f"{request.method} is not supported on {request.url.path}"))
+    if error.status_code == 404:
+        return _error_response(RouteNotFound(f"no route {request.method} {request.url.path}"))
+    return _error_response(BadParam(str(error.detail), "request", error.status_code))
+
+
+@api.exception_handler(RequestValidationError)
+async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+    first = error.errors()[0]
+    param = ".".join(str(part) for part in first["loc"][1:]) or "request"
+    return _error_response(BadParam(first["msg"], param, first.get("input")))
+
+
+@api.exception_handler(Exception)
+async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+    request_id = uuid.uuid4().hex[:12]
+    log.exception("unexpected error, request id %s: %s %s", request_id, request.method, request.url.path)
+    return JSONResponse({"code": "UNKNOWN_ERROR", "desc": f"internal error (request id {request_id})"}, 500)
+
+
+@api.get("/healthz", tags=["operations"], summary="The process is up")
+async def healthz() -> dict:
+    return {"status": "ok"}
+
+
+@api.get("/readyz", tags=["operations"], summary="Models loaded, store and cache reachable, shards loaded")
+async def readyz(request: Request) -> JSONResponse:
+    services: Services = current()
+
+    async def check(name: str, probe) -> tuple[str, str]:
+        try:
+            await asyncio.wait_for(probe, 5)
+            return name, "ok"
+        except Exception as error:  # noqa: BLE001 - any failure means: not ready, and says why
+            return name, f"{type(error).__name__}: {error}"[:200]
+
+    checks = dict(await asyncio.gather(
+        check("detector", services.detector.ping.remote()), check("extractor", services.extractor.ping.remote()),
+        check("store", services.in_thread(services.store.list_galleries)), check("cache", services.cache.ping()),
+        check("shards", services.router.ready())))
+    ready = all(state == "ok" for state in checks.values())
+    body = {"ready": ready, "checks": checks}
+    if not ready:
+        body = {"code": "NOT_READY", "desc": "some parts are not ready", **body}
+    return JSONResponse(body, 200 if ready else 503)
+
+
+@api.get("/v2/docs/v2/overview.html", include_in_schema=False)
+async def overview() -> RedirectResponse:
+    return RedirectResponse("/v2/docs")
+
+
+def open_store(settings: Settings) -> SqliteFaceStore:
+    return SqliteFaceStore(settings.store.path, settings.index.num_shards, settings.store.busy_timeout_s)
+
+
+@serve.deployment(name="Ingress")
+@serve.ingress(api)
+class Ingress:
+    def __init__(self, settings: Settings, detector, extractor):
+        logging.basicConfig(level=logging.INFO)
+        store = open_store(settings)
+        cache = ActorDetectionCache(settings.cache.max_entries, detached=True)
+        router = ShardRouter.start(store, settings.index, detached=True)
+        install(Services(settings, store, cache, router, detector, extractor))
+
+
+def deployment_options(section: DeploymentSettings, gpus_present: bool, batching: bool) -> dict:
+    options = {
+        "ray_actor_options": {"num_cpus": section.num_cpus, "num_gpus": section.num_gpus if gpus_present else 0},
+        "max_ongoing_requests": section.max_ongoing_requests,
+        "max_queued_requests": section.max_queued_requests,
+    }
+    if section.max_replicas > max(section.min_replicas, 1):
+        options["autoscaling_config"] = {"min_replicas": section.min_replicas, "max_replicas": section.max_replicas,
+                                         "target_ongoing_requests": section.target_ongoing_requests}
+    else:
+        options["num_replicas"] = max(section.min_replicas, 1)
+    if batching:
+        options["user_config"] = {"max_batch_size": section.max_batch_size,
+                                  "batch_wait_timeout_s": section.batch_wait_timeout_s}
+    return options
+
+
+def build_app(settings: Settings, gpus_present: bool = False):
+    serve_settings = settings.serve
+    detector = Detector.options(**deployment_options(serve_settings.detector, gpus_present, True)).bind(settings.models)
+    extractor = Extractor.options(**deployment_options(serve_settings.extractor, gpus_present, True)).bind(
+        settings.models)
+    ingress_options = deployment_options(serve_settings.ingress, False, False)
+    return Ingress.options(**ingress_options).bind(settings, detector, extractor)
+
+
+def run(settings: Settings, *, blocking: bool = False) -> None:
+    """Start the application on the Ray this process is connected to (a local one if none)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(namespace="facegrid", include_dashboard=True, dashboard_host="127.0.0.1", logging_level="WARNING")
+    gpus_present = ray.cluster_resources().get("GPU", 0) > 0
+    serve.start(http_options={"host": settings.host, "port": settings.port})
+    serve.run(build_app(settings, gpus_present), name="facegrid", route_prefix="/", blocking=blocking)

@@ -1,0 +1,133 @@
+"""``POST /v2/detect`` and ``GET /v2/detect/<id>``."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+from fastapi import APIRouter, Request
+
+from models.attributes import ATTRIBUTE_NAMES, INPUT_SIZE as ATTRIBUTE_SIZE
+from models.deployments import DescribeRequest, DetectRequest
+from store.cache import new_detection_id
+
+from .. import images, params
+from ..errors import BadParam, NotImplementedHere, RouteNotFound
+from ..faces import encode_facen
+from ..services import Services, current
+from ..schemas import DetectResponse, FaceDetection
+
+router = APIRouter(tags=["detection"])
+
+
+def _asked_attributes(query) -> tuple[set[str], set[str]]:
+    """(old-style features, new-style attributes) asked for; the same one both ways is BAD_PARAM."""
+    features = {name for name in ATTRIBUTE_NAMES if params.boolean(query, name)}
+    attributes = set()
+    for name in params.listed(query, "attribute"):
+        if name not in ATTRIBUTE_NAMES:
+            raise BadParam(f"attribute must be one of {', '.join(ATTRIBUTE_NAMES)}", "attribute", name)
+        attributes.add(name)
+    both = features & attributes
+    if both:
+        raise BadParam("an attribute was asked both as a flag and as attribute=", "attribute", sorted(both)[0])
+    return features, attributes
+
+
+def _bbox(box: np.ndarray, width: int, height: int, offset=(0, 0)) -> dict:
+    left, top, right, bottom = box.tolist()
+    dx, dy = offset
+    return {"left": int(round(max(left, 0) + dx)), "top": int(round(max(top, 0) + dy)),
+            "right": int(round(min(right, width) + dx)), "bottom": int(round(min(bottom, height) + dy))}
+
+
+@router.post("/v2/detect", responses={200: {"model": DetectResponse}},
+             summary="Find faces in a photo; optionally extract feature vectors and attributes")
+async def detect(request: Request) -> dict:
+    services = current()
+    settings = services.settings
+    query = request.query_params
+    detector = query.get("detector", "nnd")
+    if detector not in ("nnd", "normalized"):
+        raise BadParam("detector must be nnd or normalized", "detector", detector)
+    want_facen = params.boolean(query, "facen")
+    return_facen = params.boolean(query, "return_facen")
+    if return_facen and not settings.limits.allow_return_facen:
+        raise BadParam("return_facen is not allowed by this server's configuration", "return_facen", query["return_facen"])
+    features_asked, attributes_asked = _asked_attributes(query)
+    autorotate = params.boolean(query, "autorotate")
+    with_landmarks = params.boolean(query, "landmarks")
+    wants_attributes = bool(features_asked or attributes_asked)
+    if wants_attributes and not settings.models.attributes:
+        raise NotImplementedHere("this deployment runs without the attribute networks (models.attributes=false)")
+    wants_vectors = want_facen or return_facen
+
+    data = await images.image_bytes(request, settings.limits, settings.url_fetch)
+    decoded = images.decode(data, settings.limits)
+    rgb = decoded.rgb
+    height, width = rgb.shape[:2]
+    roi = images.parse_roi(query.get("roi"), width, height)
+    offset = (0, 0)
+    if roi is not None:
+        rgb, offset = rgb[roi[1]:roi[3], roi[0]:roi[2]], (roi[0], roi[1])
+
+    orientation = decoded.orientation
+    if detector == "normalized":
+        chip_size = 112 if settings.models.extractor.kind == "arcface" else 150
+        boxes = [(np.array([0, 0, rgb.shape[1], rgb.shape[0]], np.float32), 1.0, None)]
+        extractor_chips = images.chip(rgb, chip_size)[None] if wants_vectors else None
+        attribute_chips = images.chip(rgb, ATTRIBUTE_SIZE)[None] if wants_attributes else None
+    else:
+        turns = (0, 1, 2, 3) if autorotate else (0,)
+        candidates = [images.rotated(rgb, t) for t in turns]
+        found = await asyncio.gather(*(services.call_model(services.detector.detect, DetectRequest(
+            candidate, wants_vectors, wants_attributes)) for candidate in candidates))
+        # With autorotate the orientation with the most (then the most confident) faces wins.
+        best = max(range(len(turns)), key=lambda i: (len(found[i].detections),
+                                                    sum(d.score for d in found[i].detections), -i))
+        if autorotate:
+            rgb, orientation = candidates[best], images.ORIENTATION_OF_TURNS[turns[best]]
+            offset = (0, 0) if turns[best] else offset
+        result = found[best]
+        boxes = [(d.box, d.score, d.landmarks) for d in result.detections]
+        extractor_chips, attribute_chips = result.extractor_chips, result.attribute_chips
+
+    facens, attributes = None, []
+    if boxes and (wants_vectors or wants_attributes):
+        described = await services.call_model(services.extractor.describe,
+                                              DescribeRequest(extractor_chips, attribute_chips))
+        facens, attributes = described.facens, described.attributes
+
+    faces, cached = [], {}
+    for index, (box, score, landmarks) in enumerate(boxes):
+        face: dict = {"bbox": _bbox(box, rgb.shape[1], rgb.shape[0], offset), "detection_score": round(score, 5)}
+        if features_asked:
+            face["features"] = attributes[index].features(features_asked)
+        if attributes_asked:
+            face["attributes"] = attributes[index].attributes(attributes_asked)
+        if with_landmarks and landmarks is not None:
+            face["landmarks"] = [[round(float(x) + offset[0], 2), round(float(y) + offset[1], 2)]
+                                 for x, y in landmarks]
+        if want_facen:
+            face["id"] = new_detection_id()
+            cached[face["id"]] = {**face, "facen": encode_facen(facens[index])}
+        if return_facen:
+            face["facen"] = encode_facen(facens[index])
+        faces.append(face)
+    if cached:
+        await services.cache.put_many(cached, settings.cache.ttl_s)
+    return {"orientation": orientation, "faces": faces}
+
+
+@router.get("/v2/detect/{detection_id}", responses={200: {"model": FaceDetection}},
+            summary="A cached detection (made with facen=true)")
+async def get_detection(detection_id: str, request: Request) -> dict:
+    services = current()
+    record = await services.cache.get(detection_id)
+    if record is None:
+        raise RouteNotFound(f"detection {detection_id!r} does not exist or has expired")
+    face = {key: value for key, value in record.items() if key != "facen"}
+    face["id"] = detection_id
+    if services.settings.limits.allow_return_facen:
+        face["facen"] = record["facen"]
+    return face

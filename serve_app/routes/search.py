@@ -1,0 +1,130 @@
+"""Listing and similarity search: ``GET /v2/galleries/<gallery>/faces`` and (ext) ``GET /v2/faces``.
+
+Without ``looks_like`` a listing pages by id (keyset: the cursor holds the last id). With it, the shards
+return the exact top results among faces passing the filters; the cursor holds how many were already
+returned, and the next page asks the shards for that many more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+from fastapi import APIRouter, Request
+
+from store.errors import GalleryNotFound
+
+from .. import params
+from ..errors import BadParam
+from ..faces import face_object
+from ..schemas import FaceList
+from ..services import Services, current
+from ..sources import resolve
+
+router = APIRouter(tags=["search"])
+
+SORTS = ("id", "-id", "-confidence")
+
+
+def _sort(query, searching: bool) -> str:
+    sort = query.get("sort", "-confidence" if searching else "-id")
+    if sort not in SORTS or (sort == "-confidence" and not searching):
+        allowed = SORTS if searching else SORTS[:2]
+        raise BadParam(f"sort must be one of {', '.join(allowed)}", "sort", sort)
+    return sort
+
+
+def _min_cosine(services: Services, query) -> float:
+    raw = query.get("threshold")
+    if raw is None:
+        return -np.inf
+    return float(services.calibration.cosine_for(params.number(raw, "threshold", 0.0, 1.0)))
+
+
+async def _hits(services: Services, gallery: str, vector: np.ndarray, top_k: int, face_filter,
+                min_cosine: float) -> list[tuple[str, int, float]]:
+    record = await services.in_thread(services.store.get_gallery, gallery)
+    if record.dim is not None and record.dim != vector.size:
+        raise BadParam(f"gallery {gallery!r} holds {record.dim}-d vectors, looks_like is {vector.size}-d",
+                       "looks_like", f"dim {vector.size}")
+    found = await services.router.search(gallery, vector, top_k, face_filter, min_cosine)
+    return [(gallery, face_id, score) for face_id, score in found]
+
+
+async def _render(services: Services, hits: list[tuple[str, int, float | None]]) -> list[dict]:
+    by_gallery: dict[str, list[int]] = {}
+    for gallery, face_id, _ in hits:
+        by_gallery.setdefault(gallery, []).append(face_id)
+    records = {}
+    for gallery, ids in by_gallery.items():
+        for face_id, record in (await services.in_thread(services.store.get_faces, gallery, ids)).items():
+            records[(gallery, face_id)] = record
+    allow = services.settings.limits.allow_return_facen
+    # A face deleted between the index answer and the store read is left out rather than half-shown.
+    return [face_object(records[(g, i)], allow, None if score is None else services.confidence(score))
+            for g, i, score in hits if (g, i) in records]
+
+
+async def _search(services: Services, galleries: list[str], query) -> dict:
+    limits = services.settings.limits
+    limit = params.limit(query, limits.default_limit, limits.max_limit)
+    sort = _sort(query, searching=True)
+    cursor = params.decode_cursor(query.get("page"), ["offset"])
+    offset = int(cursor["offset"]) if cursor else 0
+    if not 0 <= offset <= 100_000:
+        raise BadParam("page is not a cursor this server issued", "page", query.get("page"))
+    vector = (await resolve(query.get("looks_like"), services, "looks_like")).facen
+    face_filter = params.face_filter(query)
+    min_cosine = _min_cosine(services, query)
+    per_gallery = await asyncio.gather(*(
+        _hits(services, g, vector, offset + limit, face_filter, min_cosine) for g in galleries))
+    hits = sorted((hit for part in per_gallery for hit in part), key=lambda hit: -hit[2])
+    page = hits[offset:offset + limit]
+    more = len(hits) >= offset + limit      # the shards had at least this many: there may be more
+    if sort != "-confidence":
+        page.sort(key=lambda hit: (hit[1], hit[0]), reverse=sort == "-id")
+    return {"faces": await _render(services, page),
+            "next_page": params.encode_cursor({"offset": offset + limit}) if more and page else None}
+
+
+@router.get("/v2/galleries/{gallery}/faces", responses={200: {"model": FaceList}},
+            summary="List a gallery's faces by id, or search it by similarity (looks_like)")
+async def list_faces(gallery: str, request: Request) -> dict:
+    services: Services = current()
+    query = request.query_params
+    if query.get("looks_like") is not None:
+        return await _search(services, [gallery], query)
+    limits = services.settings.limits
+    limit = params.limit(query, limits.default_limit, limits.max_limit)
+    sort = _sort(query, searching=False)
+    face_filter = params.face_filter(query)
+    if query.get("threshold") is not None:
+        raise BadParam("threshold applies to a search (looks_like)", "threshold", query["threshold"])
+    cursor = params.decode_cursor(query.get("page"), ["after", "sort"])
+    if cursor and cursor["sort"] != sort:
+        raise BadParam("page was issued for another sort", "page", query.get("page"))
+    after = params.face_id(str(cursor["after"]), "page") if cursor else None
+    await services.in_thread(services.store.get_gallery, gallery)
+    ids = await services.router.list_ids(gallery, face_filter, after, limit + 1, sort == "-id")
+    page, more = ids[:limit], len(ids) > limit
+    faces = await _render(services, [(gallery, face_id, None) for face_id in page])
+    next_page = params.encode_cursor({"after": page[-1], "sort": sort}) if more else None
+    return {"faces": faces, "next_page": next_page}
+
+
+@router.get("/v2/faces", responses={200: {"model": FaceList}},
+            summary="(ext) Search several galleries at once (gallery repeatable; none: all)")
+async def search_galleries(request: Request) -> dict:
+    services: Services = current()
+    query = request.query_params
+    if query.get("looks_like") is None:
+        raise BadParam("looks_like is required to search several galleries", "looks_like", "")
+    names = params.listed(query, "gallery")
+    if not names:
+        names = [g.name for g in await services.in_thread(services.store.list_galleries)]
+    for name in names:
+        try:
+            await services.in_thread(services.store.get_gallery, name)
+        except GalleryNotFound:
+            raise BadParam(f"gallery {name!r} does not exist", "gallery", name) from None
+    return await _search(services, names, query)

@@ -1,0 +1,33 @@
+"""``GET|POST /v2/verify?face1=<source>&face2=<source>``."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+from fastapi import APIRouter, Request
+
+from .. import params
+from ..errors import BadParam
+from ..services import current
+from ..schemas import VerifyResponse
+from ..sources import resolve
+
+router = APIRouter(tags=["verification"])
+
+
+@router.api_route("/v2/verify", methods=["GET", "POST"], responses={200: {"model": VerifyResponse}},
+                  summary="How alike two faces are")
+async def verify(request: Request) -> dict:
+    services = current()
+    query = request.query_params
+    threshold = services.match_threshold
+    if query.get("threshold") is not None:
+        threshold = params.number(query["threshold"], "threshold", 0.0, 1.0)
+    first, second = await asyncio.gather(resolve(query.get("face1"), services, "face1"),
+                                         resolve(query.get("face2"), services, "face2"))
+    if first.facen.size != second.facen.size:
+        raise BadParam(f"face1 is {first.facen.size}-d and face2 {second.facen.size}-d", "face2",
+                       query.get("face2"))
+    confidence = services.confidence(float(np.dot(first.facen, second.facen)))
+    return {"confidence": round(confidence, 6), "verified": confidence >= threshold}

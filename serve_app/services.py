@@ -1,0 +1,81 @@
+"""What every route needs, in one object: settings, store, cache, shard router, model handles.
+
+Model calls map Serve's back-pressure to OVER_CAPACITY and a dead or slow model to EXTRACTION_ERROR;
+store calls run in a worker thread so a commit's fsync never stalls the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from index.router import ShardRouter
+from models.extractor import calibration_for
+from store.base import FaceStore
+from store.cache import DetectionCache
+
+from .config import Settings
+from .errors import ExtractionFailed, OverCapacity
+
+log = logging.getLogger("facegrid")
+
+
+def _serve_errors():
+    from ray import exceptions as ray_errors
+    from ray.serve import exceptions as serve_errors
+
+    return serve_errors.BackPressureError, (ray_errors.RayActorError, ray_errors.RayTaskError,
+                                            getattr(serve_errors, "DeploymentUnavailableError", ray_errors.RayError))
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: FaceStore
+    cache: DetectionCache
+    router: ShardRouter
+    detector: Any        # DeploymentHandle of models.deployments.Detector
+    extractor: Any       # DeploymentHandle of models.deployments.Extractor
+
+    def __post_init__(self):
+        self.calibration, self.match_threshold = calibration_for(
+            self.settings.models.extractor.kind, self.settings.models.extractor.match_threshold)
+        self._backpressure, self._model_errors = _serve_errors()
+
+    def confidence(self, cosine: float) -> float:
+        return float(self.calibration.confidence(cosine))
+
+    async def in_thread(self, function: Callable, *args):
+        return await asyncio.to_thread(function, *args)
+
+    async def call_model(self, method, request):
+        try:
+            return await asyncio.wait_for(method.remote(request), self.settings.serve.request_timeout_s)
+        except self._backpressure:
+            raise OverCapacity("the model queues are full; retry later") from None
+        except asyncio.TimeoutError:
+            raise ExtractionFailed("the models did not answer in time") from None
+        except self._model_errors as error:
+            log.warning("model call failed: %s", error)
+            raise ExtractionFailed("the model replicas could not answer") from None
+
+
+_installed: Services | None = None
+
+
+def install(services: Services | None) -> None:
+    """Make ``services`` the ones routes use in this process (the Ingress replica does this on start)."""
+    global _installed
+    _installed = services
+
+
+def current() -> Services:
+    if _installed is None:
+        raise RuntimeError("facegrid services are not installed in this process")
+    return _installed
+
+
+def installed() -> Services | None:
+    return _installed

@@ -1,0 +1,454 @@
+"""The /v2 API over real HTTP, against the running Ray Serve app with the real models.
+
+Each endpoint and extension of ../shared/spec/API.md has a test here; the photos come from
+../shared/faces (tests that need them skip without it).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bench.data import clustered_unit_vectors, random_meta
+from index.filters import FaceFilter
+
+CONTENT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
+
+
+@pytest.fixture(scope="module")
+def api(service):
+    return service.client
+
+
+def photo(faces_dir: Path, name: str) -> tuple[bytes, str]:
+    path = faces_dir / name
+    return path.read_bytes(), CONTENT_TYPES[path.suffix.lower()]
+
+
+def detect(api, faces_dir, name, **query):
+    data, content_type = photo(faces_dir, name)
+    return api.post("/v2/detect", params=query, content=data, headers={"Content-Type": content_type})
+
+
+def expect_error(response, status: int, code: str, param: str | None = None) -> dict:
+    body = response.json()
+    assert (response.status_code, body["code"]) == (status, code), body
+    assert isinstance(body["desc"], str) and body["desc"]
+    if param is not None:
+        assert body["param"] == param and "value" in body
+    return body
+
+
+def facen_source(vector: np.ndarray) -> str:
+    return "facen:" + base64.b64encode(np.asarray(vector, "<f4").tobytes()).decode()
+
+
+def largest(faces: list[dict]) -> dict:
+    return max(faces, key=lambda f: (f["bbox"]["right"] - f["bbox"]["left"]) * (f["bbox"]["bottom"] - f["bbox"]["top"]))
+
+
+# ---- detection ----------------------------------------------------------------------------------
+
+def test_detect_finds_every_face_of_a_group_photo(api, faces_dir):
+    response = detect(api, faces_dir, "faceapi_bbt4.jpg")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["orientation"] == 1 and len(body["faces"]) == 6
+    for face in body["faces"]:
+        assert set(face) == {"bbox", "detection_score"}
+        box = face["bbox"]
+        assert all(isinstance(box[k], int) for k in ("left", "top", "right", "bottom"))
+        assert box["right"] > box["left"] and box["bottom"] > box["top"] and face["detection_score"] > 0.9
+
+
+def test_detect_on_a_photo_without_faces_answers_an_empty_list(api, faces_dir):
+    response = detect(api, faces_dir, "faceapi_test_white.png", facen="true")
+    assert response.status_code == 200 and response.json()["faces"] == []
+
+
+def test_detect_with_facen_caches_each_face_for_later(api, faces_dir):
+    faces = detect(api, faces_dir, "facerec_two_people.jpg", facen="yes").json()["faces"]
+    assert len(faces) == 2 and len({f["id"] for f in faces}) == 2
+    assert all("facen" not in f for f in faces)
+    cached = api.get(f"/v2/detect/{faces[0]['id']}").json()
+    assert cached["id"] == faces[0]["id"] and cached["bbox"] == faces[0]["bbox"] and "facen" not in cached
+    expect_error(api.get("/v2/detect/doesnotexist0000"), 404, "NOT_FOUND")
+
+
+def test_detect_gives_attributes_in_both_styles(api, faces_dir):
+    body = detect(api, faces_dir, "faceapi_happy.jpg", gender="1", age="on", emotions="TRUE").json()
+    expect_error(detect(api, faces_dir, "faceapi_happy.jpg", age="1", attribute="age"), 400, "BAD_PARAM",
+                 "attribute")
+    face = body["faces"][0]
+    assert face["features"]["gender"]["gender"] in ("MALE", "FEMALE")
+    assert isinstance(face["features"]["age"], int)
+    assert face["features"]["emotions"][0]["emotion"] == "happy"
+    face = detect(api, faces_dir, "faceapi_happy.jpg", attribute=["age", "gender"]).json()["faces"][0]
+    assert set(face["attributes"]) == {"age", "gender"} and "features" not in face
+    assert face["attributes"]["age"]["attribute"] == "age" and isinstance(face["attributes"]["age"]["result"], int)
+
+
+def test_return_facen_is_refused_unless_configured(api, faces_dir):
+    expect_error(detect(api, faces_dir, "faceapi_amy1.png", return_facen="true"), 400, "BAD_PARAM", "return_facen")
+
+
+def test_roi_limits_the_search_and_boxes_stay_in_image_coordinates(api, faces_dir):
+    whole = detect(api, faces_dir, "facerec_two_people.jpg").json()["faces"]
+    right = max(whole, key=lambda f: f["bbox"]["left"])
+    roi = f"{right['bbox']['left'] - 40},0,{right['bbox']['right'] + 40},{right['bbox']['bottom'] + 40}"
+    faces = detect(api, faces_dir, "facerec_two_people.jpg", roi=roi).json()["faces"]
+    assert len(faces) == 1
+    tolerance = 0.08 * (right["bbox"]["right"] - right["bbox"]["left"])     # a crop shifts the pyramid a little
+    assert all(abs(faces[0]["bbox"][k] - right["bbox"][k]) <= tolerance for k in right["bbox"]), (faces, right)
+    expect_error(detect(api, faces_dir, "facerec_two_people.jpg", roi="1,2,x"), 400, "BAD_PARAM", "roi")
+
+
+def test_autorotate_finds_the_face_in_a_photo_lying_on_its_side(api, faces_dir):
+    image = Image.open(faces_dir / "facerec_obama_480p.jpg").rotate(90, expand=True)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG")
+    plain = api.post("/v2/detect", content=buffer.getvalue(), headers={"Content-Type": "image/jpeg"}).json()
+    turned = api.post("/v2/detect", params={"autorotate": "true"}, content=buffer.getvalue(),
+                      headers={"Content-Type": "image/jpeg"}).json()
+    assert len(turned["faces"]) == 1 and len(plain["faces"]) == 0
+    assert turned["orientation"] != 1
+
+
+def test_landmarks_extension_gives_five_points_inside_the_box(api, faces_dir):
+    face = detect(api, faces_dir, "facerec_obama_480p.jpg", landmarks="true").json()["faces"][0]
+    box = face["bbox"]
+    assert len(face["landmarks"]) == 5
+    assert all(box["left"] <= x <= box["right"] and box["top"] <= y <= box["bottom"] for x, y in face["landmarks"])
+
+
+def test_normalized_detector_takes_an_aligned_crop_as_one_face(api, faces_dir):
+    face = detect(api, faces_dir, "faceapi_amy1.png", detector="normalized", facen="true").json()["faces"]
+    assert len(face) == 1 and face[0]["bbox"] == {"left": 0, "top": 0, "right": 150, "bottom": 150}
+    expect_error(detect(api, faces_dir, "faceapi_amy1.png", detector="magic"), 400, "BAD_PARAM", "detector")
+
+
+def test_multipart_upload_with_a_photo_part(api, faces_dir):
+    data, content_type = photo(faces_dir, "facerec_obama_480p.jpg")
+    response = api.post("/v2/detect", files={"photo": ("p.jpg", data, content_type)})
+    assert response.status_code == 200 and len(response.json()["faces"]) == 1
+    expect_error(api.post("/v2/detect", files={"other": ("p.jpg", data, content_type)}), 400, "MALFORMED_REQUEST")
+
+
+class _PhotoServer(BaseHTTPRequestHandler):
+    payload = b""
+
+    def do_GET(self):
+        if self.path == "/moved":
+            self.send_response(302)
+            self.send_header("Location", "/photo.jpg")
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "image/jpeg")
+        self.end_headers()
+        self.wfile.write(self.payload)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_image_urls_are_fetched_directly_and_safely(api, faces_dir):
+    _PhotoServer.payload = photo(faces_dir, "facerec_obama_480p.jpg")[0]
+    server = HTTPServer(("127.0.0.1", 0), _PhotoServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    try:
+        def by_url(url):
+            return api.post("/v2/detect", content=url, headers={"Content-Type": "text/x-url"})
+        assert len(by_url(f"{base}/photo.jpg").json()["faces"]) == 1
+        expect_error(by_url(f"{base}/moved"), 503, "EXTRACTION_ERROR")
+        expect_error(by_url(f"http://127.0.0.2:{server.server_port}/photo.jpg"), 400, "BAD_PARAM", "url")
+        expect_error(by_url("ftp://example.invalid/x.jpg"), 400, "BAD_PARAM", "url")
+    finally:
+        server.shutdown()
+    expect_error(api.post("/v2/detect", content=f"{base}/photo.jpg", headers={"Content-Type": "text/x-url"}),
+                 503, "EXTRACTION_ERROR")
+
+
+# ---- galleries, faces, search -------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def people(api, faces_dir):
+    """One gallery with the first photo of every person who has several; the rest are probes."""
+    rows = list(csv.DictReader(open(faces_dir / "labels.csv", newline="")))
+    by_person: dict[str, list[str]] = {}
+    for row in rows:
+        if row["identity"] not in ("multi", "unknown"):
+            by_person.setdefault(row["identity"], []).append(row["file"])
+    people = {name: files for name, files in by_person.items() if len(files) > 1}
+    assert api.post("/v2/galleries/people").status_code == 200
+    for number, (name, files) in enumerate(sorted(people.items()), start=1):
+        face = largest(detect(api, faces_dir, files[0], facen="true").json()["faces"])
+        added = api.post(f"/v2/galleries/people/faces/{number}",
+                         json={"from": f"detection:{face['id']}", "meta": {"name": name}})
+        assert added.status_code == 200, added.json()
+    return people
+
+
+def test_search_puts_the_right_person_first_for_every_probe(api, faces_dir, people):
+    for name, files in people.items():
+        for probe in files[1:]:
+            face = largest(detect(api, faces_dir, probe, facen="true").json()["faces"])
+            found = api.get("/v2/galleries/people/faces", params={"looks_like": f"detection:{face['id']}",
+                                                                  "limit": 3}).json()
+            assert found["faces"][0]["meta"]["name"] == name, probe
+            confidences = [f["confidence"] for f in found["faces"]]
+            assert confidences == sorted(confidences, reverse=True)
+
+
+def test_the_recommended_threshold_cuts_impostors(api, faces_dir, people):
+    stranger = largest(detect(api, faces_dir, "facerec_lin_manuel_miranda.png", facen="true").json()["faces"])
+    source = f"detection:{stranger['id']}"
+    everyone = api.get("/v2/galleries/people/faces", params={"looks_like": source}).json()["faces"]
+    assert len(everyone) == len(people)
+    cut = api.get("/v2/galleries/people/faces", params={"looks_like": source, "threshold": "0.6"}).json()
+    assert cut["faces"] == [] and cut["next_page"] is None
+    expect_error(api.get("/v2/galleries/people/faces", params={"looks_like": source, "threshold": "2"}),
+                 400, "BAD_PARAM", "threshold")
+
+
+def test_verify_says_same_person_or_not(api, faces_dir, people):
+    same = api.get("/v2/verify", params={"face1": "face:people/1", "face2": "face:people/1"}).json()
+    assert same["verified"] is True and same["confidence"] > 0.99
+    obama = largest(detect(api, faces_dir, "facerec_obama3.jpg", facen="true").json()["faces"])["id"]
+    biden = largest(detect(api, faces_dir, "facerec_knn_train_biden_biden2.jpg", facen="true").json()["faces"])["id"]
+    number = sorted(people).index("obama") + 1
+    match = api.post("/v2/verify", params={"face1": f"detection:{obama}", "face2": f"face:people/{number}"}).json()
+    other = api.get("/v2/verify", params={"face1": f"detection:{obama}", "face2": f"detection:{biden}"}).json()
+    assert match["verified"] is True and other["verified"] is False and match["confidence"] > other["confidence"]
+    strict = api.get("/v2/verify", params={"face1": f"detection:{obama}", "face2": f"face:people/{number}",
+                                           "threshold": "1"}).json()
+    assert strict["verified"] is False
+    expect_error(api.get("/v2/verify", params={"face1": "face:people/1"}), 400, "BAD_PARAM", "face2")
+
+
+def test_galleries_are_created_listed_read_and_deleted(api):
+    assert api.post("/v2/galleries/temp-1").json() == {"name": "temp-1"}
+    expect_error(api.post("/v2/galleries/temp-1"), 409, "CONFLICT")
+    expect_error(api.post("/v2/galleries/bad%20name"), 400, "BAD_PARAM", "gallery")
+    api.post("/v2/galleries/temp-1/faces/5", json={"from": facen_source(np.ones(128))})
+    assert api.get("/v2/galleries/temp-1").json() == {"name": "temp-1", "number_of_elements": 1}
+    listed = {g["name"]: g["number_of_elements"] for g in api.get("/v2/galleries").json()["galleries"]}
+    assert listed["temp-1"] == 1
+    assert api.delete("/v2/galleries/temp-1").json() == {}
+    expect_error(api.get("/v2/galleries/temp-1"), 404, "GALLERY_NOT_FOUND")
+    expect_error(api.delete("/v2/galleries/temp-1"), 404, "GALLERY_NOT_FOUND")
+
+
+def test_faces_are_added_read_patched_and_deleted(api, faces_dir, people):
+    api.post("/v2/galleries/crud")
+    vector = clustered_unit_vectors(1, 128, seed=3)[0]
+    added = api.post("/v2/galleries/crud/faces/18446744073709551615",
+                     json={"from": facen_source(vector), "meta": {"name": "Ann", "tags": ["a", "b"]}}).json()
+    assert added == {"id": {"gallery": "crud", "face": 18446744073709551615},
+                     "meta": {"name": "Ann", "tags": ["a", "b"]}, "features": {}, "attributes": {}}
+    expect_error(api.post("/v2/galleries/crud/faces/18446744073709551615", json={"from": facen_source(vector)}),
+                 409, "CONFLICT")
+    copied = api.post("/v2/galleries/crud/faces/2", params={"from": "face:people/1"}).json()
+    assert copied["id"] == {"gallery": "crud", "face": 2}
+    patched = api.patch("/v2/galleries/crud/faces/18446744073709551615", json={"meta": {"age": 30}}).json()
+    assert patched["meta"] == {"name": "Ann", "tags": ["a", "b"], "age": 30}
+    assert api.get("/v2/galleries/crud/faces/18446744073709551615").json()["meta"]["age"] == 30
+    assert api.delete("/v2/galleries/crud/faces/2").json() == {}
+    expect_error(api.get("/v2/galleries/crud/faces/2"), 404, "NOT_FOUND")
+    expect_error(api.delete("/v2/galleries/crud/faces/2"), 404, "NOT_FOUND")
+    expect_error(api.get("/v2/galleries/nowhere/faces/1"), 404, "GALLERY_NOT_FOUND")
+    expect_error(api.post("/v2/galleries/crud/faces/18446744073709551616", json={"from": facen_source(vector)}),
+                 400, "BAD_PARAM", "id")
+    expect_error(api.post("/v2/galleries/crud/faces/3", json={"from": "detection:nosuchdetection00"}),
+                 400, "SOURCE_NOT_FOUND")
+    expect_error(api.post("/v2/galleries/crud/faces/3", json={"from": "face:nowhere/1"}), 400,
+                 "SOURCE_GALLERY_NOT_FOUND")
+    expect_error(api.post("/v2/galleries/crud/faces/3", json={"from": "face:people/999"}), 400, "SOURCE_NOT_FOUND")
+    expect_error(api.post("/v2/galleries/crud/faces/3", json={"from": facen_source(np.ones(64))}), 400,
+                 "BAD_PARAM", "from")
+    expect_error(api.post("/v2/galleries/crud/faces/3", json={"from": "facen:@@@"}), 400, "BAD_PARAM", "from")
+    expect_error(api.post("/v2/galleries/crud/faces/3", json={"from": facen_source(vector), "meta": {"x": 1.5}}),
+                 400, "BAD_PARAM")
+    expect_error(api.post("/v2/galleries/crud/faces/3", content=b"{not json",
+                          headers={"Content-Type": "application/json"}), 400, "MALFORMED_REQUEST")
+    expect_error(api.patch("/v2/galleries/crud/faces/3", json={"meta": {"a": 1}}), 404, "NOT_FOUND")
+    assert api.get("/v2/galleries/crud").json()["number_of_elements"] == 1
+
+
+def test_bulk_add_reports_each_item_and_writes_only_good_faces(api):
+    api.post("/v2/galleries/bulk")
+    vectors = clustered_unit_vectors(4, 128, seed=4)
+    items = [{"id": 1, "from": facen_source(vectors[0]), "meta": {"k": "a"}},
+             {"id": 2, "from": "detection:missing000000000000"},
+             {"id": 3, "from": facen_source(vectors[2]), "meta": {"bad": {"nested": 1}}},
+             {"id": 1, "from": facen_source(vectors[3])},
+             {"id": 4, "from": facen_source(vectors[3])}]
+    results = api.post("/v2/galleries/bulk/faces", json={"faces": items}).json()["results"]
+    assert [r.get("code") for r in results] == [None, "SOURCE_NOT_FOUND", "BAD_PARAM", "CONFLICT", None]
+    assert results[0]["id"] == {"gallery": "bulk", "face": 1}
+    assert api.get("/v2/galleries/bulk").json()["number_of_elements"] == 2
+    expect_error(api.get("/v2/galleries/bulk/faces/3"), 404, "NOT_FOUND")
+    too_many = {"faces": [{"id": i, "from": facen_source(vectors[0])} for i in range(51)]}
+    expect_error(api.post("/v2/galleries/bulk/faces", json=too_many), 400, "BAD_PARAM", "faces")
+
+
+@pytest.fixture(scope="module")
+def filtered(api):
+    """A gallery of 300 synthetic faces with meta, and its exact contents for reference."""
+    vectors = clustered_unit_vectors(300, 128, seed=7)
+    metas = random_meta(300, seed=8)
+    api.post("/v2/galleries/filtered")
+    ids = [int(i) for i in np.random.default_rng(9).choice(10 ** 12, 300, replace=False)]
+    items = [{"id": i, "from": facen_source(v), "meta": m} for i, v, m in zip(ids, vectors, metas)]
+    for start in range(0, 300, 50):
+        results = api.post("/v2/galleries/filtered/faces", json={"faces": items[start:start + 50]}).json()
+        assert all("code" not in r for r in results["results"])
+    return {i: (v, m) for i, v, m in zip(ids, vectors, metas)}
+
+
+FILTER_QUERIES = [
+    ({}, FaceFilter()),
+    ({"meta:in:name": "ann,eve"}, FaceFilter(meta_in=(("name", ("ann", "eve")),))),
+    ({"meta:gte:cam": "3", "meta:lte:cam": "6"}, FaceFilter(meta_gte=(("cam", "3"),), meta_lte=(("cam", "6"),))),
+    ({"meta:subset:tags": ["vip", "staff"]}, FaceFilter(meta_subset=(("tags", ("vip", "staff")),))),
+    ({"id:gte": "200000000000", "id:lte": "700000000000"}, FaceFilter(id_gte=200000000000, id_lte=700000000000)),
+]
+
+
+@pytest.mark.parametrize("query, face_filter", FILTER_QUERIES)
+def test_listing_with_filters_pages_through_exactly_the_matching_ids(api, filtered, query, face_filter):
+    expected = sorted((i for i, (_, m) in filtered.items() if face_filter.matches(i, m)), reverse=True)
+    seen, page = [], None
+    while True:
+        body = api.get("/v2/galleries/filtered/faces", params={**query, "limit": 40, **({"page": page} if page else {})}).json()
+        seen += [f["id"]["face"] for f in body["faces"]]
+        page = body["next_page"]
+        if page is None:
+            break
+    assert seen == expected
+    ascending = api.get("/v2/galleries/filtered/faces", params={**query, "sort": "id", "limit": 500}).json()
+    assert [f["id"]["face"] for f in ascending["faces"]] == expected[::-1]
+
+
+@pytest.mark.parametrize("query, face_filter", FILTER_QUERIES)
+def test_search_with_filters_returns_the_exact_top_faces(api, filtered, query, face_filter):
+    probe_id = sorted(filtered)[5]
+    probe = filtered[probe_id][0]
+    scores = sorted(((float(v @ probe), i) for i, (v, m) in filtered.items() if face_filter.matches(i, m)),
+                    reverse=True)[:10]
+    body = api.get("/v2/galleries/filtered/faces",
+                   params={**query, "looks_like": f"face:filtered/{probe_id}", "limit": 10}).json()
+    assert [f["id"]["face"] for f in body["faces"]] == [i for _, i in scores]
+
+
+def test_search_pages_continue_where_the_last_stopped(api, filtered):
+    probe = f"face:filtered/{sorted(filtered)[0]}"
+    first = api.get("/v2/galleries/filtered/faces", params={"looks_like": probe, "limit": 7}).json()
+    second = api.get("/v2/galleries/filtered/faces", params={"looks_like": probe, "limit": 7,
+                                                             "page": first["next_page"]}).json()
+    both = api.get("/v2/galleries/filtered/faces", params={"looks_like": probe, "limit": 14}).json()
+    assert [f["id"] for f in first["faces"] + second["faces"]] == [f["id"] for f in both["faces"]]
+    by_id = api.get("/v2/galleries/filtered/faces", params={"looks_like": probe, "limit": 7, "sort": "id"}).json()
+    assert sorted(f["id"]["face"] for f in first["faces"]) == [f["id"]["face"] for f in by_id["faces"]]
+    expect_error(api.get("/v2/galleries/filtered/faces", params={"page": "garbage"}), 400, "BAD_PARAM", "page")
+    expect_error(api.get("/v2/galleries/filtered/faces", params={"sort": "-confidence"}), 400, "BAD_PARAM", "sort")
+    expect_error(api.get("/v2/galleries/filtered/faces", params={"meta:near:x": "1"}), 400, "BAD_PARAM")
+    expect_error(api.get("/v2/galleries/filtered/faces", params={"id:in": "1,x"}), 400, "BAD_PARAM", "id:in")
+
+
+def test_search_across_galleries_names_each_faces_gallery(api, people, filtered):
+    probe = "face:people/1"
+    body = api.get("/v2/faces", params={"gallery": ["people", "filtered"], "looks_like": probe, "limit": 5}).json()
+    assert body["faces"][0]["id"] == {"gallery": "people", "face": 1}
+    assert {f["id"]["gallery"] for f in body["faces"]} <= {"people", "filtered"}
+    everywhere = api.get("/v2/faces", params={"looks_like": probe, "limit": 5}).json()
+    assert everywhere["faces"][0]["id"] == {"gallery": "people", "face": 1}
+    expect_error(api.get("/v2/faces", params={"gallery": "nowhere", "looks_like": probe}), 400, "BAD_PARAM", "gallery")
+
+
+# ---- protocol, limits, operations ---------------------------------------------------------------
+
+def test_request_errors_get_the_spec_codes(api, faces_dir):
+    expect_error(api.get("/v2/nothing-here"), 404, "NOT_FOUND")
+    expect_error(api.put("/v2/galleries/people"), 501, "NOT_IMPLEMENTED")
+    expect_error(api.post("/v2/detect", content=b"", headers={"Content-Type": "image/jpeg"}), 400, "MALFORMED_REQUEST")
+    expect_error(api.post("/v2/detect", content=b"\xff\xd8garbage", headers={"Content-Type": "image/jpeg"}),
+                 400, "MALFORMED_REQUEST")
+    expect_error(api.post("/v2/detect", content=b"hello", headers={"Content-Type": "application/json"}),
+                 400, "MALFORMED_REQUEST")
+    expect_error(detect(api, faces_dir, "faceapi_amy1.png", facen="maybe"), 400, "BAD_PARAM", "facen")
+    wide = io.BytesIO()
+    Image.new("RGB", (6001, 8)).save(wide, "PNG")
+    expect_error(api.post("/v2/detect", content=wide.getvalue(), headers={"Content-Type": "image/png"}),
+                 400, "BAD_PARAM", "image")
+    expect_error(api.post("/v2/detect", content=b"\xff" * (5 * 2 ** 20), headers={"Content-Type": "image/jpeg"}),
+                 400, "BAD_PARAM", "body")
+
+
+def test_trailing_slashes_docs_and_health(api):
+    assert api.get("/v2/galleries/").status_code == 200
+    assert api.get("/healthz").json() == {"status": "ok"}
+    ready = api.get("/readyz").json()
+    assert ready["ready"] is True and set(ready["checks"]) == {"detector", "extractor", "store", "cache", "shards"}
+    assert "/v2/detect" in api.get("/v2/openapi.json").json()["paths"]
+    assert api.get("/v2/docs").status_code == 200
+    assert api.get("/v2/docs/v2/overview.html", follow_redirects=False).headers["location"] == "/v2/docs"
+
+
+def test_a_locked_store_answers_storage_error_and_recovers(api, service):
+    import sqlite3
+
+    holder = sqlite3.connect(service.settings.store.path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        expect_error(api.post("/v2/galleries/while-locked"), 503, "STORAGE_ERROR")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert api.post("/v2/galleries/while-locked").status_code == 200
+
+
+def test_a_lost_cache_answers_cache_error_then_recovers(api, faces_dir, ray_session):
+    cache = ray_session.get_actor("facegrid-detection-cache", namespace="facegrid-tests")
+    ray_session.kill(cache, no_restart=True)
+    expect_error(detect(api, faces_dir, "faceapi_amy1.png", facen="true"), 503, "CACHE_ERROR")
+    assert detect(api, faces_dir, "faceapi_amy1.png").status_code == 200       # detection alone needs no cache
+    assert api.get("/v2/galleries/people/faces", params={"looks_like": "face:people/1"}).status_code == 200
+    assert detect(api, faces_dir, "faceapi_amy1.png", facen="true").status_code == 200
+
+
+def test_full_model_queues_answer_429_at_once(api, faces_dir):
+    from concurrent.futures import ThreadPoolExecutor
+
+    data, content_type = photo(faces_dir, "faceapi_bbt4.jpg")
+
+    def one(_):
+        return api.post("/v2/detect", content=data, headers={"Content-Type": content_type})
+
+    with ThreadPoolExecutor(24) as pool:
+        responses = list(pool.map(one, range(24)))
+    refused = [r for r in responses if r.status_code == 429]
+    assert refused, [r.status_code for r in responses]
+    assert all(r.json()["code"] == "OVER_CAPACITY" and int(r.headers["Retry-After"]) >= 1 for r in refused)
+    assert all(r.status_code in (200, 429) for r in responses)
+    assert one(0).status_code == 200
+
+
+def test_zz_restart_keeps_every_acknowledged_face(service, people, filtered):
+    before = {g["name"]: g["number_of_elements"] for g in service.client.get("/v2/galleries").json()["galleries"]}
+    service.restart()
+    api = service.client
+    after = {g["name"]: g["number_of_elements"] for g in api.get("/v2/galleries").json()["galleries"]}
+    assert after == before and after["people"] == len(people) and after["filtered"] == len(filtered)
+    probe_id = sorted(filtered)[3]
+    found = api.get("/v2/galleries/filtered/faces", params={"looks_like": f"face:filtered/{probe_id}", "limit": 1})
+    assert found.json()["faces"][0]["id"]["face"] == probe_id
