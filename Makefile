@@ -1,9 +1,9 @@
-# The two commands a newcomer runs (see README): `make install` and `make test`.
+# The two commands a newcomer runs (see README): `make run` and `make test`.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test bench eval
+.PHONY: install run test bench eval
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,12 +14,17 @@ install: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 	$(BIN)/facegrid setup
 
+# Install everything, then serve the /v2 API on port 18411 on the embedded defaults (Ctrl-C stops it).
+run: install
+	$(BIN)/facegrid serve
+
 test: install
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	$(BIN)/python -m pytest
 
 bench: install
 	$(BIN)/python -m bench.models
+	$(BIN)/python -m bench.search
 
 eval: install
 	$(BIN)/facegrid eval ../shared/faces
