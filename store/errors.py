@@ -25,40 +25,42 @@ class FacegridError(Exception):
         self.message = message
 
 
-class GalleryNotFound(FacegridError):
+class _AboutGallery(FacegridError):
+    template = ""
+
     def __init__(self, gallery: str):
-        super().__init__(f"gallery {gallery!r} does not exist")
+        super().__init__(self.template.format(gallery=gallery))
         self.gallery = gallery
 
     def __reduce__(self):
         return type(self), (self.gallery,)
 
 
-class GalleryExists(FacegridError):
-    def __init__(self, gallery: str):
-        super().__init__(f"gallery {gallery!r} already exists")
-        self.gallery = gallery
+class _AboutFace(FacegridError):
+    template = ""
 
-    def __reduce__(self):
-        return type(self), (self.gallery,)
-
-
-class FaceNotFound(FacegridError):
     def __init__(self, gallery: str, face_id: int):
-        super().__init__(f"face {face_id} does not exist in gallery {gallery!r}")
+        super().__init__(self.template.format(gallery=gallery, face_id=face_id))
         self.gallery, self.face_id = gallery, face_id
 
     def __reduce__(self):
         return type(self), (self.gallery, self.face_id)
 
 
-class FaceExists(FacegridError):
-    def __init__(self, gallery: str, face_id: int):
-        super().__init__(f"face {face_id} already exists in gallery {gallery!r}")
-        self.gallery, self.face_id = gallery, face_id
+class GalleryNotFound(_AboutGallery):
+    template = "gallery {gallery!r} does not exist"
 
-    def __reduce__(self):
-        return type(self), (self.gallery, self.face_id)
+
+class GalleryExists(_AboutGallery):
+    template = "gallery {gallery!r} already exists"
+
+
+class FaceNotFound(_AboutFace):
+    template = "face {face_id} does not exist in gallery {gallery!r}"
+
+
+class FaceExists(_AboutFace):
+    template = "face {face_id} already exists in gallery {gallery!r}"
 
 
 class InvalidFace(FacegridError):
