@@ -18,8 +18,10 @@ install: $(BIN)/python
 run: install
 	$(BIN)/facegrid serve
 
+# Tests run against real Cassandra and memcached, which cluster/services.sh installs and starts once.
 test: install
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	bash cluster/services.sh start
 	$(BIN)/python -m pytest
 
 bench: install

@@ -20,7 +20,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from index.router import ShardRouter
 from models.deployments import Detector, Extractor
-from store.cache import ActorDetectionCache
+from store.base import FaceStore
+from store.cache import ActorDetectionCache, DetectionCache, MemcachedDetectionCache
 from store.errors import FacegridError
 from store.sqlite import SqliteFaceStore
 
@@ -131,8 +132,24 @@ async def overview() -> RedirectResponse:
     return RedirectResponse("/v2/docs")
 
 
-def open_store(settings: Settings) -> SqliteFaceStore:
+def open_store(settings: Settings) -> FaceStore:
+    """The configured FaceStore: embedded SQLite by default, Cassandra on a cluster."""
+    if settings.store.kind == "cassandra":
+        from store.cassandra import CassandraFaceStore
+
+        c = settings.store.cassandra
+        return CassandraFaceStore(c.hosts, c.port, c.keyspace, settings.index.num_shards,
+                                  replication_factor=c.replication_factor, read_consistency=c.read_consistency,
+                                  write_consistency=c.write_consistency, max_in_flight=c.max_in_flight,
+                                  request_timeout_s=c.request_timeout_s, page_size=c.page_size)
     return SqliteFaceStore(settings.store.path, settings.index.num_shards, settings.store.busy_timeout_s)
+
+
+def open_cache(settings: Settings) -> DetectionCache:
+    """The configured DetectionCache: one embedded actor by default, memcached on a cluster."""
+    if settings.cache.kind == "memcached":
+        return MemcachedDetectionCache(settings.cache.servers, settings.cache.timeout_s)
+    return ActorDetectionCache(settings.cache.max_entries, detached=True)
 
 
 @serve.deployment(name="Ingress")
@@ -141,7 +158,7 @@ class Ingress:
     def __init__(self, settings: Settings, detector, extractor):
         logging.basicConfig(level=logging.INFO)
         store = open_store(settings)
-        cache = ActorDetectionCache(settings.cache.max_entries, detached=True)
+        cache = open_cache(settings)
         router = ShardRouter.start(store, settings.index, detached=True)
         install(Services(settings, store, cache, router, detector, extractor))
 

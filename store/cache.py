@@ -8,6 +8,8 @@ implementation plugs in behind the same protocol.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import secrets
 import time
 from collections import OrderedDict
@@ -108,5 +110,68 @@ class ActorDetectionCache:
     async def ping(self) -> bool:
         try:
             return await self._call("ping")
+        except CacheUnavailable:
+            return False
+
+
+class _JsonSerde:
+    """Values go to memcached as JSON: a shared cache should never feed pickle to a process."""
+
+    def serialize(self, key, value):
+        return json.dumps(value, separators=(",", ":")).encode(), 1
+
+    def deserialize(self, key, value, flags):
+        return json.loads(value)
+
+
+class MemcachedDetectionCache:
+    """Detections in memcached (one or several servers, keys spread by pymemcache's HashClient).
+
+    Writes wait for the servers' replies (no ``noreply``), so a detection is cached when the call
+    returns; a record larger than memcached's item limit is refused rather than silently dropped.
+    A server that fails is retried after ``dead_timeout`` seconds, so recovery needs no restart.
+    """
+
+    KEY_PREFIX = "facegrid:detection:"
+
+    def __init__(self, servers: list[str], timeout_s: float = 1.0, max_item_bytes: int = 1_000_000):
+        from pymemcache.client.hash import HashClient
+
+        self.servers, self.timeout_s, self.max_item_bytes = servers, timeout_s, max_item_bytes
+        addresses = [(host, int(port)) for host, _, port in (server.rpartition(":") for server in servers)]
+        self.client = HashClient(addresses, serde=_JsonSerde(), connect_timeout=timeout_s, timeout=timeout_s,
+                                 ignore_exc=False, retry_attempts=1, retry_timeout=0, dead_timeout=1,
+                                 use_pooling=True, max_pool_size=16)
+
+    def __reduce__(self):
+        return type(self), (self.servers, self.timeout_s, self.max_item_bytes)
+
+    def _guarded(self, work):
+        from pymemcache.exceptions import MemcacheError
+
+        try:
+            return work()
+        except (MemcacheError, OSError) as error:
+            raise CacheUnavailable(f"memcached is unavailable: {type(error).__name__}: {error}") from None
+
+    def _put(self, records: dict[str, dict], ttl_s: float) -> None:
+        for detection_id, record in records.items():
+            if len(json.dumps(record)) > self.max_item_bytes:
+                raise CacheUnavailable(f"detection {detection_id} is larger than memcached's item limit")
+        keyed = {self.KEY_PREFIX + key: value for key, value in records.items()}
+        failed = self.client.set_many(keyed, expire=max(1, int(ttl_s)), noreply=False)
+        if failed:
+            raise CacheUnavailable(f"memcached did not store {len(failed)} of {len(keyed)} detections")
+
+    async def put_many(self, records: dict[str, dict], ttl_s: float) -> None:
+        await asyncio.to_thread(self._guarded, lambda: self._put(records, ttl_s))
+
+    async def get(self, detection_id: str) -> dict | None:
+        return await asyncio.to_thread(self._guarded, lambda: self.client.get(self.KEY_PREFIX + detection_id))
+
+    async def ping(self) -> bool:
+        try:
+            await asyncio.to_thread(self._guarded, lambda: self.client.get(self.KEY_PREFIX + "ping"))
+            return True
         except CacheUnavailable:
             return False

@@ -74,12 +74,22 @@ def ray_session():
 SERVICE_PORT = 18433
 
 
-def service_settings_for(data_dir: Path):
-    """Test service: defaults, with bounds small enough to reach in a test."""
+def service_settings_for(data_dir: Path, backends: str, request=None):
+    """Test service: defaults (or the cluster backends), with bounds small enough to reach in a test."""
+    store = {"path": data_dir / "faces.db", "busy_timeout_s": 2}
+    cache = {}
+    if backends == "cluster":
+        import uuid
+
+        host, port = request.getfixturevalue("cassandra_endpoint")
+        keyspace = f"facegrid_test_api_{uuid.uuid4().hex[:8]}"
+        store = {"kind": "cassandra", "cassandra": {"hosts": [host], "port": port, "keyspace": keyspace,
+                                                    "request_timeout_s": 5}}
+        cache = {"kind": "memcached", "servers": [request.getfixturevalue("memcached_endpoint")]}
     return load_settings(
         port=SERVICE_PORT,
-        store={"path": data_dir / "faces.db", "busy_timeout_s": 2},
-        limits={"max_body_bytes": 4 * 2 ** 20, "max_bulk_faces": 50, "max_limit": 500},
+        store=store, cache=cache,
+        limits={"max_body_bytes": 4 * 2 ** 20, "max_bulk_faces": 1000, "max_limit": 500},
         url_fetch={"denied_networks": ["127.0.0.2/32", "10.0.0.0/8"], "timeout_s": 5},
         index={"num_shards": 2, "cpus_per_shard": 0.1},
         serve={"detector": {"max_ongoing_requests": 2, "max_queued_requests": 4},
@@ -87,9 +97,10 @@ def service_settings_for(data_dir: Path):
     )
 
 
-@pytest.fixture(scope="session")
-def service(ray_session, model_config, tmp_path_factory):
-    """The real Ray Serve app on a test port, for the whole session; yields an HTTP client and a restart."""
+@pytest.fixture(scope="session", params=["embedded", pytest.param("cluster", marks=pytest.mark.integration)])
+def service(request, ray_session, model_config, tmp_path_factory):
+    """The real Ray Serve app on a test port, once on the embedded defaults and once on Cassandra +
+    memcached; yields an HTTP client, the settings, the backends and a restart."""
     import time
 
     import httpx
@@ -97,7 +108,7 @@ def service(ray_session, model_config, tmp_path_factory):
 
     from serve_app.app import run
 
-    settings = service_settings_for(tmp_path_factory.mktemp("service"))
+    settings = service_settings_for(tmp_path_factory.mktemp("service"), request.param, request)
 
     def start():
         run(settings)
@@ -120,7 +131,7 @@ def service(ray_session, model_config, tmp_path_factory):
 
     class Service:
         def __init__(self):
-            self.settings = settings
+            self.settings, self.backends = settings, request.param
             self.client = start()
 
         def restart(self):
@@ -132,3 +143,60 @@ def service(ray_session, model_config, tmp_path_factory):
     yield running
     running.client.close()
     stop()
+
+
+def _answers(host: str, port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+SERVICES_SCRIPT = REPO / "cluster" / "services.sh"
+
+
+@pytest.fixture(scope="session")
+def cassandra_endpoint() -> tuple[str, int]:
+    """The real Cassandra that cluster/services.sh started (make test starts it)."""
+    import os
+
+    port = int(os.environ.get("FACEGRID_CASSANDRA_PORT", "9042"))
+    if not _answers("127.0.0.1", port):
+        pytest.fail(f"no Cassandra on 127.0.0.1:{port}: run `bash cluster/services.sh start` (make test does)")
+    return "127.0.0.1", port
+
+
+@pytest.fixture(scope="session")
+def memcached_endpoint() -> str:
+    import os
+
+    port = int(os.environ.get("FACEGRID_MEMCACHED_PORT", "11211"))
+    if not _answers("127.0.0.1", port):
+        pytest.fail(f"no memcached on 127.0.0.1:{port}: run `bash cluster/services.sh start` (make test does)")
+    return f"127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
+def cassandra_keyspaces(cassandra_endpoint):
+    """One scratch keyspace per shard count for the session (schema changes are slow); dropped at the end."""
+    import uuid
+
+    from cassandra.cluster import Cluster
+
+    names: dict[int, str] = {}
+    token = uuid.uuid4().hex[:8]
+    yield lambda num_shards: names.setdefault(num_shards, f"facegrid_test_{token}_{num_shards}")
+    cluster = Cluster([cassandra_endpoint[0]], port=cassandra_endpoint[1], protocol_version=5)
+    session = cluster.connect()
+    for keyspace in names.values():
+        session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
+    cluster.shutdown()
+
+
+def run_services(command: str) -> None:
+    import subprocess
+
+    subprocess.run(["bash", str(SERVICES_SCRIPT), command], check=True, timeout=300)

@@ -19,13 +19,19 @@ from PIL import Image
 
 from bench.data import clustered_unit_vectors, random_meta
 from index.filters import FaceFilter
+from tests.conftest import run_services
 
 CONTENT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
 
 
 @pytest.fixture(scope="module")
 def api(service):
+    api_limits.settings = service.settings
     return service.client
+
+
+def api_limits(_api):
+    return api_limits.settings.limits
 
 
 def photo(faces_dir: Path, name: str) -> tuple[bytes, str]:
@@ -297,7 +303,8 @@ def test_bulk_add_reports_each_item_and_writes_only_good_faces(api):
     assert results[0]["id"] == {"gallery": "bulk", "face": 1}
     assert api.get("/v2/galleries/bulk").json()["number_of_elements"] == 2
     expect_error(api.get("/v2/galleries/bulk/faces/3"), 404, "NOT_FOUND")
-    too_many = {"faces": [{"id": i, "from": facen_source(vectors[0])} for i in range(51)]}
+    limit = api_limits(api).max_bulk_faces
+    too_many = {"faces": [{"id": i, "from": facen_source(vectors[0])} for i in range(limit + 1)]}
     expect_error(api.post("/v2/galleries/bulk/faces", json=too_many), 400, "BAD_PARAM", "faces")
 
 
@@ -404,26 +411,74 @@ def test_trailing_slashes_docs_and_health(api):
     assert api.get("/v2/docs/v2/overview.html", follow_redirects=False).headers["location"] == "/v2/docs"
 
 
-def test_a_locked_store_answers_storage_error_and_recovers(api, service):
-    import sqlite3
+def wait_until(check, seconds: float = 90) -> bool:
+    import time
 
-    holder = sqlite3.connect(service.settings.store.path, isolation_level=None)
-    holder.execute("BEGIN EXCLUSIVE")
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def test_an_unavailable_store_answers_storage_error_and_recovers_without_restart(api, service, people):
+    """Embedded: another process holds the SQLite write lock. Cluster: Cassandra is stopped, then started."""
+    if service.backends == "embedded":
+        import sqlite3
+
+        holder = sqlite3.connect(service.settings.store.path, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+        try:
+            expect_error(api.post("/v2/galleries/while-down"), 503, "STORAGE_ERROR")
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+    else:
+        run_services("stop-cassandra")
+        try:
+            expect_error(api.post("/v2/galleries/while-down"), 503, "STORAGE_ERROR")
+            expect_error(api.get("/v2/galleries/people/faces/1"), 503, "STORAGE_ERROR")
+        finally:
+            run_services("start-cassandra")
+    assert wait_until(lambda: api.post("/v2/galleries/while-down").status_code == 200)
+    assert api.get("/v2/galleries/people/faces/1").status_code == 200
+
+
+def test_a_lost_cache_answers_cache_error_then_recovers_without_restart(api, faces_dir, service, ray_session, people):
+    """Embedded: the cache actor is killed. Cluster: memcached is stopped, then started."""
+    if service.backends == "embedded":
+        cache = ray_session.get_actor("facegrid-detection-cache", namespace="facegrid-tests")
+        ray_session.kill(cache, no_restart=True)
+    else:
+        run_services("stop-memcached")
     try:
-        expect_error(api.post("/v2/galleries/while-locked"), 503, "STORAGE_ERROR")
+        expect_error(detect(api, faces_dir, "faceapi_amy1.png", facen="true"), 503, "CACHE_ERROR")
+        if service.backends == "cluster":       # the embedded cache is re-created by the next call already
+            expect_error(api.get("/v2/detect/whatever0000000000"), 503, "CACHE_ERROR")
+        assert detect(api, faces_dir, "faceapi_amy1.png").status_code == 200     # detection alone needs no cache
+        assert api.get("/v2/galleries").status_code == 200
+        assert api.get("/v2/galleries/people/faces", params={"looks_like": "face:people/1"}).status_code == 200
     finally:
-        holder.execute("ROLLBACK")
-        holder.close()
-    assert api.post("/v2/galleries/while-locked").status_code == 200
+        if service.backends == "cluster":
+            run_services("start-memcached")
+    assert wait_until(lambda: detect(api, faces_dir, "faceapi_amy1.png", facen="true").status_code == 200, 30)
 
 
-def test_a_lost_cache_answers_cache_error_then_recovers(api, faces_dir, ray_session):
-    cache = ray_session.get_actor("facegrid-detection-cache", namespace="facegrid-tests")
-    ray_session.kill(cache, no_restart=True)
-    expect_error(detect(api, faces_dir, "faceapi_amy1.png", facen="true"), 503, "CACHE_ERROR")
-    assert detect(api, faces_dir, "faceapi_amy1.png").status_code == 200       # detection alone needs no cache
-    assert api.get("/v2/galleries/people/faces", params={"looks_like": "face:people/1"}).status_code == 200
-    assert detect(api, faces_dir, "faceapi_amy1.png", facen="true").status_code == 200
+def test_ten_thousand_faces_added_in_bulk_all_land(api):
+    api.post("/v2/galleries/ten-thousand")
+    vectors = clustered_unit_vectors(10_000, 128, seed=12)
+    size = api_limits(api).max_bulk_faces
+    for start in range(0, 10_000, size):
+        items = [{"id": start + i, "from": facen_source(v), "meta": {"n": start + i}}
+                 for i, v in enumerate(vectors[start:start + size])]
+        results = api.post("/v2/galleries/ten-thousand/faces", json={"faces": items}).json()["results"]
+        assert all("code" not in r for r in results)
+    assert api.get("/v2/galleries/ten-thousand").json()["number_of_elements"] == 10_000
+    listed = api.get("/v2/galleries/ten-thousand/faces", params={"limit": 500, "sort": "id", "id:gte": 9_600}).json()
+    assert [f["id"]["face"] for f in listed["faces"]] == list(range(9_600, 10_000))
+    found = api.get("/v2/galleries/ten-thousand/faces", params={"looks_like": "face:ten-thousand/4321", "limit": 1})
+    assert found.json()["faces"][0]["id"]["face"] == 4321
 
 
 def test_full_model_queues_answer_429_at_once(api, faces_dir):

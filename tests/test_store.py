@@ -16,11 +16,36 @@ def unit(seed: int, dim: int = 8) -> np.ndarray:
     return vector / np.linalg.norm(vector)
 
 
+@pytest.fixture(params=["sqlite", pytest.param("cassandra", marks=pytest.mark.integration)])
+def open_store(request, tmp_path):
+    """Opens the FaceStore under test (the embedded one, or the real Cassandra) for a shard count."""
+    opened = []
+
+    def factory(num_shards: int):
+        if request.param == "sqlite":
+            face_store = SqliteFaceStore(tmp_path / "faces.db", num_shards)
+        else:
+            from store.cassandra import CassandraFaceStore
+
+            host, port = request.getfixturevalue("cassandra_endpoint")
+            keyspace = request.getfixturevalue("cassandra_keyspaces")(num_shards)
+            face_store = CassandraFaceStore([host], port, keyspace, num_shards, max_in_flight=16)
+        opened.append(face_store)
+        return face_store
+
+    yield factory
+    for face_store in opened:
+        try:
+            for gallery in face_store.list_galleries():
+                face_store.delete_gallery(gallery.name)
+        except Exception:  # noqa: BLE001 - a store the test closed on purpose
+            pass
+        face_store.close()
+
+
 @pytest.fixture
-def store(tmp_path):
-    face_store = SqliteFaceStore(tmp_path / "faces.db", num_shards=3)
-    yield face_store
-    face_store.close()
+def store(open_store):
+    return open_store(3)
 
 
 def test_galleries_are_created_listed_and_deleted_with_their_faces(store):
@@ -117,16 +142,25 @@ def test_partitions_hold_exactly_their_shards_faces_in_id_order(store):
     assert sorted(seen) == sorted(ids)
 
 
-def test_writes_survive_reopening_the_file(tmp_path):
-    first = SqliteFaceStore(tmp_path / "faces.db", num_shards=2)
+def test_writes_survive_reopening_the_store(open_store):
+    first = open_store(2)
     first.create_gallery("ppl")
     add_face(first, FaceRecord("ppl", 9, unit(9), {"k": "v"}))
     first.close()
-    again = SqliteFaceStore(tmp_path / "faces.db", num_shards=2)
+    again = open_store(2)
     assert again.get_face("ppl", 9).meta == {"k": "v"}
-    again.close()
     with pytest.raises(ValueError, match="laid out for 2 shards"):
-        SqliteFaceStore(tmp_path / "faces.db", num_shards=4)
+        _reopen_with(again, 4)
+
+
+def _reopen_with(store, num_shards):
+    """The same file or keyspace opened with another shard count."""
+    if isinstance(store, SqliteFaceStore):
+        return SqliteFaceStore(store.path, num_shards)
+    from store.cassandra import CassandraFaceStore
+
+    hosts, port, keyspace, _ = store._args
+    return CassandraFaceStore(hosts, port, keyspace, num_shards)
 
 
 def _writer(path, worker: int) -> None:

@@ -1,0 +1,288 @@
+"""The cluster ``FaceStore``: galleries and faces in Apache Cassandra, through prepared statements.
+
+Layout (created when missing): ``galleries (name PRIMARY KEY, created_at, dim, model)`` and
+``faces ((gallery, shard), id, facen, meta, features, created_at)``, one partition per gallery shard,
+so a shard rebuild is a single-partition scan and a gallery delete is S partition deletes.
+
+Uniqueness (CONFLICT) and the gallery's dimension use lightweight transactions (``IF NOT EXISTS``,
+``IF dim = null``); a meta patch is a compare-and-set loop, so concurrent patches never lose a key.
+Bulk work runs with at most ``max_in_flight`` requests outstanding. Every driver failure becomes
+``StoreUnavailable`` (the API's STORAGE_ERROR). Ids are unsigned 64-bit, stored shifted by 2**63 into
+Cassandra's signed bigint, which keeps their order.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Sequence
+
+import numpy as np
+from cassandra import ConsistencyLevel, DriverException, RequestExecutionException
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable
+from cassandra.concurrent import execute_concurrent_with_args
+from cassandra.policies import DCAwareRoundRobinPolicy, ExponentialReconnectionPolicy, TokenAwarePolicy
+from cassandra.query import SimpleStatement
+
+from .base import FaceRecord, GalleryRecord, check_face_id, check_facen, check_gallery_name, check_meta, shard_of
+from .errors import FaceExists, FaceNotFound, FacegridError, GalleryExists, GalleryNotFound, StoreUnavailable
+
+_ID_SHIFT = 2 ** 63
+_DRIVER_ERRORS = (DriverException, RequestExecutionException, NoHostAvailable, OSError)
+_META_RETRIES = 8
+
+
+def _level(name: str) -> int:
+    return getattr(ConsistencyLevel, name)
+
+
+class CassandraFaceStore:
+    def __init__(self, hosts: Sequence[str], port: int, keyspace: str, num_shards: int, *,
+                 replication_factor: int = 1, read_consistency: str = "LOCAL_QUORUM",
+                 write_consistency: str = "LOCAL_QUORUM", max_in_flight: int = 64,
+                 request_timeout_s: float = 10.0, page_size: int = 5000):
+        self._args = (tuple(hosts), port, keyspace, num_shards)
+        self._options = dict(replication_factor=replication_factor, read_consistency=read_consistency,
+                             write_consistency=write_consistency, max_in_flight=max_in_flight,
+                             request_timeout_s=request_timeout_s, page_size=page_size)
+        self.num_shards, self.keyspace = num_shards, keyspace
+        self.max_in_flight, self.page_size = max_in_flight, page_size
+        self._read, self._write = _level(read_consistency), _level(write_consistency)
+        profile = ExecutionProfile(
+            load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()),
+            consistency_level=self._write, serial_consistency_level=ConsistencyLevel.LOCAL_SERIAL,
+            request_timeout=request_timeout_s)
+        self._cluster = Cluster(list(hosts), port=port, execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+                                # After an outage, find the node again within seconds, not minutes.
+                                reconnection_policy=ExponentialReconnectionPolicy(0.5, 5.0),
+                                connect_timeout=request_timeout_s, protocol_version=5)
+        try:
+            self._session = self._cluster.connect()
+            self._create_schema(replication_factor)
+            self._prepare()
+            self._check_layout()
+        except BaseException as error:
+            self._cluster.shutdown()
+            if isinstance(error, _DRIVER_ERRORS):
+                raise StoreUnavailable(f"cannot reach Cassandra at {list(hosts)}:{port}: {error}") from None
+            raise
+
+    def __reduce__(self):
+        # Crossing to another process (a Ray actor) connects anew there.
+        return _reopen, (self._args, self._options)
+
+    # ---- schema -------------------------------------------------------------------------------
+
+    def _create_schema(self, replication_factor: int) -> None:
+        execute = self._session.execute
+        execute(f"CREATE KEYSPACE IF NOT EXISTS {self.keyspace} WITH replication = "
+                f"{{'class': 'SimpleStrategy', 'replication_factor': {replication_factor}}}")
+        execute(f"CREATE TABLE IF NOT EXISTS {self.keyspace}.layout (key text PRIMARY KEY, value text)")
+        execute(f"CREATE TABLE IF NOT EXISTS {self.keyspace}.galleries "
+                "(name text PRIMARY KEY, created_at double, dim int, model text)")
+        execute(f"CREATE TABLE IF NOT EXISTS {self.keyspace}.faces (gallery text, shard int, id bigint, "
+                "facen blob, meta text, features text, created_at double, PRIMARY KEY ((gallery, shard), id)) "
+                "WITH CLUSTERING ORDER BY (id ASC)")
+
+    def _prepare(self) -> None:
+        ks, prepare = self.keyspace, self._session.prepare
+        self._q = {
+            "layout_get": prepare(f"SELECT value FROM {ks}.layout WHERE key = ?"),
+            "layout_put": prepare(f"INSERT INTO {ks}.layout (key, value) VALUES (?, ?) IF NOT EXISTS"),
+            "gallery_get": prepare(f"SELECT name, created_at, dim, model FROM {ks}.galleries WHERE name = ?"),
+            "gallery_all": prepare(f"SELECT name, created_at, dim, model FROM {ks}.galleries"),
+            "gallery_put": prepare(f"INSERT INTO {ks}.galleries (name, created_at) VALUES (?, ?) IF NOT EXISTS"),
+            "gallery_dim": prepare(f"UPDATE {ks}.galleries SET dim = ? WHERE name = ? IF dim = null"),
+            "gallery_del": prepare(f"DELETE FROM {ks}.galleries WHERE name = ?"),
+            "partition_del": prepare(f"DELETE FROM {ks}.faces WHERE gallery = ? AND shard = ?"),
+            "face_put": prepare(f"INSERT INTO {ks}.faces (gallery, shard, id, facen, meta, features, created_at) "
+                                "VALUES (?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS"),
+            "face_get": prepare(f"SELECT id, facen, meta, features, created_at FROM {ks}.faces "
+                                "WHERE gallery = ? AND shard = ? AND id = ?"),
+            "face_meta": prepare(f"UPDATE {ks}.faces SET meta = ? WHERE gallery = ? AND shard = ? AND id = ? "
+                                 "IF meta = ?"),
+            "face_del": prepare(f"DELETE FROM {ks}.faces WHERE gallery = ? AND shard = ? AND id = ? IF EXISTS"),
+            "scan": prepare(f"SELECT id, facen, meta, features, created_at FROM {ks}.faces "
+                            "WHERE gallery = ? AND shard = ? AND id > ? LIMIT ?"),
+            "scan_first": prepare(f"SELECT id, facen, meta, features, created_at FROM {ks}.faces "
+                                  "WHERE gallery = ? AND shard = ? AND id >= ? LIMIT ?"),
+            "count": prepare(f"SELECT COUNT(*) FROM {ks}.faces WHERE gallery = ? AND shard = ?"),
+        }
+        for name in ("layout_get", "gallery_get", "gallery_all", "face_get", "scan", "scan_first", "count"):
+            self._q[name].consistency_level = self._read
+        for name in ("scan", "scan_first"):
+            self._q[name].fetch_size = self.page_size
+
+    def _check_layout(self) -> None:
+        self._session.execute(self._q["layout_put"], ("num_shards", str(self.num_shards)))
+        stored = self._session.execute(self._q["layout_get"], ("num_shards",)).one()
+        if stored is not None and int(stored.value) != self.num_shards:
+            raise ValueError(f"keyspace {self.keyspace} was laid out for {stored.value} shards, not "
+                             f"{self.num_shards}: keep index.num_shards as it was, or use a new keyspace")
+
+    # ---- helpers ------------------------------------------------------------------------------
+
+    def _run(self, work):
+        try:
+            return work()
+        except _DRIVER_ERRORS as error:
+            raise StoreUnavailable(f"Cassandra is unavailable: {type(error).__name__}: {error}"[:500]) from None
+
+    def _gallery(self, name: str) -> GalleryRecord:
+        row = self._session.execute(self._q["gallery_get"], (name,)).one()
+        if row is None:
+            raise GalleryNotFound(name)
+        return GalleryRecord(row.name, row.created_at, row.dim, row.model)
+
+    @staticmethod
+    def _record(gallery: str, row) -> FaceRecord:
+        return FaceRecord(gallery, row.id + _ID_SHIFT, np.frombuffer(row.facen, dtype="<f4").copy(),
+                          json.loads(row.meta), json.loads(row.features), row.created_at)
+
+    def _key(self, gallery: str, face_id: int) -> tuple[str, int, int]:
+        return gallery, shard_of(gallery, face_id, self.num_shards), face_id - _ID_SHIFT
+
+    # ---- galleries ----------------------------------------------------------------------------
+
+    def create_gallery(self, name: str) -> GalleryRecord:
+        check_gallery_name(name)
+
+        def work():
+            record = GalleryRecord(name, time.time())
+            if not self._session.execute(self._q["gallery_put"], (name, record.created_at)).was_applied:
+                raise GalleryExists(name)
+            return record
+        return self._run(work)
+
+    def get_gallery(self, name: str) -> GalleryRecord:
+        return self._run(lambda: self._gallery(name))
+
+    def list_galleries(self) -> list[GalleryRecord]:
+        rows = self._run(lambda: list(self._session.execute(self._q["gallery_all"])))
+        return sorted((GalleryRecord(r.name, r.created_at, r.dim, r.model) for r in rows), key=lambda g: g.name)
+
+    def delete_gallery(self, name: str) -> None:
+        def work():
+            self._gallery(name)
+            self._concurrently(self._q["partition_del"], [(name, shard) for shard in range(self.num_shards)])
+            self._session.execute(self._q["gallery_del"], (name,))
+        self._run(work)
+
+    def _concurrently(self, statement, parameters: list[tuple]):
+        """Run one statement for many parameter tuples, ``max_in_flight`` at a time; raise the first failure."""
+        results = execute_concurrent_with_args(self._session, statement, parameters,
+                                               concurrency=self.max_in_flight, raise_on_first_error=True)
+        return [result for _, result in results]
+
+    # ---- faces --------------------------------------------------------------------------------
+
+    def _fix_dim(self, gallery: GalleryRecord, dim: int) -> GalleryRecord:
+        if gallery.dim is None:
+            applied = self._session.execute(self._q["gallery_dim"], (dim, gallery.name))
+            gallery = GalleryRecord(gallery.name, gallery.created_at,
+                                    dim if applied.was_applied else applied.one().dim, gallery.model)
+        return gallery
+
+    def add_faces(self, faces: Sequence[FaceRecord]) -> list[FacegridError | None]:
+        def work():
+            results: list[FacegridError | None] = [None] * len(faces)
+            galleries: dict[str, GalleryRecord | FacegridError] = {}
+            rows, positions = [], []
+            for position, face in enumerate(faces):
+                try:
+                    gallery = galleries.get(face.gallery)
+                    if gallery is None:
+                        try:
+                            gallery = galleries[face.gallery] = self._gallery(face.gallery)
+                        except GalleryNotFound as error:
+                            gallery = galleries[face.gallery] = error
+                    if isinstance(gallery, FacegridError):
+                        raise gallery
+                    face_id = check_face_id(face.face_id)
+                    vector = check_facen(face.facen, gallery)
+                    meta = check_meta(face.meta)
+                    if gallery.dim is None:
+                        gallery = galleries[face.gallery] = self._fix_dim(gallery, vector.size)
+                        vector = check_facen(face.facen, gallery)
+                    rows.append((*self._key(face.gallery, face_id), vector.astype("<f4").tobytes(),
+                                 json.dumps(meta), json.dumps(face.features), face.created_at or time.time()))
+                    positions.append(position)
+                except FacegridError as error:
+                    results[position] = error
+            outcomes = execute_concurrent_with_args(self._session, self._q["face_put"], rows,
+                                                    concurrency=self.max_in_flight, raise_on_first_error=False)
+            for position, row, (success, outcome) in zip(positions, rows, outcomes):
+                if not success:
+                    raise outcome
+                if not outcome.was_applied:
+                    results[position] = FaceExists(row[0], row[2] + _ID_SHIFT)
+            return results
+        return self._run(work)
+
+    def get_face(self, gallery: str, face_id: int) -> FaceRecord:
+        def work():
+            self._gallery(gallery)
+            row = self._session.execute(self._q["face_get"], self._key(gallery, check_face_id(face_id))).one()
+            if row is None:
+                raise FaceNotFound(gallery, face_id)
+            return self._record(gallery, row)
+        return self._run(work)
+
+    def get_faces(self, gallery: str, face_ids: Sequence[int]) -> dict[int, FaceRecord]:
+        def work():
+            self._gallery(gallery)
+            results = self._concurrently(self._q["face_get"], [self._key(gallery, i) for i in face_ids])
+            found = {}
+            for rows in results:
+                row = rows.one()
+                if row is not None:
+                    found[row.id + _ID_SHIFT] = self._record(gallery, row)
+            return found
+        return self._run(work)
+
+    def update_meta(self, gallery: str, face_id: int, meta: dict) -> FaceRecord:
+        check_meta(meta)
+
+        def work():
+            self._gallery(gallery)
+            key = self._key(gallery, check_face_id(face_id))
+            for _ in range(_META_RETRIES):
+                row = self._session.execute(self._q["face_get"], key).one()
+                if row is None:
+                    raise FaceNotFound(gallery, face_id)
+                face = self._record(gallery, row)
+                merged = {**face.meta, **meta}
+                if self._session.execute(self._q["face_meta"], (json.dumps(merged), *key, row.meta)).was_applied:
+                    return FaceRecord(gallery, face_id, face.facen, merged, face.features, face.created_at)
+            raise StoreUnavailable(f"face {face_id}: meta kept changing under {_META_RETRIES} attempts")
+        return self._run(work)
+
+    def delete_face(self, gallery: str, face_id: int) -> None:
+        def work():
+            self._gallery(gallery)
+            if not self._session.execute(self._q["face_del"], self._key(gallery, check_face_id(face_id))).was_applied:
+                raise FaceNotFound(gallery, face_id)
+        self._run(work)
+
+    def scan_partition(self, gallery: str, shard: int, after_id: int | None = None,
+                       limit: int = 1000) -> list[FaceRecord]:
+        if after_id is None:
+            statement, bound = self._q["scan_first"], -_ID_SHIFT
+        else:
+            statement, bound = self._q["scan"], after_id - _ID_SHIFT
+        rows = self._run(lambda: list(self._session.execute(statement, (gallery, shard, bound, limit))))
+        return [self._record(gallery, row) for row in rows]
+
+    def count_faces(self, gallery: str) -> int:
+        def work():
+            self._gallery(gallery)
+            results = self._concurrently(self._q["count"], [(gallery, s) for s in range(self.num_shards)])
+            return sum(rows.one()[0] for rows in results)
+        return self._run(work)
+
+    def close(self) -> None:
+        self._cluster.shutdown()
+
+
+def _reopen(args, options) -> CassandraFaceStore:
+    return CassandraFaceStore(*args, **options)
