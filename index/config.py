@@ -18,8 +18,8 @@ class IndexConfig(BaseModel):
         "flat", description="flat: exact inner product. hnsw/ivf: approximate, once a gallery's shard holds "
                             "approximate_min_faces faces (smaller ones stay exact).")
     approximate_min_faces: int = Field(100_000, ge=1000, description="Faces per gallery shard before hnsw/ivf.")
-    hnsw_m: int = Field(32, ge=4, description="HNSW links per node.")
-    hnsw_ef_construction: int = Field(80, ge=8, description="HNSW build breadth; higher: better graph, slower.")
+    hnsw_m: int = Field(48, ge=4, description="HNSW links per node (1M faces: 48 beat 32 at equal speed).")
+    hnsw_ef_construction: int = Field(160, ge=8, description="HNSW build breadth; higher: better graph, slower.")
     hnsw_ef_search: int = Field(128, ge=1, description="HNSW search breadth; higher: better recall, slower.")
     ivf_lists_per_sqrt: float = Field(4.0, gt=0, description="IVF lists = this x sqrt(faces), at training.")
     ivf_nprobe: int = Field(64, ge=1, description="IVF lists visited per query.")

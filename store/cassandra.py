@@ -20,9 +20,9 @@ from typing import Sequence
 import numpy as np
 from cassandra import ConsistencyLevel, DriverException, RequestExecutionException
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable
-from cassandra.concurrent import execute_concurrent_with_args
+from cassandra.concurrent import execute_concurrent, execute_concurrent_with_args
 from cassandra.policies import DCAwareRoundRobinPolicy, ExponentialReconnectionPolicy, TokenAwarePolicy
-from cassandra.query import SimpleStatement
+from cassandra.query import BatchStatement
 
 from .base import FaceRecord, GalleryRecord, check_face_id, check_facen, check_gallery_name, check_meta, shard_of
 from .errors import FaceExists, FaceNotFound, FacegridError, GalleryExists, GalleryNotFound, StoreUnavailable
@@ -30,6 +30,9 @@ from .errors import FaceExists, FaceNotFound, FacegridError, GalleryExists, Gall
 _ID_SHIFT = 2 ** 63
 _DRIVER_ERRORS = (DriverException, RequestExecutionException, NoHostAvailable, OSError)
 _META_RETRIES = 8
+# Faces per conditional batch: one Paxos round for all of them, and ~32 KiB of rows, under Cassandra's
+# default batch_size_fail_threshold (50 KiB).
+_ROWS_PER_BATCH = 32
 
 
 def _level(name: str) -> int:
@@ -187,7 +190,7 @@ class CassandraFaceStore:
         def work():
             results: list[FacegridError | None] = [None] * len(faces)
             galleries: dict[str, GalleryRecord | FacegridError] = {}
-            rows, positions = [], []
+            rows, positions, seen = [], [], set()
             for position, face in enumerate(faces):
                 try:
                     gallery = galleries.get(face.gallery)
@@ -204,20 +207,53 @@ class CassandraFaceStore:
                     if gallery.dim is None:
                         gallery = galleries[face.gallery] = self._fix_dim(gallery, vector.size)
                         vector = check_facen(face.facen, gallery)
+                    if (face.gallery, face_id) in seen:
+                        # Two rows of one key in one conditional batch would both pass: the later one
+                        # conflicts, as it would had it come in a later call.
+                        raise FaceExists(face.gallery, face_id)
+                    seen.add((face.gallery, face_id))
                     rows.append((*self._key(face.gallery, face_id), vector.astype("<f4").tobytes(),
                                  json.dumps(meta), json.dumps(face.features), face.created_at or time.time()))
                     positions.append(position)
                 except FacegridError as error:
                     results[position] = error
-            outcomes = execute_concurrent_with_args(self._session, self._q["face_put"], rows,
-                                                    concurrency=self.max_in_flight, raise_on_first_error=False)
-            for position, row, (success, outcome) in zip(positions, rows, outcomes):
-                if not success:
-                    raise outcome
-                if not outcome.was_applied:
-                    results[position] = FaceExists(row[0], row[2] + _ID_SHIFT)
+            for row, existed in self._insert_new(rows):
+                if existed:
+                    results[positions[row]] = FaceExists(rows[row][0], rows[row][2] + _ID_SHIFT)
             return results
         return self._run(work)
+
+    def _insert_new(self, rows: list[tuple]):
+        """Insert rows that do not exist yet, as conditional batches per partition; yields (row index,
+        existed) for every row. A batch with an existing row is not applied at all: Cassandra names the
+        existing rows, and the batch is sent again without them."""
+        pending: dict[tuple[str, int], list[int]] = {}
+        for index, row in enumerate(rows):
+            pending.setdefault((row[0], row[1]), []).append(index)
+        chunks = [indexes[i:i + _ROWS_PER_BATCH] for indexes in pending.values()
+                  for i in range(0, len(indexes), _ROWS_PER_BATCH)]
+        while chunks:
+            batches = []
+            for chunk in chunks:
+                batch = BatchStatement()
+                for index in chunk:
+                    batch.add(self._q["face_put"], rows[index])
+                batches.append((batch, None))
+            outcomes = execute_concurrent(self._session, batches, concurrency=self.max_in_flight,
+                                          raise_on_first_error=True)
+            retry = []
+            for chunk, (_, result) in zip(chunks, outcomes):
+                if result.was_applied:
+                    yield from ((index, False) for index in chunk)
+                    continue
+                existing = {row.id for row in result if row.id is not None}
+                for index in chunk:
+                    if rows[index][2] in existing:
+                        yield index, True
+                remaining = [index for index in chunk if rows[index][2] not in existing]
+                if remaining:
+                    retry.append(remaining)
+            chunks = retry
 
     def get_face(self, gallery: str, face_id: int) -> FaceRecord:
         def work():

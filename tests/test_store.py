@@ -188,3 +188,20 @@ def test_many_faces_are_read_at_once_skipping_missing_ones(store):
     store.add_faces([FaceRecord("ppl", i, unit(i), {"i": i}) for i in (1, 5, 9)])
     found = store.get_faces("ppl", [9, 2, 1])
     assert sorted(found) == [1, 9] and found[9].meta == {"i": 9}
+
+
+def test_the_same_id_twice_in_one_bulk_add_keeps_the_first_face(store):
+    store.create_gallery("ppl")
+    results = store.add_faces([FaceRecord("ppl", 5, unit(1), {"first": 1}),
+                               FaceRecord("ppl", 5, unit(2), {"second": 1})])
+    assert results[0] is None and type(results[1]).__name__ == "FaceExists"
+    assert store.get_face("ppl", 5).meta == {"first": 1}
+
+
+def test_a_large_bulk_add_with_some_existing_ids_adds_exactly_the_new_ones(store):
+    store.create_gallery("ppl")
+    store.add_faces([FaceRecord("ppl", i, unit(i)) for i in range(0, 300, 7)])
+    results = store.add_faces([FaceRecord("ppl", i, unit(i), {"i": i}) for i in range(300)])
+    assert [i for i, r in enumerate(results) if r is not None] == list(range(0, 300, 7))
+    assert store.count_faces("ppl") == 300
+    assert store.get_face("ppl", 8).meta == {"i": 8} and store.get_face("ppl", 7).meta == {}
