@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import time
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -25,6 +26,7 @@ from store.errors import ShardUnavailable
 
 from .config import IndexConfig
 from .filters import FaceFilter
+from .metrics import record_pending, record_search_latency
 
 
 def _actor_errors() -> tuple[type[BaseException], ...]:
@@ -140,20 +142,25 @@ class ShardRouter:
                      min_score: float = -np.inf) -> list[tuple[int, float]]:
         """The exact top-k (face id, cosine) in the gallery, best first, with cosine >= ``min_score``."""
         loop = asyncio.get_running_loop()
+        started = time.perf_counter()
         pending = _Pending(gallery, np.asarray(query, np.float32).reshape(-1), top_k, face_filter, min_score,
                            loop.create_future())
         self._pending.append(pending)
+        record_pending(len(self._pending))
         if len(self._pending) >= self.config.max_batch:
             self._flush()
         elif self._flush_timer is None:
             self._flush_timer = loop.call_later(self.config.batch_wait_ms / 1000, self._flush)
-        return await pending.future
+        hits = await pending.future
+        record_search_latency(gallery, time.perf_counter() - started)
+        return hits
 
     def _flush(self) -> None:
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_timer = None
         batch, self._pending = self._pending, []
+        record_pending(0)
         if batch:
             task = asyncio.get_running_loop().create_task(self._run_batch(batch))
             self._batches.add(task)

@@ -17,6 +17,7 @@ from store.base import FaceStore
 from .config import IndexConfig
 from .filters import FaceFilter
 from .gallery_index import GalleryIndex
+from .metrics import record_gallery_faces
 
 REBUILD_PAGE = 5000
 
@@ -60,18 +61,23 @@ class IndexShard:
             vectors, metas = vectors[fresh], [metas[i] for i in fresh]
         if face_ids:
             index.add(face_ids, vectors, metas)
+        record_gallery_faces(gallery, self.shard_id, index.count)
         return index.count
 
     def remove(self, gallery: str, face_id: int) -> bool:
         index = self.galleries.get(gallery)
-        return index is not None and index.remove(face_id)
+        removed = index is not None and index.remove(face_id)
+        if removed:
+            record_gallery_faces(gallery, self.shard_id, index.count)
+        return removed
 
     def update_meta(self, gallery: str, face_id: int, meta: dict) -> bool:
         index = self.galleries.get(gallery)
         return index is not None and index.update_meta(face_id, meta)
 
     def drop_gallery(self, gallery: str) -> None:
-        self.galleries.pop(gallery, None)
+        if self.galleries.pop(gallery, None) is not None:
+            record_gallery_faces(gallery, self.shard_id, 0)
 
     def count(self, gallery: str) -> int:
         index = self.galleries.get(gallery)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from ray import serve
+from ray.util import metrics
 
 from .align import align, template_for
 from .attributes import INPUT_SIZE as ATTRIBUTE_SIZE
@@ -49,6 +50,14 @@ class Descriptions:
     attributes: list[FaceAttributes] = field(default_factory=list)
 
 
+BATCH_SIZE_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64]
+
+
+def _batch_size_histogram() -> metrics.Histogram:
+    return metrics.Histogram("facegrid_model_batch_size", "Requests per model batch.",
+                             boundaries=BATCH_SIZE_BOUNDARIES, tag_keys=("deployment",))
+
+
 def _apply_batching(method, user_config: dict) -> None:
     if "max_batch_size" in user_config:
         method.set_max_batch_size(int(user_config["max_batch_size"]))
@@ -62,6 +71,7 @@ class Detector:
         self.detector = load_detector(config)
         self.chip_size, self.template = geometry_for(config.extractor.kind)
         self.attribute_template = template_for(ATTRIBUTE_SIZE)
+        self.batch_sizes = _batch_size_histogram()
 
     def reconfigure(self, user_config: dict) -> None:
         _apply_batching(self.detect, user_config)
@@ -86,6 +96,7 @@ class Detector:
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
     async def detect(self, requests: list[DetectRequest]) -> list[DetectedFaces]:
         # The cascade is CPU-bound; a worker thread keeps the replica's event loop answering.
+        self.batch_sizes.observe(len(requests), tags={"deployment": "Detector"})
         return await asyncio.to_thread(self._run, requests)
 
     def ping(self) -> bool:
@@ -97,6 +108,7 @@ class Extractor:
     def __init__(self, config: ModelConfig):
         self.extractor = load_extractor(config)
         self.attribute_model = load_attributes(config)
+        self.batch_sizes = _batch_size_histogram()
 
     def reconfigure(self, user_config: dict) -> None:
         _apply_batching(self.describe, user_config)
@@ -129,6 +141,7 @@ class Extractor:
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
     async def describe(self, requests: list[DescribeRequest]) -> list[Descriptions]:
+        self.batch_sizes.observe(len(requests), tags={"deployment": "Extractor"})
         return await asyncio.to_thread(self._run, requests)
 
     def ping(self) -> bool:

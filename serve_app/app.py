@@ -25,7 +25,7 @@ from store.cache import ActorDetectionCache, DetectionCache, MemcachedDetectionC
 from store.errors import FacegridError
 from store.sqlite import SqliteFaceStore
 
-from .config import DeploymentSettings, Settings
+from .config import DeploymentSettings, Settings, load_settings
 from .errors import BadParam, NotImplementedHere, RouteNotFound, Unauthorized, describe
 from .routes import detect, faces, galleries, search, verify
 from .services import Services, current, install, installed
@@ -198,3 +198,13 @@ def run(settings: Settings, *, blocking: bool = False) -> None:
     gpus_present = ray.cluster_resources().get("GPU", 0) > 0
     serve.start(http_options={"host": settings.host, "port": settings.port})
     serve.run(build_app(settings, gpus_present), name="facegrid", route_prefix="/", blocking=blocking)
+
+
+def app_builder(args: dict):
+    """Ray Serve's entry point for config files (``import_path: serve_app.app:app_builder``): ``args`` are
+    facegrid settings (the same keys as the YAML file); the environment still applies on top."""
+    import ray
+
+    settings = load_settings(**(args or {}))
+    gpus_present = ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0
+    return build_app(settings, gpus_present)

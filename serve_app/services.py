@@ -43,6 +43,10 @@ class Services:
         self.calibration, self.match_threshold = calibration_for(
             self.settings.models.extractor.kind, self.settings.models.extractor.match_threshold)
         self._backpressure, self._model_errors = _serve_errors()
+        from ray.util import metrics
+
+        self.over_capacity = metrics.Counter("facegrid_over_capacity_total",
+                                             "Requests answered 429 OVER_CAPACITY.", tag_keys=("deployment",))
 
     def confidence(self, cosine: float) -> float:
         return float(self.calibration.confidence(cosine))
@@ -54,6 +58,7 @@ class Services:
         try:
             return await asyncio.wait_for(method.remote(request), self.settings.serve.request_timeout_s)
         except self._backpressure:
+            self.over_capacity.inc(tags={"deployment": getattr(method, "deployment_name", "model")})
             raise OverCapacity("the model queues are full; retry later") from None
         except asyncio.TimeoutError:
             raise ExtractionFailed("the models did not answer in time") from None

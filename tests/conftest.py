@@ -60,15 +60,34 @@ def character_crops(faces_dir) -> list[tuple[str, Path]]:
             if row["file"].startswith("faceapi_") and row["identity"] not in ("multi", "unknown")]
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+METRICS_PORT = free_port()
+
+
 @pytest.fixture(scope="session")
 def ray_session():
-    """One local Ray for the whole test session (start-ups are slow on 2 cores)."""
+    """One local Ray for the whole test session (start-ups are slow on 2 cores); its Prometheus export
+    listens on METRICS_PORT."""
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, namespace="facegrid-tests", logging_level="ERROR",
-             log_to_driver=False)
+             log_to_driver=False, _metrics_export_port=METRICS_PORT)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def metrics_port(ray_session) -> int:
+    """Where the session's Ray exports Prometheus metrics (a fixture: importing conftest from a test
+    module would load it a second time, with another port)."""
+    return METRICS_PORT
 
 
 SERVICE_PORT = 18433

@@ -498,6 +498,22 @@ def test_full_model_queues_answer_429_at_once(api, faces_dir):
     assert one(0).status_code == 200
 
 
+def test_custom_metrics_reach_the_prometheus_export(api, people, filtered, metrics_port):
+    import httpx
+
+    api.get("/v2/galleries/people/faces", params={"looks_like": "face:people/1"})
+    wanted = {"facegrid_gallery_faces", "facegrid_search_latency_s", "facegrid_model_batch_size",
+              "facegrid_over_capacity_total"}          # the overload test above produced 429s
+
+    def exported() -> set[str]:
+        try:
+            text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+        except httpx.HTTPError:
+            return set()
+        return {name for name in wanted if name in text}
+    assert wait_until(lambda: exported() == wanted, 60), exported()
+
+
 def test_zz_restart_keeps_every_acknowledged_face(service, people, filtered):
     before = {g["name"]: g["number_of_elements"] for g in service.client.get("/v2/galleries").json()["galleries"]}
     service.restart()

@@ -1,0 +1,49 @@
+"""The cluster and Serve configs parse, match Ray's own schemas, and build the facegrid application."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from ray.serve.schema import ServeDeploySchema
+
+from serve_app.app import app_builder
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _check_serve_config(config: dict) -> None:
+    schema = ServeDeploySchema.parse_obj(config)      # Ray's own schema (pydantic v1 API)
+    (application,) = schema.applications
+    assert application.import_path == "serve_app.app:app_builder"
+    assert {d.name for d in application.deployments} == {"Ingress", "Detector", "Extractor"}
+    built = app_builder(application.args)
+    assert type(built).__name__ == "Application"
+    for deployment in application.deployments:
+        if deployment.name != "Ingress":
+            assert deployment.max_queued_requests > 0        # bounded: the source of 429 OVER_CAPACITY
+            autoscaling = deployment.autoscaling_config
+            assert 1 <= autoscaling["min_replicas"] < autoscaling["max_replicas"]
+
+
+def test_serve_config_validates_and_builds_the_app():
+    _check_serve_config(yaml.safe_load((REPO / "cluster" / "serve-config.yaml").read_text()))
+
+
+def test_kuberay_rayservice_embeds_a_valid_serve_config():
+    manifest = yaml.safe_load((REPO / "cluster" / "kuberay" / "rayservice.yaml").read_text())
+    assert (manifest["apiVersion"], manifest["kind"]) == ("ray.io/v1", "RayService")
+    _check_serve_config(yaml.safe_load(manifest["spec"]["serveConfigV2"]))
+    groups = {g["groupName"]: g for g in manifest["spec"]["rayClusterConfig"]["workerGroupSpecs"]}
+    gpu = groups["gpu"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert gpu["nvidia.com/gpu"] == "1" and groups["gpu"]["maxReplicas"] >= groups["gpu"]["minReplicas"]
+
+
+def test_cluster_launcher_config_passes_rays_schema():
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = yaml.safe_load((REPO / "ray-config.yaml").read_text())
+    validate_config(prepare_config(config))        # what `ray up` does before launching anything
+    types = config["available_node_types"]
+    assert types["gpu_worker"]["resources"] == {"GPU": 1} and types[config["head_node_type"]]
+    assert all(types[t]["min_workers"] <= types[t]["max_workers"] for t in ("cpu_worker", "gpu_worker"))
