@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
                                       enumerate(zip(vectors[start:start + 1000], metas[start:start + 1000]))])
             assert not any(errors), next(e for e in errors if e)
         bulk_rate = args.faces / (time.perf_counter() - started)
-        print(f"1. Cassandra writes (one node on this machine, 2 shards)")
+        print("1. Cassandra writes (one node on this machine, 2 shards)")
         print(f"   one call per face   {single_rate:10,.0f} faces/s   ({args.single:,} faces)")
         print(f"   bulk, 1000 a call   {bulk_rate:10,.0f} faces/s   ({args.faces:,} faces)   {bulk_rate / single_rate:.1f}x")
 

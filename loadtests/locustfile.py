@@ -68,6 +68,13 @@ class CameraFeed(HttpUser):
                 response.failure("facen=true without detection ids")
 
 
+def detect_one(client) -> str | None:
+    """Detect a single-face photo with facen; the detection id, or None when the answer was not usable."""
+    with post_photo(client, random.choice(SINGLE), "/v2/detect?facen", facen="true") as response:
+        body = check(response, key="faces")
+    return body["faces"][0]["id"] if body and body["faces"] else None
+
+
 def ensure_gallery(client) -> None:
     with client.post(f"/v2/galleries/{GALLERY}", name="/v2/galleries/[gallery]", catch_response=True) as response:
         if response.status_code in (200, 409):       # created now, or by another user before
@@ -85,14 +92,13 @@ class Enrolment(HttpUser):
 
     @task(3)
     def enrol(self):
-        with post_photo(self.client, random.choice(SINGLE), "/v2/detect?facen", facen="true") as response:
-            body = check(response, key="faces")
-        if not body or not body["faces"]:
+        detection = detect_one(self.client)
+        if detection is None:
             return
         face_id = new_face_id()
         with self.client.post(f"/v2/galleries/{GALLERY}/faces/{face_id}", catch_response=True,
                               name="/v2/galleries/[gallery]/faces/[id]",
-                              json={"from": f"detection:{body['faces'][0]['id']}",
+                              json={"from": f"detection:{detection}",
                                     "meta": {"camera": random.randint(1, 8)}}) as response:
             if check(response, key="id") is not None:
                 ENROLLED.append(face_id)
@@ -129,12 +135,11 @@ class Searcher(HttpUser):
 
     @task(1)
     def search_by_photo(self):
-        with post_photo(self.client, random.choice(SINGLE), "/v2/detect?facen", facen="true") as response:
-            body = check(response, key="faces")
-        if not body or not body["faces"]:
+        detection = detect_one(self.client)
+        if detection is None:
             return
         with self.client.get(f"/v2/galleries/{GALLERY}/faces", name="/v2/galleries/[gallery]/faces?looks_like",
-                             params={"looks_like": f"detection:{body['faces'][0]['id']}", "threshold": "0.6"},
+                             params={"looks_like": f"detection:{detection}", "threshold": "0.6"},
                              catch_response=True) as response:
             check(response, key="faces")
 

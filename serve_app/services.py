@@ -7,6 +7,7 @@ store calls run in a worker thread so a commit's fsync never stalls the event lo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -47,9 +48,27 @@ class Services:
 
         self.over_capacity = metrics.Counter("facegrid_over_capacity_total",
                                              "Requests answered 429 OVER_CAPACITY.", tag_keys=("deployment",))
+        # Admission at the door: a photo request that the Detector could not even queue is refused before
+        # its body is read or decoded, so a 429 costs the overloaded machine next to nothing.
+        detector = self.settings.serve.detector
+        self.admission_limit = max(detector.max_replicas, 1) * (detector.max_ongoing_requests +
+                                                                detector.max_queued_requests)
+        self.admitted = 0
 
     def confidence(self, cosine: float) -> float:
         return float(self.calibration.confidence(cosine))
+
+    @contextlib.asynccontextmanager
+    async def admit(self):
+        """Hold one of the Detector's places for the length of a request, or answer OVER_CAPACITY now."""
+        if self.admitted >= self.admission_limit:
+            self.over_capacity.inc(tags={"deployment": "Ingress"})
+            raise OverCapacity("the model queues are full; retry later")
+        self.admitted += 1
+        try:
+            yield
+        finally:
+            self.admitted -= 1
 
     async def in_thread(self, function: Callable, *args):
         return await asyncio.to_thread(function, *args)

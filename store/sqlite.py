@@ -21,7 +21,7 @@ import numpy as np
 
 from .base import (FaceRecord, GalleryRecord, check_face_id, check_facen, check_gallery_name, check_meta,
                    shard_of)
-from .errors import (FaceExists, FaceNotFound, FacegridError, GalleryExists, GalleryNotFound, InvalidFace,
+from .errors import (FaceExists, FaceNotFound, FacegridError, GalleryExists, GalleryNotFound,
                      StoreUnavailable)
 
 _ID_SHIFT = 2 ** 63

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 import numpy as np
 from fastapi import APIRouter, Request
@@ -41,51 +42,80 @@ def _bbox(box: np.ndarray, width: int, height: int, offset=(0, 0)) -> dict:
             "right": int(round(min(right, width) + dx)), "bottom": int(round(min(bottom, height) + dy))}
 
 
+@dataclass(frozen=True)
+class DetectOptions:
+    """The query of one detect request, read and checked before anything else happens."""
+
+    detector: str
+    want_facen: bool
+    return_facen: bool
+    features_asked: frozenset
+    attributes_asked: frozenset
+    autorotate: bool
+    with_landmarks: bool
+    roi: str | None
+
+    @property
+    def wants_attributes(self) -> bool:
+        return bool(self.features_asked or self.attributes_asked)
+
+    @property
+    def wants_vectors(self) -> bool:
+        return self.want_facen or self.return_facen
+
+    @classmethod
+    def read(cls, query, settings) -> "DetectOptions":
+        detector = query.get("detector", "nnd")
+        if detector not in ("nnd", "normalized"):
+            raise BadParam("detector must be nnd or normalized", "detector", detector)
+        return_facen = params.boolean(query, "return_facen")
+        if return_facen and not settings.limits.allow_return_facen:
+            raise BadParam("return_facen is not allowed by this server's configuration", "return_facen",
+                           query["return_facen"])
+        features_asked, attributes_asked = _asked_attributes(query)
+        options = cls(detector, params.boolean(query, "facen"), return_facen, frozenset(features_asked),
+                      frozenset(attributes_asked), params.boolean(query, "autorotate"),
+                      params.boolean(query, "landmarks"), query.get("roi"))
+        if options.wants_attributes and not settings.models.attributes:
+            raise NotImplementedHere("this deployment runs without the attribute networks (models.attributes=false)")
+        return options
+
+
 @router.post("/v2/detect", responses={200: {"model": DetectResponse}},
              summary="Find faces in a photo; optionally extract feature vectors and attributes")
 async def detect(request: Request) -> dict:
     services = current()
-    settings = services.settings
-    query = request.query_params
-    detector = query.get("detector", "nnd")
-    if detector not in ("nnd", "normalized"):
-        raise BadParam("detector must be nnd or normalized", "detector", detector)
-    want_facen = params.boolean(query, "facen")
-    return_facen = params.boolean(query, "return_facen")
-    if return_facen and not settings.limits.allow_return_facen:
-        raise BadParam("return_facen is not allowed by this server's configuration", "return_facen", query["return_facen"])
-    features_asked, attributes_asked = _asked_attributes(query)
-    autorotate = params.boolean(query, "autorotate")
-    with_landmarks = params.boolean(query, "landmarks")
-    wants_attributes = bool(features_asked or attributes_asked)
-    if wants_attributes and not settings.models.attributes:
-        raise NotImplementedHere("this deployment runs without the attribute networks (models.attributes=false)")
-    wants_vectors = want_facen or return_facen
+    options = DetectOptions.read(request.query_params, services.settings)
+    async with services.admit():
+        return await _detect(request, services, options)
 
+
+async def _detect(request: Request, services: Services, options: DetectOptions) -> dict:
+    settings = services.settings
     data = await images.image_bytes(request, settings.limits, settings.url_fetch)
     decoded = images.decode(data, settings.limits)
     rgb = decoded.rgb
     height, width = rgb.shape[:2]
-    roi = images.parse_roi(query.get("roi"), width, height)
+    roi = images.parse_roi(options.roi, width, height)
     offset = (0, 0)
     if roi is not None:
         rgb, offset = rgb[roi[1]:roi[3], roi[0]:roi[2]], (roi[0], roi[1])
 
     orientation = decoded.orientation
-    if detector == "normalized":
+    if options.detector == "normalized":
         chip_size = 112 if settings.models.extractor.kind == "arcface" else 150
         boxes = [(np.array([0, 0, rgb.shape[1], rgb.shape[0]], np.float32), 1.0, None)]
-        extractor_chips = images.chip(rgb, chip_size)[None] if wants_vectors else None
-        attribute_chips = images.chip(rgb, ATTRIBUTE_SIZE)[None] if wants_attributes else None
+        extractor_chips = images.chip(rgb, chip_size)[None] if options.wants_vectors else None
+        attribute_chips = images.chip(rgb, ATTRIBUTE_SIZE)[None] if options.wants_attributes else None
     else:
-        turns = (0, 1, 2, 3) if autorotate else (0,)
+        turns = (0, 1, 2, 3) if options.autorotate else (0,)
         candidates = [images.rotated(rgb, t) for t in turns]
         found = await asyncio.gather(*(services.call_model(services.detector.detect, DetectRequest(
-            candidate, wants_vectors, wants_attributes)) for candidate in candidates))
+            candidate, options.wants_vectors, options.wants_attributes)) for candidate in candidates))
         # With autorotate the orientation with the most (then the most confident) faces wins.
         best = max(range(len(turns)), key=lambda i: (len(found[i].detections),
                                                     sum(d.score for d in found[i].detections), -i))
-        if autorotate:
+        if options.autorotate:
             rgb, orientation = candidates[best], images.ORIENTATION_OF_TURNS[turns[best]]
             offset = (0, 0) if turns[best] else offset
         result = found[best]
@@ -93,7 +123,7 @@ async def detect(request: Request) -> dict:
         extractor_chips, attribute_chips = result.extractor_chips, result.attribute_chips
 
     facens, attributes = None, []
-    if boxes and (wants_vectors or wants_attributes):
+    if boxes and (options.wants_vectors or options.wants_attributes):
         described = await services.call_model(services.extractor.describe,
                                               DescribeRequest(extractor_chips, attribute_chips))
         facens, attributes = described.facens, described.attributes
@@ -101,17 +131,17 @@ async def detect(request: Request) -> dict:
     faces, cached = [], {}
     for index, (box, score, landmarks) in enumerate(boxes):
         face: dict = {"bbox": _bbox(box, rgb.shape[1], rgb.shape[0], offset), "detection_score": round(score, 5)}
-        if features_asked:
-            face["features"] = attributes[index].features(features_asked)
-        if attributes_asked:
-            face["attributes"] = attributes[index].attributes(attributes_asked)
-        if with_landmarks and landmarks is not None:
+        if options.features_asked:
+            face["features"] = attributes[index].features(options.features_asked)
+        if options.attributes_asked:
+            face["attributes"] = attributes[index].attributes(options.attributes_asked)
+        if options.with_landmarks and landmarks is not None:
             face["landmarks"] = [[round(float(x) + offset[0], 2), round(float(y) + offset[1], 2)]
                                  for x, y in landmarks]
-        if want_facen:
+        if options.want_facen:
             face["id"] = new_detection_id()
             cached[face["id"]] = {**face, "facen": encode_facen(facens[index])}
-        if return_facen:
+        if options.return_facen:
             face["facen"] = encode_facen(facens[index])
         faces.append(face)
     if cached:

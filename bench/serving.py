@@ -1,0 +1,142 @@
+"""The service under concurrent load, measured side by side in one run (ratios; machines are noisy).
+
+    python -m bench.serving [--photos ../shared/faces] [--requests 96]
+
+1. ``POST /v2/detect?facen=true`` with 8 concurrent clients vs the bare model pipeline in this process,
+   one photo at a time (photos per second);
+2. dynamic batching: 16 concurrent clients against the service with model batches of up to 16 vs
+   batches of 1;
+3. overload: many more concurrent detect requests than the model queues hold; the share of 429 answers
+   that came back within 100 ms.
+The service runs on a local Ray on this machine, so on a small machine it shares the cores with the clients.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+from loadtests.payloads import DEFAULT_PHOTOS, load_photos, with_faces
+from models.pipeline import load_pipeline
+from serve_app.config import load_settings
+
+PORT = 18477
+
+
+def bare_rate(settings, photos) -> float:
+    pipeline = load_pipeline(settings.models)
+    images = [read_image_bytes(photo) for photo in photos]
+    pipeline.detect(images[:2], extract=True)      # warm-up
+    started = time.perf_counter()
+    for image in images:
+        pipeline.detect([image], extract=True)
+    return len(images) / (time.perf_counter() - started)
+
+
+def read_image_bytes(photo):
+    import io
+
+    from PIL import Image
+
+    from models.images import to_rgb_array
+
+    return to_rgb_array(Image.open(io.BytesIO(photo.data)))
+
+
+def hammer(photos, clients: int, total: int, params: dict) -> tuple[float, list[tuple[int, float]]]:
+    """``total`` detect requests from ``clients`` threads; returns (requests/s, [(status, seconds)])."""
+    client = httpx.Client(base_url=f"http://127.0.0.1:{PORT}", timeout=120,
+                          limits=httpx.Limits(max_connections=clients * 2))
+
+    def one(index: int):
+        photo = photos[index % len(photos)]
+        started = time.perf_counter()
+        response = client.post("/v2/detect", params=params, content=photo.data,
+                               headers={"Content-Type": photo.content_type})
+        return response.status_code, time.perf_counter() - started
+
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(one, range(min(clients, total))))          # warm-up
+        started = time.perf_counter()
+        results = list(pool.map(one, range(total)))
+    elapsed = time.perf_counter() - started
+    client.close()
+    return total / elapsed, results
+
+
+def serve_with(settings) -> None:
+    from serve_app.app import run
+
+    run(settings)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{PORT}", timeout=10)
+    for _ in range(300):
+        try:
+            if client.get("/readyz").status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise RuntimeError("the service did not become ready")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--photos", type=Path, default=DEFAULT_PHOTOS)
+    parser.add_argument("--requests", type=int, default=96)
+    args = parser.parse_args(argv)
+    photos = with_faces(load_photos(args.photos), exactly=1)
+    scratch = Path(tempfile.mkdtemp())
+
+    def settings_for(batch: int, queue: int = 256, ongoing: int = 32):
+        model = {"max_batch_size": batch, "max_queued_requests": queue, "max_ongoing_requests": ongoing}
+        return load_settings(port=PORT, store={"path": scratch / "faces.db"},
+                             serve={"detector": model, "extractor": model})
+
+    base = settings_for(16)
+    bare = bare_rate(base, photos[:args.requests])
+
+    import ray
+    from ray import serve
+
+    ray.init(num_cpus=2, namespace="facegrid-bench", include_dashboard=False, logging_level="ERROR",
+             log_to_driver=False)
+    try:
+        serve_with(base)
+        eight, _ = hammer(photos, 8, args.requests, {"facen": "true"})
+        sixteen_batched, _ = hammer(photos, 16, args.requests, {"facen": "true"})
+        serve.shutdown()
+
+        serve_with(settings_for(1))
+        sixteen_single, _ = hammer(photos, 16, args.requests, {"facen": "true"})
+        serve.shutdown()
+
+        serve_with(settings_for(4, queue=4, ongoing=2))
+        _, overload = hammer(photos, 48, 192, {})
+        serve.shutdown()
+    finally:
+        ray.shutdown()
+
+    refused = [seconds for status, seconds in overload if status == 429]
+    fast = sum(1 for seconds in refused if seconds <= 0.1)
+    print("1. detect + facen, photos/s")
+    print(f"   bare pipeline, one process, one at a time   {bare:7.1f}")
+    print(f"   service, 8 concurrent clients               {eight:7.1f}   {eight / bare:.2f}x")
+    print("\n2. dynamic batching, 16 concurrent clients, photos/s")
+    print(f"   model batches of 1                          {sixteen_single:7.1f}")
+    print(f"   model batches up to 16                      {sixteen_batched:7.1f}   {sixteen_batched / sixteen_single:.2f}x")
+    statuses = {status: sum(1 for s, _ in overload if s == status) for status, _ in overload}
+    print("\n3. overload: 192 detect requests from 48 clients, queues of 4 per model deployment")
+    print(f"   answers by status {statuses}")
+    if refused:
+        print(f"   429 within 100 ms   {fast}/{len(refused)} = {fast / len(refused):.1%}   "
+              f"(median {statistics.median(refused) * 1000:.0f} ms)")
+
+
+if __name__ == "__main__":
+    main()
