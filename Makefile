@@ -26,6 +26,9 @@ test: install
 
 bench: install
 	$(BIN)/python -m bench.models
+	$(BIN)/python -m bench.serving
+	bash cluster/services.sh start
+	$(BIN)/python -m bench.stores
 	$(BIN)/python -m bench.search
 
 eval: install
