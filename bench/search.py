@@ -2,6 +2,8 @@
 
     python -m bench.search [--exact-faces 1000000] [--approx-faces 5000000] [--queries 512]
 
+0. FAISS's distance_compute_blas_threshold: flat search at batches of 1..256 with the library default vs
+   the threshold the shards set (1);
 1. index RAM per face vs the raw vector bytes (in-process GalleryIndex, empty meta and typical meta);
 2. the embedded store: bulk write of N faces, then the rebuild of 2 shard actors from it;
 3. exact search over N faces x 128-d across 2 shard actors, single queries arriving concurrently,
@@ -34,6 +36,28 @@ DIM, TOP_K = 128, 10
 
 def rss_bytes() -> int:
     return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def blas_threshold(count: int) -> None:
+    vectors = clustered_unit_vectors(count, DIM, seed=10)
+    queries = queries_near(vectors, 256, seed=11)
+    index = faiss.IndexFlatIP(DIM)
+    index.add(vectors)
+    library_default = faiss.cvar.distance_compute_blas_threshold
+    index.search(queries[:64], TOP_K)                                   # warm-up
+    print(f"0. flat search, {count:,} faces, queries/s by batch size")
+    for threshold in (library_default, 1):
+        faiss.cvar.distance_compute_blas_threshold = threshold
+        rates = []
+        for batch in (1, 16, 64, 256):
+            repeats = max(2, 128 // batch)
+            started = time.perf_counter()
+            for _ in range(repeats):
+                index.search(queries[:batch], TOP_K)
+            rates.append(f"{batch}: {batch * repeats / (time.perf_counter() - started):7.0f}")
+        print(f"   blas threshold {threshold:<7} " + "   ".join(rates))
+    faiss.cvar.distance_compute_blas_threshold = 1
+    print()
 
 
 def ram_per_face(count: int) -> None:
@@ -102,7 +126,7 @@ def exact_sharded(count: int, num_queries: int) -> None:
           f"same top-{TOP_K}: {'yes' if same else 'NO'}")
 
 
-def approximate(count: int, num_queries: int, kind: str) -> None:
+def approximate(count: int, num_queries: int, kind: str, tuning: dict, breadths: tuple[int, ...]) -> None:
     vectors = clustered_unit_vectors(count, DIM, seed=40)
     queries = queries_near(vectors, num_queries, seed=41)
     faiss.omp_set_num_threads(os.cpu_count() or 1)
@@ -120,17 +144,18 @@ def approximate(count: int, num_queries: int, kind: str) -> None:
     del exact
     gc.collect()
 
-    config = IndexConfig(kind=kind, approximate_min_faces=1000)
+    config = IndexConfig(kind=kind, approximate_min_faces=1000, **tuning)
     started = time.perf_counter()
     approx = GalleryIndex(DIM, config)
     approx.add(list(range(count)), vectors, [{}] * count)
     build_s = time.perf_counter() - started
-    shape = f"M={config.hnsw_m}" if kind == "hnsw" else f"{approx.index.nlist} lists"
+    shape = (f"M={config.hnsw_m}, efConstruction={config.hnsw_ef_construction}" if kind == "hnsw"
+             else f"{approx.index.nlist} lists")
     print(f"\n4. approximate ({kind}, {shape}) vs exact, {count:,} faces, {num_queries} queries in batches "
           f"of 64; build {build_s:.0f} s ({count / build_s:,.0f} faces/s)")
     print(f"   exact flat          {exact_qps:10.1f} queries/s   recall@{TOP_K} 1.000")
     knob = "hnsw_ef_search" if kind == "hnsw" else "ivf_nprobe"
-    for value in ((32, 64, 128) if kind == "hnsw" else (32, 64, 128)):
+    for value in breadths:
         approx.config = config.model_copy(update={knob: value})
         qps, found = rate(approx)
         recall = np.mean([len(set(f) & set(t)) / TOP_K for f, t in zip(found.tolist(), truth.tolist())])
@@ -146,10 +171,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--queries", type=int, default=512)
     parser.add_argument("--ram-faces", type=int, default=500_000)
     parser.add_argument("--approx-kind", choices=("hnsw", "ivf"), default="hnsw")
+    parser.add_argument("--hnsw-m", type=int, default=None, help="default: IndexConfig's")
+    parser.add_argument("--hnsw-ef-construction", type=int, default=None, help="default: IndexConfig's")
+    parser.add_argument("--breadths", default="32,64,128", help="ef_search (hnsw) or nprobe (ivf) values")
+    parser.add_argument("--only", choices=("blas", "ram", "exact", "approximate"), default=None)
+    parser.add_argument("--blas-faces", type=int, default=500_000)
     args = parser.parse_args(argv)
-    ram_per_face(args.ram_faces)
-    exact_sharded(args.exact_faces, args.queries)
-    approximate(args.approx_faces, min(args.queries, 256), args.approx_kind)
+    tuning = {key: value for key, value in (("hnsw_m", args.hnsw_m),
+                                            ("hnsw_ef_construction", args.hnsw_ef_construction)) if value}
+    breadths = tuple(int(b) for b in args.breadths.split(","))
+    sections = {"blas": lambda: blas_threshold(args.blas_faces), "ram": lambda: ram_per_face(args.ram_faces),
+                "exact": lambda: exact_sharded(args.exact_faces, args.queries),
+                "approximate": lambda: approximate(args.approx_faces, min(args.queries, 256), args.approx_kind,
+                                                   tuning, breadths)}
+    for name, section in sections.items():
+        if args.only in (None, name):
+            section()
 
 
 if __name__ == "__main__":
