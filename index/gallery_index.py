@@ -265,10 +265,6 @@ class GalleryIndex:
         ids = np.sort(ids)
         return ids[::-1] if descending else ids
 
-    def meta_of(self, face_id: int) -> dict | None:
-        slot = self.slot_of.get(int(face_id))
-        return None if slot is None else (self.meta[slot] or {})
-
     def memory_bytes(self) -> int:
         """Bytes held for search: vectors (or the approximate structure), ids, and the alive bits."""
         vectors = self.size * self.dim * 4

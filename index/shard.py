@@ -110,13 +110,6 @@ class IndexShard:
                 results[position] = (scores[row, :wanted], ids[row, :wanted])
         return results
 
-    def search(self, gallery: str, queries: np.ndarray, top_k: int, face_filter: FaceFilter | None = None):
-        index = self.galleries.get(gallery)
-        if index is None:
-            count = len(np.asarray(queries).reshape(-1, np.asarray(queries).shape[-1]))
-            return np.zeros((count, 0), np.float32), np.zeros((count, 0), np.uint64)
-        return index.search(queries, top_k, face_filter)
-
     def list_ids(self, gallery: str, face_filter: FaceFilter | None, after_id: int | None, limit: int,
                  descending: bool = False) -> np.ndarray:
         index = self.galleries.get(gallery)
@@ -127,9 +120,6 @@ class IndexShard:
         self.config = self.config.model_copy(update=tuning)
         for index in self.galleries.values():
             index.config = self.config
-
-    def memory(self) -> dict[str, int]:
-        return {name: index.memory_bytes() for name, index in self.galleries.items()}
 
 
 def shard_actor(shard_id: int, replica: int, store: FaceStore, config: IndexConfig, *, name_prefix: str = "facegrid",

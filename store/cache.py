@@ -60,9 +60,6 @@ class LocalDetectionCache:
         self._entries.move_to_end(detection_id)
         return record
 
-    def size(self) -> int:
-        return len(self._entries)
-
     def ping(self) -> bool:
         return True
 
