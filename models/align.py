@@ -54,6 +54,12 @@ def align(image: np.ndarray, landmarks: np.ndarray, size: int, template: np.ndar
     return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
+def align_faces(image: np.ndarray, landmark_sets, size: int, template: np.ndarray | None = None) -> np.ndarray:
+    """Every face's aligned chip, stacked (N, size, size, 3); an empty stack when there is no face."""
+    chips = [align(image, landmarks, size, template) for landmarks in landmark_sets]
+    return np.stack(chips) if chips else np.zeros((0, size, size, 3), np.uint8)
+
+
 def measure_template(landmark_sets: Iterable[np.ndarray], size: int) -> np.ndarray:
     """Mean landmark layout of faces that already fill ``size``x``size`` crops, mirrored into symmetry."""
     mean = np.mean(np.stack(list(landmark_sets)), axis=0)

@@ -15,7 +15,7 @@ import numpy as np
 from ray import serve
 from ray.util import metrics
 
-from .align import align, template_for
+from .align import align_faces, template_for
 from .attributes import INPUT_SIZE as ATTRIBUTE_SIZE
 from .attributes import FaceAttributes
 from .config import ModelConfig
@@ -76,20 +76,16 @@ class Detector:
     def reconfigure(self, user_config: dict) -> None:
         _apply_batching(self.detect, user_config)
 
-    def _cut(self, image: np.ndarray, detections: list[Detection], size: int, template) -> np.ndarray:
-        if not detections:
-            return np.zeros((0, size, size, 3), np.uint8)
-        return np.stack([align(image, d.landmarks, size, template) for d in detections])
-
     def _run(self, requests: list[DetectRequest]) -> list[DetectedFaces]:
         found = self.detector.detect_batch([r.image for r in requests])
         results = []
         for request, detections in zip(requests, found):
             results.append(DetectedFaces(
                 detections,
-                self._cut(request.image, detections, self.chip_size, self.template)
+                align_faces(request.image, [d.landmarks for d in detections], self.chip_size, self.template)
                 if request.extractor_chips else None,
-                self._cut(request.image, detections, ATTRIBUTE_SIZE, self.attribute_template)
+                align_faces(request.image, [d.landmarks for d in detections], ATTRIBUTE_SIZE,
+                            self.attribute_template)
                 if request.attribute_chips else None))
         return results
 

@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .align import align
+from .align import align_faces
 from .attributes import AttributeModel, FaceAttributes
 from .config import ModelConfig
 from .detector import Detection, Detector, MtcnnDetector
@@ -39,8 +39,7 @@ class FacePipeline:
         self.detector, self.extractor, self.attribute_model = detector, extractor, attributes
 
     def chips(self, image: np.ndarray, detections: Sequence[Detection], size: int, template) -> np.ndarray:
-        return np.stack([align(image, d.landmarks, size, template) for d in detections]) if detections \
-            else np.zeros((0, size, size, 3), np.uint8)
+        return align_faces(image, [d.landmarks for d in detections], size, template)
 
     def describe(self, images: Sequence[np.ndarray], detections: Sequence[Sequence[Detection]],
                  extract: bool = True, attributes: bool = False) -> list[list[Face]]:
