@@ -99,7 +99,7 @@ def exact_sharded(count: int, num_queries: int) -> None:
         print(f"\n2. embedded store, {count:,} faces")
         print(f"   bulk write          {count / write_s:10,.0f} faces/s")
 
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
         try:
             config = IndexConfig(num_shards=2, cpus_per_shard=0.5, threads_per_shard=1)
             started = time.perf_counter()

@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     import ray
     from ray import serve
 
-    ray.init(num_cpus=2, namespace="facegrid-bench", include_dashboard=False, logging_level="ERROR",
+    ray.init(address="local", num_cpus=2, namespace="facegrid-bench", include_dashboard=False, logging_level="ERROR",
              log_to_driver=False)
     try:
         serve_with(base)

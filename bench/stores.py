@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
 
         import ray
 
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
         try:
             started = time.perf_counter()
             router = ShardRouter.start(store, IndexConfig(num_shards=2, cpus_per_shard=0.5), name_prefix="bench")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class IndexConfig(BaseModel):
@@ -12,7 +12,10 @@ class IndexConfig(BaseModel):
 
     num_shards: int = Field(2, ge=1, description="Shards per gallery; fixed once faces are stored.")
     replicas_per_shard: int = Field(1, ge=1, description="Copies of each shard; reads go to any live one.")
-    cpus_per_shard: float = Field(0.25, gt=0, description="Ray CPU reservation of one shard actor.")
+    cpus_per_shard: float = Field(0.25, ge=0, description="Ray CPU reservation of one shard actor.")
+    shard_resources: dict[str, float] = Field(
+        default_factory=dict, description="Custom Ray resources a shard actor needs, to keep shards on index "
+                                          "nodes (e.g. {facegrid_index: 1} with nodes started with it).")
     threads_per_shard: int = Field(1, ge=1, description="FAISS OpenMP threads inside one shard actor.")
     kind: Literal["flat", "hnsw", "ivf"] = Field(
         "flat", description="flat: exact inner product. hnsw/ivf: approximate, once a gallery's shard holds "
@@ -28,7 +31,24 @@ class IndexConfig(BaseModel):
         1, ge=1, description="FAISS distance_compute_blas_threshold: query batches at least this large use "
                              "BLAS. faiss-cpu 1.15 defaults to 128000, which keeps realistic batches off BLAS "
                              "and makes batched flat search about 13x slower (bench/search.py).")
+    hedge_after_s: float = Field(
+        0.25, ge=0, description="Router: a read one replica has not answered within this also goes to the "
+                                "next replica (a lost node's actors hang until Ray notices and restarts them).")
+    shard_timeout_s: float = Field(
+        15, gt=0, description="Router: a read no replica answers within this is STORAGE_ERROR 503; a write "
+                              "waits this long for an acknowledgement (the store already holds it).")
     max_batch: int = Field(64, ge=1, description="Router: most queries sent to the shards in one batch.")
     batch_wait_ms: float = Field(2.0, ge=0, description="Router: how long a query waits for others to join.")
     compact_dead_fraction: float = Field(0.25, gt=0, lt=1, description="Rebuild a gallery index once this "
                                                                        "share of its slots are deleted faces.")
+
+    @model_validator(mode="after")
+    def _shards_need_a_resource(self) -> "IndexConfig":
+        if self.cpus_per_shard == 0 and not any(amount > 0 for amount in self.shard_resources.values()):
+            raise ValueError("a shard needs cpus_per_shard > 0 or a positive entry in shard_resources")
+        return self
+
+    def shard_bundle(self) -> dict[str, float]:
+        """The Ray resources one shard replica reserves."""
+        return {name: amount for name, amount in {"CPU": self.cpus_per_shard, **self.shard_resources}.items()
+                if amount > 0}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import logging
 import time
 from dataclasses import dataclass
 from typing import Sequence
@@ -27,6 +28,8 @@ from store.errors import ShardUnavailable
 from .config import IndexConfig
 from .filters import FaceFilter
 from .metrics import record_pending, record_search_latency
+
+logger = logging.getLogger(__name__)
 
 
 def _actor_errors() -> tuple[type[BaseException], ...]:
@@ -47,8 +50,9 @@ class _Pending:
 
 
 class ShardRouter:
-    def __init__(self, replicas: list[list], config: IndexConfig):
+    def __init__(self, replicas: list[list], config: IndexConfig, name_prefix: str = "facegrid"):
         self.replicas = replicas
+        self.name_prefix = name_prefix
         self.config = config
         self.num_shards = len(replicas)
         self._turn = [itertools.count() for _ in replicas]
@@ -56,6 +60,8 @@ class ShardRouter:
         self._flush_timer: asyncio.TimerHandle | None = None
         self._batches: set[asyncio.Task] = set()
         self._actor_errors = _actor_errors()
+        self._lagging: list[set[int]] = [set() for _ in replicas]
+        self._background: set[asyncio.Future] = set()
 
     @classmethod
     def start(cls, store: FaceStore, config: IndexConfig, *, name_prefix: str = "facegrid",
@@ -64,33 +70,104 @@ class ShardRouter:
 
         replicas = [[shard_actor(shard, replica, store, config, name_prefix=name_prefix, detached=detached)
                      for replica in range(config.replicas_per_shard)] for shard in range(config.num_shards)]
-        return cls(replicas, config)
+        return cls(replicas, config, name_prefix)
+
+    def stop(self) -> None:
+        """Kill every shard replica and free their placement groups (tests, benchmarks)."""
+        import ray
+        from ray.util import get_placement_group, remove_placement_group
+
+        for actor in itertools.chain(*self.replicas):
+            ray.kill(actor, no_restart=True)
+        if self.config.replicas_per_shard > 1:
+            for shard in range(self.num_shards):
+                try:
+                    remove_placement_group(get_placement_group(f"{self.name_prefix}-shard-{shard}"))
+                except ValueError:
+                    pass
 
     # ---- calling shards -----------------------------------------------------------------------
 
     async def _read(self, shard: int, method: str, *args):
-        replicas = self.replicas[shard]
-        first = next(self._turn[shard])
-        last_error: BaseException | None = None
-        for attempt in range(len(replicas)):
-            actor = replicas[(first + attempt) % len(replicas)]
-            try:
-                return await getattr(actor, method).remote(*args)
-            except self._actor_errors as error:
-                last_error = error
-        raise ShardUnavailable(f"no replica of shard {shard} answered: {last_error}")
+        """Ask one replica; if it has not answered within ``hedge_after_s`` (its node may be gone, Ray
+        holds calls to a restarting actor until it is back), ask the next one too and take the first
+        answer. A replica that made a caller wait is passed over by later reads until it answers again."""
+        replicas, lagging = self.replicas[shard], self._lagging[shard]
+        turn = next(self._turn[shard])
+        order = sorted(range(len(replicas)), key=lambda r: (r in lagging, (r - turn) % len(replicas)))
+        deadline = time.monotonic() + self.config.shard_timeout_s
+        running: dict[asyncio.Future, int] = {}
+        errors: list[BaseException] = []
+        while order or running:
+            if order:
+                replica = order.pop(0)
+                call = asyncio.ensure_future(getattr(replicas[replica], method).remote(*args))
+                call.add_done_callback(lambda done, r=replica: self._answered(shard, r, done))
+                running[call] = replica
+            wait = deadline - time.monotonic()
+            if wait <= 0:
+                break
+            if order:
+                wait = min(wait, self.config.hedge_after_s)
+            finished, _ = await asyncio.wait(running, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            if not finished:
+                lagging.update(running.values())
+                if time.monotonic() >= deadline:
+                    break
+            for call in finished:
+                running.pop(call)
+                if not isinstance(call.exception(), self._actor_errors):
+                    return call.result()
+                errors.append(call.exception())
+        reason = errors[-1] if errors else f"none answered within {self.config.shard_timeout_s:g} s"
+        raise ShardUnavailable(f"no replica of shard {shard} answered: {reason}")
+
+    def _answered(self, shard: int, replica: int, call: asyncio.Future) -> None:
+        if not call.cancelled() and not isinstance(call.exception(), self._actor_errors):
+            self._lagging[shard].discard(replica)
 
     async def _write(self, shard: int, method: str, *args):
-        results = await asyncio.gather(*(getattr(actor, method).remote(*args) for actor in self.replicas[shard]),
-                                       return_exceptions=True)
-        answered = [r for r in results if not isinstance(r, BaseException)]
-        if not answered:
-            raise ShardUnavailable(f"no replica of shard {shard} took the write: {results[0]}")
-        # A replica that missed the write is down; on restart it rebuilds from the store, which has it.
-        return answered[0]
+        """Send the write to every replica and return with the first acknowledgement. The faces are
+        already durable in the store: a replica that is down gets the call when Ray has restarted it
+        (after its rebuild, and writes are idempotent), so the others are not waited for."""
+        calls = [asyncio.ensure_future(getattr(actor, method).remote(*args)) for actor in self.replicas[shard]]
+        for call in calls:
+            self._background.add(call)
+            call.add_done_callback(self._background_done)
+        pending, errors = set(calls), []
+        deadline = time.monotonic() + self.config.shard_timeout_s
+        while pending:
+            finished, pending = await asyncio.wait(pending, timeout=max(0.0, deadline - time.monotonic()),
+                                                   return_when=asyncio.FIRST_COMPLETED)
+            if not finished:
+                # No replica is up: the write is in the store, the restarted shard applies it.
+                logger.warning("shard %d: no replica acknowledged %s within %g s; it is applied on restart",
+                               shard, method, self.config.shard_timeout_s)
+                return None
+            for call in finished:
+                if call.exception() is None:
+                    return call.result()
+                errors.append(call.exception())
+        raise ShardUnavailable(f"no replica of shard {shard} took the write: {errors[0]}")
+
+    def _background_done(self, call: asyncio.Future) -> None:
+        self._background.discard(call)
+        if not call.cancelled() and call.exception() is not None:
+            logger.warning("a shard replica failed a write: %s", call.exception())
 
     async def ready(self) -> list[dict]:
-        return list(await asyncio.gather(*(self._read(s, "ready") for s in range(self.num_shards))))
+        """Every replica's state, shard by shard, waiting for those still rebuilding (benchmarks, tests)."""
+        return list(await asyncio.gather(*(actor.ready.remote() for actor in itertools.chain(*self.replicas))))
+
+    async def health(self, timeout_s: float) -> list[list[dict]]:
+        """Each replica's state as /readyz shows it: ready (with its faces and node) or unavailable, for
+        instance still rebuilding after a restart."""
+        async def probe(actor) -> dict:
+            try:
+                return {"state": "ready", **await asyncio.wait_for(actor.ready.remote(), timeout_s)}
+            except (asyncio.TimeoutError, *self._actor_errors) as error:
+                return {"state": "unavailable", "why": type(error).__name__}
+        return [list(await asyncio.gather(*(probe(actor) for actor in replicas))) for replicas in self.replicas]
 
     # ---- writes -------------------------------------------------------------------------------
 

@@ -46,8 +46,11 @@ class IndexShard:
         return time.perf_counter() - started
 
     def ready(self) -> dict:
+        import ray
+
         return {"shard": self.shard_id, "galleries": len(self.galleries),
-                "faces": sum(g.count for g in self.galleries.values()), "rebuild_s": self.rebuild_seconds}
+                "faces": sum(g.count for g in self.galleries.values()), "rebuild_s": self.rebuild_seconds,
+                "node": ray.get_runtime_context().get_node_id()}
 
     def add(self, gallery: str, face_ids: list[int], vectors: np.ndarray, metas: list[dict]) -> int:
         vectors = np.asarray(vectors, np.float32)
@@ -128,12 +131,40 @@ def shard_actor(shard_id: int, replica: int, store: FaceStore, config: IndexConf
 
     Ray restarts a crashed shard without limit and retries calls made to it meanwhile; the restart runs
     ``__init__`` again, which rebuilds the shard from the store. ``detached`` keeps shards alive beyond
-    the process that created them (the service); tests leave them tied to the driver.
+    the process that created them (the service); tests leave them tied to the driver. Lone replicas are
+    spread over the nodes; the replicas of one shard share a placement group that spreads them over
+    distinct nodes, so that losing a node leaves every shard a live replica whenever the cluster has
+    enough nodes (a soft spread: on fewer nodes they still start).
     """
     import ray
 
+    if config.replicas_per_shard > 1:
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        group = shard_placement_group(f"{name_prefix}-shard-{shard_id}", config, detached)
+        placement = PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=replica)
+    else:
+        placement = "SPREAD"
     return ray.remote(IndexShard).options(
         name=f"{name_prefix}-shard-{shard_id}-{replica}", get_if_exists=True,
         lifetime="detached" if detached else None, max_restarts=-1, max_task_retries=-1,
-        num_cpus=config.cpus_per_shard, scheduling_strategy="SPREAD",
+        num_cpus=config.cpus_per_shard, resources=config.shard_resources, scheduling_strategy=placement,
     ).remote(shard_id, store, config)
+
+
+def shard_placement_group(name: str, config: IndexConfig, detached: bool):
+    """The named placement group of one shard's replicas: found if it exists (another ingress replica,
+    or an earlier start, made it), else created."""
+    import ray
+    from ray.util import get_placement_group
+    from ray.util.placement_group import placement_group
+
+    try:
+        return get_placement_group(name)
+    except ValueError:
+        pass
+    try:
+        return placement_group([config.shard_bundle()] * config.replicas_per_shard, strategy="SPREAD", name=name,
+                               lifetime="detached" if detached else None)
+    except ray.exceptions.RaySystemError:
+        return get_placement_group(name)     # made by a concurrent caller between the lookup and here

@@ -22,7 +22,7 @@ from index.router import ShardRouter
 from models.deployments import Detector, Extractor
 from store.base import FaceStore
 from store.cache import ActorDetectionCache, DetectionCache, MemcachedDetectionCache
-from store.errors import FacegridError
+from store.errors import FacegridError, ShardUnavailable
 from store.sqlite import SqliteFaceStore
 
 from .config import DeploymentSettings, Settings, load_settings
@@ -116,12 +116,22 @@ async def readyz(request: Request) -> JSONResponse:
         except Exception as error:  # noqa: BLE001 - any failure means: not ready, and says why
             return name, f"{type(error).__name__}: {error}"[:200]
 
+    replicas = await services.router.health(timeout_s=4)
+
+    async def shards_answer() -> None:
+        # Ready while every shard has a live replica: the others may still be rebuilding after a restart.
+        missing = [shard for shard, states in enumerate(replicas) if all(r["state"] != "ready" for r in states)]
+        if missing:
+            raise ShardUnavailable(f"shards {missing} have no ready replica (starting or rebuilding)")
+
     checks = dict(await asyncio.gather(
         check("detector", services.detector.ping.remote()), check("extractor", services.extractor.ping.remote()),
         check("store", services.in_thread(services.store.list_galleries)), check("cache", services.cache.ping()),
-        check("shards", services.router.ready())))
+        check("shards", shards_answer())))
     ready = all(state == "ok" for state in checks.values())
-    body = {"ready": ready, "checks": checks}
+    body = {"ready": ready, "checks": checks,
+            "shards": [[{key: r[key] for key in ("state", "faces", "node") if key in r} for r in states]
+                       for states in replicas]}
     if not ready:
         body = {"code": "NOT_READY", "desc": "some parts are not ready", **body}
     return JSONResponse(body, 200 if ready else 503)
@@ -171,7 +181,9 @@ def deployment_options(section: DeploymentSettings, gpus_present: bool, batching
     }
     if section.max_replicas > max(section.min_replicas, 1):
         options["autoscaling_config"] = {"min_replicas": section.min_replicas, "max_replicas": section.max_replicas,
-                                         "target_ongoing_requests": section.target_ongoing_requests}
+                                         "target_ongoing_requests": section.target_ongoing_requests,
+                                         "upscale_delay_s": section.upscale_delay_s,
+                                         "downscale_delay_s": section.downscale_delay_s}
     else:
         options["num_replicas"] = max(section.min_replicas, 1)
     if batching:
@@ -196,7 +208,8 @@ def run(settings: Settings, *, blocking: bool = False) -> None:
     if not ray.is_initialized():
         ray.init(namespace="facegrid", include_dashboard=True, dashboard_host="127.0.0.1", logging_level="WARNING")
     gpus_present = ray.cluster_resources().get("GPU", 0) > 0
-    serve.start(http_options={"host": settings.host, "port": settings.port})
+    serve.start(http_options={"host": settings.host, "port": settings.port},
+                proxy_location=settings.serve.proxy_location)
     serve.run(build_app(settings, gpus_present), name="facegrid", route_prefix="/", blocking=blocking)
 
 

@@ -79,6 +79,8 @@ class DeploymentSettings(_Section):
     min_replicas: int = Field(1, ge=0, description="Autoscaling floor.")
     max_replicas: int = Field(1, ge=1, description="Autoscaling ceiling.")
     target_ongoing_requests: float = Field(4, gt=0, description="Autoscaling target per replica.")
+    upscale_delay_s: float = Field(30, ge=0, description="Autoscaling: load must stay high this long to add.")
+    downscale_delay_s: float = Field(600, ge=0, description="Autoscaling: load must stay low this long to remove.")
     num_cpus: float = Field(0.5, ge=0, description="CPUs reserved per replica (fractional fits 2 cores).")
     num_gpus: float = Field(0.0, ge=0, description="GPU share per replica when GPUs exist.")
     max_ongoing_requests: int = Field(16, ge=1, description="Requests a replica works on at once.")
@@ -92,6 +94,8 @@ class ServeSettings(_Section):
         num_cpus=0.25, max_ongoing_requests=64, max_queued_requests=256))
     detector: DeploymentSettings = Field(default_factory=DeploymentSettings)
     extractor: DeploymentSettings = Field(default_factory=DeploymentSettings)
+    proxy_location: Literal["EveryNode", "HeadOnly"] = Field(
+        "EveryNode", description="Where Serve runs HTTP proxies; HeadOnly for several Ray nodes on one host.")
     retry_after_s: int = Field(1, ge=1, description="Retry-After sent with 429 OVER_CAPACITY.")
     request_timeout_s: float = Field(60, gt=0, description="A model call slower than this is EXTRACTION_ERROR.")
 

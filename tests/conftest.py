@@ -77,7 +77,7 @@ def ray_session():
     listens on METRICS_PORT."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, namespace="facegrid-tests", logging_level="ERROR",
+    ray.init(address="local", num_cpus=2, include_dashboard=False, namespace="facegrid-tests", logging_level="ERROR",
              log_to_driver=False, _metrics_export_port=METRICS_PORT)
     yield ray
     ray.shutdown()

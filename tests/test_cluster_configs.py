@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import yaml
@@ -37,6 +38,10 @@ def test_kuberay_rayservice_embeds_a_valid_serve_config():
     groups = {g["groupName"]: g for g in manifest["spec"]["rayClusterConfig"]["workerGroupSpecs"]}
     gpu = groups["gpu"]["template"]["spec"]["containers"][0]["resources"]["limits"]
     assert gpu["nvidia.com/gpu"] == "1" and groups["gpu"]["maxReplicas"] >= groups["gpu"]["minReplicas"]
+    index = yaml.safe_load(manifest["spec"]["serveConfigV2"])["applications"][0]["args"]["index"]
+    offered = json.loads(yaml.safe_load(groups["index"]["rayStartParams"]["resources"]))
+    assert set(index["shard_resources"]) <= set(offered)
+    assert groups["index"]["minReplicas"] >= index["replicas_per_shard"]
 
 
 def test_cluster_launcher_config_passes_rays_schema():
@@ -46,4 +51,10 @@ def test_cluster_launcher_config_passes_rays_schema():
     validate_config(prepare_config(config))        # what `ray up` does before launching anything
     types = config["available_node_types"]
     assert types["gpu_worker"]["resources"] == {"GPU": 1} and types[config["head_node_type"]]
-    assert all(types[t]["min_workers"] <= types[t]["max_workers"] for t in ("cpu_worker", "gpu_worker"))
+    assert all(types[t]["min_workers"] <= types[t]["max_workers"] for t in ("index_worker", "gpu_worker"))
+    # Shards ask for the resources the index nodes offer, and there are enough index nodes to keep a
+    # shard's replicas apart.
+    index = yaml.safe_load((REPO / "cluster" / "serve-config.yaml").read_text())["applications"][0]["args"]["index"]
+    offered = types["index_worker"]["resources"]
+    assert set(index["shard_resources"]) <= set(offered)
+    assert types["index_worker"]["min_workers"] >= index["replicas_per_shard"]

@@ -32,8 +32,7 @@ def cluster(ray_session, tmp_path):
 
     yield make
     for router in routers:
-        for actor in itertools.chain(*router.replicas):
-            ray_session.kill(actor, no_restart=True)
+        router.stop()
 
 
 def enrol(store, router, gallery: str, count: int, seed: int = 0):

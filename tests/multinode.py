@@ -1,0 +1,98 @@
+"""A facegrid service on a Ray cluster of several nodes on this one machine, driven over stdin/stdout.
+
+The test process already holds a Ray of its own, and a process joins one Ray cluster only, so the
+cluster lives in this child process: ``python -m tests.multinode SETTINGS_JSON``. It starts a head node
+(2 CPUs: Serve and the models) and worker nodes with no CPUs and a ``facegrid_index`` resource (the
+shard replicas, which ask for it), deploys the app with the given settings, prints one JSON line
+``{"ready": ..., "workers": [...]}`` and answers one JSON line per command line (answer lines start with
+``ANSWER``: Ray writes to this stdout too):
+``{"cmd": "placement"}``, ``{"cmd": "replicas", "deployment": NAME}``,
+``{"cmd": "remove_node", "node": ID}``, ``{"cmd": "quit"}``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+ANSWER = "@answer "
+WORKERS = 3
+INDEX_RESOURCE = "facegrid_index"
+# Ray's defaults take about 15 s to declare a lost node dead; the test states its own, shorter bound.
+FAST_HEALTH_CHECKS = {"health_check_period_ms": 500, "health_check_failure_threshold": 4,
+                      "health_check_initial_delay_ms": 0}
+
+
+def placement(settings) -> list[list[str]]:
+    """The node of every replica of every shard, shard by shard."""
+    import ray
+
+    namespaces = {info["name"]: info["namespace"] for info in ray.util.list_named_actors(all_namespaces=True)}
+    index = settings.index
+    names = [[f"facegrid-shard-{shard}-{replica}" for replica in range(index.replicas_per_shard)]
+             for shard in range(index.num_shards)]
+    actors = [[ray.get_actor(name, namespace=namespaces[name]) for name in shard] for shard in names]
+    return [[state["node"] for state in ray.get([actor.ready.remote() for actor in replicas], timeout=60)]
+            for replicas in actors]
+
+
+def running_replicas(deployment: str) -> int:
+    from ray import serve
+
+    states = serve.status().applications["facegrid"].deployments[deployment].replica_states
+    return int(states.get("RUNNING", 0))
+
+
+def main() -> None:
+    import httpx
+    import ray
+    from ray import serve
+    from ray.cluster_utils import Cluster
+
+    from serve_app.app import run
+    from serve_app.config import load_settings
+
+    settings = load_settings(**json.loads(sys.argv[1]))
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "_system_config": FAST_HEALTH_CHECKS})
+    workers = {}
+    for _ in range(WORKERS):
+        node = cluster.add_node(num_cpus=0, resources={INDEX_RESOURCE: 2})
+        workers[node.node_id] = node
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, namespace="facegrid", logging_level="ERROR", log_to_driver=False)
+    try:
+        run(settings)
+        deadline = time.monotonic() + 240
+        with httpx.Client(base_url=f"http://127.0.0.1:{settings.port}", timeout=10) as client:
+            while time.monotonic() < deadline:
+                try:
+                    if client.get("/readyz").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(1)
+        print(ANSWER + json.dumps({"ready": time.monotonic() < deadline, "workers": sorted(workers)}), flush=True)
+        for line in sys.stdin:
+            command = json.loads(line)
+            if command["cmd"] == "quit":
+                break
+            try:
+                if command["cmd"] == "placement":
+                    answer = {"placement": placement(settings)}
+                elif command["cmd"] == "replicas":
+                    answer = {"running": running_replicas(command["deployment"])}
+                else:
+                    cluster.remove_node(workers.pop(command["node"]), allow_graceful=False)
+                    answer = {"removed": command["node"]}
+            except Exception as error:  # noqa: BLE001 - the test reads the error and fails with it
+                answer = {"error": f"{type(error).__name__}: {error}"}
+            print(ANSWER + json.dumps(answer), flush=True)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        cluster.shutdown()
+
+
+if __name__ == "__main__":
+    main()
