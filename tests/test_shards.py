@@ -12,6 +12,7 @@ import pytest
 from bench.data import clustered_unit_vectors, queries_near, random_meta
 from index import FaceFilter, IndexConfig, ShardRouter
 from store import FaceRecord, SqliteFaceStore
+from store.errors import ShardUnavailable
 from tests.test_gallery_index import FILTERS, Reference
 
 DIM = 32
@@ -147,3 +148,14 @@ def test_reads_fail_over_to_a_live_replica(cluster, ray_session):
     for _ in range(3):          # round-robin would have picked the dead replica at least once
         hits = asyncio.run(router.search("ppl", vectors[0], 5))
         assert [i for i, _ in hits] == [i for _, i in reference.top(vectors[0], 5, None)]
+
+
+def test_a_shard_with_no_live_replica_is_a_clear_error_and_the_rest_still_write(cluster, ray_session):
+    router, store = cluster(2)
+    vectors, _ = enrol(store, router, "ppl", 200)
+    ray_session.kill(router.replicas[1][0], no_restart=True)
+    started = time.perf_counter()
+    with pytest.raises(ShardUnavailable, match="shard 1"):
+        asyncio.run(router.search("ppl", vectors[0], 5))
+    assert time.perf_counter() - started < router.config.shard_timeout_s
+    assert asyncio.run(router._read(0, "count", "ppl")) > 0
