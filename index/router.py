@@ -127,27 +127,40 @@ class ShardRouter:
             self._lagging[shard].discard(replica)
 
     async def _write(self, shard: int, method: str, *args):
-        """Send the write to every replica and return with the first acknowledgement. The faces are
-        already durable in the store: a replica that is down gets the call when Ray has restarted it
-        (after its rebuild, and writes are idempotent), so the others are not waited for."""
-        calls = [asyncio.ensure_future(getattr(actor, method).remote(*args)) for actor in self.replicas[shard]]
-        for call in calls:
-            self._background.add(call)
+        """Send the write to every replica; return once all have acknowledged it, or once one has and the
+        others are still silent ``hedge_after_s`` later. The faces are already durable in the store: a
+        replica that is down gets the call when Ray has restarted it (after its rebuild; writes are
+        idempotent), and until it acknowledges, reads from this router pass it over."""
+        calls = {}
+        for replica, actor in enumerate(self.replicas[shard]):
+            call = asyncio.ensure_future(getattr(actor, method).remote(*args))
+            call.add_done_callback(lambda done, r=replica: self._answered(shard, r, done))
             call.add_done_callback(self._background_done)
-        pending, errors = set(calls), []
+            self._background.add(call)
+            calls[call] = replica
+        pending, errors, acknowledged = set(calls), [], None
         deadline = time.monotonic() + self.config.shard_timeout_s
         while pending:
-            finished, pending = await asyncio.wait(pending, timeout=max(0.0, deadline - time.monotonic()),
+            wait = deadline - time.monotonic()
+            if acknowledged is not None:
+                wait = min(wait, acknowledged[1] + self.config.hedge_after_s - time.monotonic())
+            finished, pending = await asyncio.wait(pending, timeout=max(0.0, wait),
                                                    return_when=asyncio.FIRST_COMPLETED)
             if not finished:
-                # No replica is up: the write is in the store, the restarted shard applies it.
-                logger.warning("shard %d: no replica acknowledged %s within %g s; it is applied on restart",
-                               shard, method, self.config.shard_timeout_s)
-                return None
+                break
             for call in finished:
-                if call.exception() is None:
-                    return call.result()
-                errors.append(call.exception())
+                if call.exception() is not None:
+                    errors.append(call.exception())
+                elif acknowledged is None:
+                    acknowledged = (call.result(), time.monotonic())
+        self._lagging[shard].update(calls[call] for call in pending)
+        if acknowledged is not None:
+            return acknowledged[0]
+        if pending:
+            # No replica is up: the write is in the store, and the restarted shard applies it.
+            logger.warning("shard %d: no replica acknowledged %s within %g s; it is applied on restart",
+                           shard, method, self.config.shard_timeout_s)
+            return None
         raise ShardUnavailable(f"no replica of shard {shard} took the write: {errors[0]}")
 
     def _background_done(self, call: asyncio.Future) -> None:
