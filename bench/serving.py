@@ -7,7 +7,8 @@
 2. dynamic batching: 16 concurrent clients against the service with model batches of up to 16 vs
    batches of 1;
 3. overload: many more concurrent detect requests than the model queues hold; the share of 429 answers
-   that came back within 100 ms.
+   that came back within 100 ms;
+4. 8 concurrent clients with onnxruntime's threads spin-waiting (its default) vs not (facegrid's).
 The service runs on a local Ray on this machine, so on a small machine it shares the cores with the clients.
 """
 
@@ -93,9 +94,9 @@ def main(argv: list[str] | None = None) -> None:
     photos = with_faces(load_photos(args.photos), exactly=1)
     scratch = Path(tempfile.mkdtemp())
 
-    def settings_for(batch: int, queue: int = 256, ongoing: int = 32):
+    def settings_for(batch: int, queue: int = 256, ongoing: int = 32, spin_wait: bool = False):
         model = {"max_batch_size": batch, "max_queued_requests": queue, "max_ongoing_requests": ongoing}
-        return load_settings(port=PORT, store={"path": scratch / "faces.db"},
+        return load_settings(port=PORT, store={"path": scratch / "faces.db"}, models={"spin_wait": spin_wait},
                              serve={"detector": model, "extractor": model})
 
     base = settings_for(16)
@@ -119,6 +120,10 @@ def main(argv: list[str] | None = None) -> None:
         serve_with(settings_for(4, queue=4, ongoing=2))
         _, overload = hammer(photos, 48, 192, {})
         serve.shutdown()
+
+        serve_with(settings_for(16, spin_wait=True))
+        eight_spinning, _ = hammer(photos, 8, args.requests, {"facen": "true"})
+        serve.shutdown()
     finally:
         ray.shutdown()
 
@@ -136,6 +141,9 @@ def main(argv: list[str] | None = None) -> None:
     if refused:
         print(f"   429 within 100 ms   {fast}/{len(refused)} = {fast / len(refused):.1%}   "
               f"(median {statistics.median(refused) * 1000:.0f} ms)")
+    print("\n4. detect + facen, 8 concurrent clients, photos/s")
+    print(f"   onnxruntime threads spin-waiting            {eight_spinning:7.1f}")
+    print(f"   not spinning (models.spin_wait=false)       {eight:7.1f}   {eight / eight_spinning:.2f}x")
 
 
 if __name__ == "__main__":

@@ -66,3 +66,7 @@ class ModelConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto: CUDA when onnxruntime has its CUDA provider and a GPU is visible.")
     num_threads: int = Field(0, ge=0, description="onnxruntime intra-op threads per session; 0 = its default.")
+    spin_wait: bool = Field(
+        False, description="Let onnxruntime's threads busy-wait for work between operators. Off: model replicas "
+                            "share cores with each other and the ingress, and spinning threads take CPU from "
+                            "them (bench/serving.py measures both).")

@@ -77,19 +77,20 @@ def _runner(config: ModelConfig, name: str) -> OnnxRunner:
     path = onnx_path(config.data_dir, name)
     if not path.is_file():
         raise ModelsNotReadyError(f"{path} is missing: run `facegrid setup` (data dir {config.data_dir})")
-    return OnnxRunner(path, config.device, config.num_threads)
+    return OnnxRunner(path, config.device, config.num_threads, config.spin_wait)
 
 
 def load_detector(config: ModelConfig) -> Detector:
     if config.detector.kind == "scrfd":
-        return ScrfdDetector(OnnxRunner(config.detector.onnx_path, config.device, config.num_threads),
+        runner = OnnxRunner(config.detector.onnx_path, config.device, config.num_threads, config.spin_wait)
+        return ScrfdDetector(runner,
                              config.detector)
     return MtcnnDetector(*(_runner(config, f"mtcnn_{n}") for n in ("pnet", "rnet", "onet")), config.detector)
 
 
 def load_extractor(config: ModelConfig) -> Extractor:
     if config.extractor.kind == "arcface":
-        runner = OnnxRunner(config.extractor.onnx_path, config.device, config.num_threads)
+        runner = OnnxRunner(config.extractor.onnx_path, config.device, config.num_threads, config.spin_wait)
         return ArcFaceExtractor(runner, config.extractor.name, config.extractor.match_threshold)
     return DlibExtractor(_runner(config, "dlib_resnet"), config.extractor.match_threshold)
 

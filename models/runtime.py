@@ -37,9 +37,12 @@ def providers_for(device: str) -> list[str]:
 class OnnxRunner:
     """One onnxruntime session; reads its input name and output order from the model itself."""
 
-    def __init__(self, path: Path, device: str = "auto", num_threads: int = 0):
+    def __init__(self, path: Path, device: str = "auto", num_threads: int = 0, spin_wait: bool = True):
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if not spin_wait:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         if num_threads:
             options.intra_op_num_threads = num_threads
             options.inter_op_num_threads = 1
