@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+from collections import Counter
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -50,8 +51,11 @@ def read_image_bytes(photo):
     return to_rgb_array(Image.open(io.BytesIO(photo.data)))
 
 
-def hammer(photos, clients: int, total: int, params: dict) -> tuple[float, list[tuple[int, float]]]:
-    """``total`` detect requests from ``clients`` threads; returns (requests/s, [(status, seconds)])."""
+def hammer(photos, clients: int, total: int, params: dict,
+           honour_retry_after: bool = False) -> tuple[float, list[tuple[int, float]]]:
+    """``total`` detect requests from ``clients`` threads; returns (requests/s, [(status, seconds)]).
+    A client that honours Retry-After waits that long after a 429 before its next request; one that does
+    not retries at once, so refusals queue behind refusals (N clients x the cost of one refusal)."""
     client = httpx.Client(base_url=f"http://127.0.0.1:{PORT}", timeout=120,
                           limits=httpx.Limits(max_connections=clients * 2))
 
@@ -60,7 +64,10 @@ def hammer(photos, clients: int, total: int, params: dict) -> tuple[float, list[
         started = time.perf_counter()
         response = client.post("/v2/detect", params=params, content=photo.data,
                                headers={"Content-Type": photo.content_type})
-        return response.status_code, time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        if honour_retry_after and response.status_code == 429:
+            time.sleep(float(response.headers["Retry-After"]))
+        return response.status_code, seconds
 
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(one, range(min(clients, total))))          # warm-up
@@ -119,6 +126,7 @@ def main(argv: list[str] | None = None) -> None:
 
         serve_with(settings_for(4, queue=4, ongoing=2))
         _, overload = hammer(photos, 48, 192, {})
+        _, overload_polite = hammer(photos, 48, 192, {}, honour_retry_after=True)
         serve.shutdown()
 
         serve_with(settings_for(16, spin_wait=True))
@@ -127,20 +135,21 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         ray.shutdown()
 
-    refused = [seconds for status, seconds in overload if status == 429]
-    fast = sum(1 for seconds in refused if seconds <= 0.1)
     print("1. detect + facen, photos/s")
     print(f"   bare pipeline, one process, one at a time   {bare:7.1f}")
     print(f"   service, 8 concurrent clients               {eight:7.1f}   {eight / bare:.2f}x")
     print("\n2. dynamic batching, 16 concurrent clients, photos/s")
     print(f"   model batches of 1                          {sixteen_single:7.1f}")
     print(f"   model batches up to 16                      {sixteen_batched:7.1f}   {sixteen_batched / sixteen_single:.2f}x")
-    statuses = {status: sum(1 for s, _ in overload if s == status) for status, _ in overload}
     print("\n3. overload: 192 detect requests from 48 clients, queues of 4 per model deployment")
-    print(f"   answers by status {statuses}")
-    if refused:
-        print(f"   429 within 100 ms   {fast}/{len(refused)} = {fast / len(refused):.1%}   "
-              f"(median {statistics.median(refused) * 1000:.0f} ms)")
+    for label, results in (("clients retrying at once", overload), ("clients honouring Retry-After", overload_polite)):
+        refused = [seconds for status, seconds in results if status == 429]
+        fast = sum(1 for seconds in refused if seconds <= 0.1)
+        statuses = dict(sorted(Counter(status for status, _ in results).items()))
+        print(f"   {label}: answers by status {statuses}")
+        if refused:
+            print(f"      429 within 100 ms   {fast}/{len(refused)} = {fast / len(refused):.1%}   "
+                  f"(median {statistics.median(refused) * 1000:.0f} ms)")
     print("\n4. detect + facen, 8 concurrent clients, photos/s")
     print(f"   onnxruntime threads spin-waiting            {eight_spinning:7.1f}")
     print(f"   not spinning (models.spin_wait=false)       {eight:7.1f}   {eight / eight_spinning:.2f}x")
