@@ -2,7 +2,8 @@
 
     python -m bench.models [--photos ../shared/faces] [--rounds 3]
 
-1. detect + extract, faces/s, with the photos grouped in batches of 1, 8 and 16;
+1. detect + extract, faces/s, with the photos grouped in batches of 1, 8 and 16; then the same with
+   every photo letterboxed into one 640x480 frame, as a camera sends (same-sized images share P-Net calls);
 2. the extractor alone on aligned chips at batch 1 vs 16 (what Serve's dynamic batching buys);
 3. onnxruntime vs the PyTorch modules, running the same cascade on the same photos.
 Each figure is the best of ``--rounds`` passes, so one noisy pass does not decide it.
@@ -46,6 +47,18 @@ def faces_per_second(pipeline: FacePipeline, photos: list[np.ndarray], batch: in
     return best_rate(run, total, rounds)
 
 
+def camera_frame(photo: np.ndarray, width: int = 640, height: int = 480) -> np.ndarray:
+    """The photo scaled to fit a width x height frame and centred on black, like a fixed camera's frames."""
+    import cv2
+
+    scale = min(width / photo.shape[1], height / photo.shape[0])
+    size = (max(1, round(photo.shape[1] * scale)), max(1, round(photo.shape[0] * scale)))
+    frame = np.zeros((height, width, 3), np.uint8)
+    top, left = (height - size[1]) // 2, (width - size[0]) // 2
+    frame[top:top + size[1], left:left + size[0]] = cv2.resize(photo, size, interpolation=cv2.INTER_AREA)
+    return frame
+
+
 def torch_pipeline(data_dir: Path, config) -> FacePipeline:
     runners = {name: TorchRunner(build_torch(data_dir, name))
                for name in ("mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet", "dlib_resnet")}
@@ -73,6 +86,11 @@ def main(argv: list[str] | None = None) -> None:
     print("detect + extract (onnxruntime)     faces/s   vs batch 1")
     for batch, rate in rates.items():
         print(f"  batch {batch:<2}                        {rate:8.1f}   {rate / rates[1]:.2f}x")
+    frames = [camera_frame(photo) for photo in photos]
+    frame_rates = {batch: faces_per_second(pipeline, frames, batch, args.rounds) for batch in (1, 8, 16)}
+    print("\nsame, 640x480 camera frames        faces/s   vs batch 1")
+    for batch, rate in frame_rates.items():
+        print(f"  batch {batch:<2}                        {rate:8.1f}   {rate / frame_rates[1]:.2f}x")
 
     chips = np.concatenate([pipeline.chips(photo, found, 150, pipeline.extractor.template)
                             for photo, found in zip(photos, faces) if found])[:64]

@@ -25,6 +25,9 @@ from .runtime import Runner
 
 # How many crops go through R-Net/O-Net in one call: bounds memory on photos with many candidates.
 MAX_CROPS_PER_CALL = 256
+# How many same-sized images share one P-Net call per pyramid scale: 8 Full-HD frames at the first
+# scale of a 20-pixel minimum face are ~70 MB of float input.
+MAX_IMAGES_PER_PNET_CALL = 8
 
 
 @dataclass(frozen=True, eq=False)
@@ -108,23 +111,28 @@ class MtcnnDetector:
             shortest *= self.config.pyramid_factor
         return scales
 
-    def _propose(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Stage 1 on one image: squared candidate boxes and their scores."""
-        height, width = image.shape[:2]
-        boxes, scores, regressions, scale_ids = [], [], [], []
+    def _propose(self, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Stage 1 on images of one size: squared candidate boxes and their scores, per image. Images of
+        one size (frames of one camera) share the pyramid, so each scale is one P-Net call for them all."""
+        height, width = images[0].shape[:2]
+        found: list[tuple[list, list, list, list]] = [([], [], [], []) for _ in images]
         for scale_id, scale in enumerate(self.pyramid_scales(height, width)):
             size = (math.ceil(width * scale), math.ceil(height * scale))
-            resized = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-            regression, probability = self.pnet(_to_batch([resized]))
-            ys, xs = np.nonzero(probability[0] >= self.config.stage_thresholds[0])
-            if len(ys) == 0:
-                continue
-            # Each output cell sees a 12x12 window of the scaled image, at a stride of 2.
-            windows = np.stack([xs * 2, ys * 2, xs * 2 + 12, ys * 2 + 12], 1).astype(np.float32) / scale
-            boxes.append(windows)
-            scores.append(probability[0, ys, xs])
-            regressions.append(regression[0][:, ys, xs].T)
-            scale_ids.append(np.full(len(ys), scale_id))
+            regression, probability = self.pnet(_to_batch([cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+                                                           for image in images]))
+            for index, (boxes, scores, regressions, scale_ids) in enumerate(found):
+                ys, xs = np.nonzero(probability[index] >= self.config.stage_thresholds[0])
+                if len(ys) == 0:
+                    continue
+                # Each output cell sees a 12x12 window of the scaled image, at a stride of 2.
+                boxes.append(np.stack([xs * 2, ys * 2, xs * 2 + 12, ys * 2 + 12], 1).astype(np.float32) / scale)
+                scores.append(probability[index, ys, xs])
+                regressions.append(regression[index][:, ys, xs].T)
+                scale_ids.append(np.full(len(ys), scale_id))
+        return [self._candidates(*parts) for parts in found]
+
+    @staticmethod
+    def _candidates(boxes: list, scores: list, regressions: list, scale_ids: list) -> tuple[np.ndarray, np.ndarray]:
         if not boxes:
             return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
         boxes, scores = np.concatenate(boxes), np.concatenate(scores)
@@ -134,6 +142,19 @@ class MtcnnDetector:
         keep = batched_nms(boxes, scores, np.zeros(len(boxes)), 0.7)
         return _squared(_calibrated(boxes[keep], regressions[keep])), scores[keep]
 
+    def _propose_all(self, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Stage 1 on every image, same-sized images together (at most MAX_IMAGES_PER_PNET_CALL)."""
+        proposals: list = [None] * len(images)
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for index, image in enumerate(images):
+            by_size.setdefault(image.shape[:2], []).append(index)
+        for members in by_size.values():
+            for start in range(0, len(members), MAX_IMAGES_PER_PNET_CALL):
+                group = members[start:start + MAX_IMAGES_PER_PNET_CALL]
+                for index, proposal in zip(group, self._propose([images[i] for i in group])):
+                    proposals[index] = proposal
+        return proposals
+
     def _run_crops(self, runner: Runner, images, boxes, owners, side) -> tuple[np.ndarray, ...]:
         crops = [crop_resized(images[owner], box, side) for box, owner in zip(boxes, owners)]
         chunks = [runner(_to_batch(crops[start:start + MAX_CROPS_PER_CALL]))
@@ -142,7 +163,7 @@ class MtcnnDetector:
 
     def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
         results: list[list[Detection]] = [[] for _ in images]
-        proposals = [self._propose(image) for image in images]
+        proposals = self._propose_all(images)
         boxes = np.concatenate([p[0] for p in proposals]) if proposals else np.zeros((0, 4))
         owners = np.concatenate([np.full(len(p[0]), i) for i, p in enumerate(proposals)]) if proposals else []
         if len(boxes) == 0:

@@ -24,6 +24,7 @@ def test_blank_image_has_no_faces_and_still_answers(pipeline, load_photo):
 
 def test_a_batch_gives_the_same_faces_as_one_image_at_a_time(pipeline, load_photo):
     photos = [load_photo(name) for name in ("faceapi_bbt1.jpg", "facerec_two_people.jpg", "faceapi_amy1.png")]
+    photos.append(np.ascontiguousarray(photos[0][:, ::-1]))      # same size as the first: one P-Net batch
     batched = pipeline.detect(photos)
     for photo, faces in zip(photos, batched):
         alone = pipeline.detect([photo])[0]
