@@ -5,7 +5,7 @@
 1. ``POST /v2/detect?facen=true`` with 8 concurrent clients vs the bare model pipeline in this process,
    one photo at a time (photos per second);
 2. dynamic batching: 16 concurrent clients against the service with model batches of up to 16 vs
-   batches of 1;
+   batches of 1, sending the photos, then 640x480 JPEG camera frames made from them;
 3. overload: many more concurrent detect requests than the model queues hold; the share of 429 answers
    that came back within 100 ms;
 4. 8 concurrent clients with onnxruntime's threads spin-waiting (its default) vs not (facegrid's).
@@ -78,6 +78,23 @@ def hammer(photos, clients: int, total: int, params: dict,
     return total / elapsed, results
 
 
+def camera_frames(photos):
+    """Each photo letterboxed into a 640x480 JPEG frame, as a fixed camera sends them."""
+    import dataclasses
+    import io
+
+    from PIL import Image
+
+    from bench.models import camera_frame
+
+    frames = []
+    for photo in photos:
+        buffer = io.BytesIO()
+        Image.fromarray(camera_frame(read_image_bytes(photo))).save(buffer, "JPEG", quality=90)
+        frames.append(dataclasses.replace(photo, data=buffer.getvalue(), content_type="image/jpeg"))
+    return frames
+
+
 def serve_with(settings) -> None:
     from serve_app.app import run
 
@@ -99,6 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=96)
     args = parser.parse_args(argv)
     photos = with_faces(load_photos(args.photos), exactly=1)
+    frames = camera_frames(photos)
     scratch = Path(tempfile.mkdtemp())
 
     def settings_for(batch: int, queue: int = 256, ongoing: int = 32, spin_wait: bool = False):
@@ -118,10 +136,12 @@ def main(argv: list[str] | None = None) -> None:
         serve_with(base)
         eight, _ = hammer(photos, 8, args.requests, {"facen": "true"})
         sixteen_batched, _ = hammer(photos, 16, args.requests, {"facen": "true"})
+        frames_batched, _ = hammer(frames, 16, args.requests, {"facen": "true"})
         serve.shutdown()
 
         serve_with(settings_for(1))
         sixteen_single, _ = hammer(photos, 16, args.requests, {"facen": "true"})
+        frames_single, _ = hammer(frames, 16, args.requests, {"facen": "true"})
         serve.shutdown()
 
         serve_with(settings_for(4, queue=4, ongoing=2))
@@ -141,6 +161,8 @@ def main(argv: list[str] | None = None) -> None:
     print("\n2. dynamic batching, 16 concurrent clients, photos/s")
     print(f"   model batches of 1                          {sixteen_single:7.1f}")
     print(f"   model batches up to 16                      {sixteen_batched:7.1f}   {sixteen_batched / sixteen_single:.2f}x")
+    print(f"   640x480 camera frames, batches of 1         {frames_single:7.1f}")
+    print(f"   640x480 camera frames, batches up to 16     {frames_batched:7.1f}   {frames_batched / frames_single:.2f}x")
     print("\n3. overload: 192 detect requests from 48 clients, queues of 4 per model deployment")
     for label, results in (("clients retrying at once", overload), ("clients honouring Retry-After", overload_polite)):
         refused = [seconds for status, seconds in results if status == 429]
