@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
-from collections import Counter
 import tempfile
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -96,18 +96,11 @@ def camera_frames(photos):
 
 
 def serve_with(settings) -> None:
-    from serve_app.app import run
+    from serve_app.app import run, wait_until_ready
 
     run(settings)
-    client = httpx.Client(base_url=f"http://127.0.0.1:{PORT}", timeout=10)
-    for _ in range(300):
-        try:
-            if client.get("/readyz").status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    raise RuntimeError("the service did not become ready")
+    if not wait_until_ready(f"http://127.0.0.1:{PORT}", 300):
+        raise RuntimeError("the service did not become ready")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -77,12 +77,14 @@ class ShardRouter:
         import ray
         from ray.util import get_placement_group, remove_placement_group
 
+        from .shard import shard_name
+
         for actor in itertools.chain(*self.replicas):
             ray.kill(actor, no_restart=True)
         if self.config.replicas_per_shard > 1:
             for shard in range(self.num_shards):
                 try:
-                    remove_placement_group(get_placement_group(f"{self.name_prefix}-shard-{shard}"))
+                    remove_placement_group(get_placement_group(shard_name(self.name_prefix, shard)))
                 except ValueError:
                     pass
 
@@ -92,18 +94,16 @@ class ShardRouter:
         """Ask one replica; if it has not answered within ``hedge_after_s`` (its node may be gone, Ray
         holds calls to a restarting actor until it is back), ask the next one too and take the first
         answer. A replica that made a caller wait is passed over by later reads until it answers again."""
-        replicas, lagging = self.replicas[shard], self._lagging[shard]
+        count, lagging = len(self.replicas[shard]), self._lagging[shard]
         turn = next(self._turn[shard])
-        order = sorted(range(len(replicas)), key=lambda r: (r in lagging, (r - turn) % len(replicas)))
+        order = sorted(range(count), key=lambda r: (r in lagging, (r - turn) % count))
         deadline = time.monotonic() + self.config.shard_timeout_s
         running: dict[asyncio.Future, int] = {}
         errors: list[BaseException] = []
         while order or running:
             if order:
                 replica = order.pop(0)
-                call = asyncio.ensure_future(getattr(replicas[replica], method).remote(*args))
-                call.add_done_callback(lambda done, r=replica: self._answered(shard, r, done))
-                running[call] = replica
+                running[self._send(shard, replica, method, *args)] = replica
             wait = deadline - time.monotonic()
             if wait <= 0:
                 break
@@ -122,6 +122,12 @@ class ShardRouter:
         reason = errors[-1] if errors else f"none answered within {self.config.shard_timeout_s:g} s"
         raise ShardUnavailable(f"no replica of shard {shard} answered: {reason}")
 
+    def _send(self, shard: int, replica: int, method: str, *args) -> asyncio.Future:
+        """Call one replica; its answer (not an actor failure) takes it off the shard's lagging list."""
+        call = asyncio.ensure_future(getattr(self.replicas[shard][replica], method).remote(*args))
+        call.add_done_callback(lambda done: self._answered(shard, replica, done))
+        return call
+
     def _answered(self, shard: int, replica: int, call: asyncio.Future) -> None:
         if not call.cancelled() and not isinstance(call.exception(), self._actor_errors):
             self._lagging[shard].discard(replica)
@@ -132,9 +138,8 @@ class ShardRouter:
         replica that is down gets the call when Ray has restarted it (after its rebuild; writes are
         idempotent), and until it acknowledges, reads from this router pass it over."""
         calls = {}
-        for replica, actor in enumerate(self.replicas[shard]):
-            call = asyncio.ensure_future(getattr(actor, method).remote(*args))
-            call.add_done_callback(lambda done, r=replica: self._answered(shard, r, done))
+        for replica in range(len(self.replicas[shard])):
+            call = self._send(shard, replica, method, *args)
             call.add_done_callback(self._background_done)
             self._background.add(call)
             calls[call] = replica
@@ -180,7 +185,8 @@ class ShardRouter:
                 return {"state": "ready", **await asyncio.wait_for(actor.ready.remote(), timeout_s)}
             except (asyncio.TimeoutError, *self._actor_errors) as error:
                 return {"state": "unavailable", "why": type(error).__name__}
-        return [list(await asyncio.gather(*(probe(actor) for actor in replicas))) for replicas in self.replicas]
+        states = iter(await asyncio.gather(*(probe(actor) for actor in itertools.chain(*self.replicas))))
+        return [[next(states) for _ in replicas] for replicas in self.replicas]
 
     # ---- writes -------------------------------------------------------------------------------
 

@@ -125,6 +125,15 @@ class IndexShard:
             index.config = self.config
 
 
+def shard_name(name_prefix: str, shard_id: int) -> str:
+    """The name of a shard's placement group, and the stem of its replicas' actor names."""
+    return f"{name_prefix}-shard-{shard_id}"
+
+
+def replica_name(name_prefix: str, shard_id: int, replica: int) -> str:
+    return f"{shard_name(name_prefix, shard_id)}-{replica}"
+
+
 def shard_actor(shard_id: int, replica: int, store: FaceStore, config: IndexConfig, *, name_prefix: str = "facegrid",
                 detached: bool = False):
     """Start (or find) the named, restartable actor for one replica of one shard.
@@ -141,12 +150,12 @@ def shard_actor(shard_id: int, replica: int, store: FaceStore, config: IndexConf
     if config.replicas_per_shard > 1:
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-        group = shard_placement_group(f"{name_prefix}-shard-{shard_id}", config, detached)
+        group = shard_placement_group(shard_name(name_prefix, shard_id), config, detached)
         placement = PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=replica)
     else:
         placement = "SPREAD"
     return ray.remote(IndexShard).options(
-        name=f"{name_prefix}-shard-{shard_id}-{replica}", get_if_exists=True,
+        name=replica_name(name_prefix, shard_id, replica), get_if_exists=True,
         lifetime="detached" if detached else None, max_restarts=-1, max_task_retries=-1,
         num_cpus=config.cpus_per_shard, resources=config.shard_resources, scheduling_strategy=placement,
     ).remote(shard_id, store, config)

@@ -22,7 +22,7 @@ from index.router import ShardRouter
 from models.deployments import Detector, Extractor
 from store.base import FaceStore
 from store.cache import ActorDetectionCache, DetectionCache, MemcachedDetectionCache
-from store.errors import FacegridError, ShardUnavailable
+from store.errors import FacegridError
 from store.sqlite import SqliteFaceStore
 
 from .config import DeploymentSettings, Settings, load_settings
@@ -116,18 +116,15 @@ async def readyz(request: Request) -> JSONResponse:
         except Exception as error:  # noqa: BLE001 - any failure means: not ready, and says why
             return name, f"{type(error).__name__}: {error}"[:200]
 
-    replicas = await services.router.health(timeout_s=4)
-
-    async def shards_answer() -> None:
-        # Ready while every shard has a live replica: the others may still be rebuilding after a restart.
-        missing = [shard for shard, states in enumerate(replicas) if all(r["state"] != "ready" for r in states)]
-        if missing:
-            raise ShardUnavailable(f"shards {missing} have no ready replica (starting or rebuilding)")
-
-    checks = dict(await asyncio.gather(
+    replicas, *answers = await asyncio.gather(
+        services.router.health(timeout_s=4),
         check("detector", services.detector.ping.remote()), check("extractor", services.extractor.ping.remote()),
-        check("store", services.in_thread(services.store.list_galleries)), check("cache", services.cache.ping()),
-        check("shards", shards_answer())))
+        check("store", services.in_thread(services.store.list_galleries)), check("cache", services.cache.ping()))
+    checks = dict(answers)
+    # Ready while every shard has a live replica: the others may still be rebuilding after a restart.
+    missing = [shard for shard, states in enumerate(replicas) if all(r["state"] != "ready" for r in states)]
+    checks["shards"] = (f"ShardUnavailable: shards {missing} have no ready replica (starting or rebuilding)"
+                        if missing else "ok")
     ready = all(state == "ok" for state in checks.values())
     body = {"ready": ready, "checks": checks,
             "shards": [[{key: r[key] for key in ("state", "faces", "node") if key in r} for r in states]
@@ -211,6 +208,26 @@ def run(settings: Settings, *, blocking: bool = False) -> None:
     serve.start(http_options={"host": settings.host, "port": settings.port},
                 proxy_location=settings.serve.proxy_location)
     serve.run(build_app(settings, gpus_present), name="facegrid", route_prefix="/", blocking=blocking)
+
+
+def wait_until_ready(base_url: str, timeout_s: float) -> bool:
+    """Poll ``/readyz`` until it answers 200 (True) or ``timeout_s`` has passed (False): for whatever
+    starts the service and must not send traffic before the models and shards have loaded."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    with httpx.Client(base_url=base_url, timeout=10) as client:
+        while True:
+            try:
+                if client.get("/readyz").status_code == 200:
+                    return True
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(1)
 
 
 def app_builder(args: dict):

@@ -120,27 +120,19 @@ def service_settings_for(data_dir: Path, backends: str, request=None):
 def service(request, ray_session, model_config, tmp_path_factory):
     """The real Ray Serve app on a test port, once on the embedded defaults and once on Cassandra +
     memcached; yields an HTTP client, the settings, the backends and a restart."""
-    import time
-
     import httpx
     from ray import serve
 
-    from serve_app.app import run
+    from serve_app.app import run, wait_until_ready
 
     settings = service_settings_for(tmp_path_factory.mktemp("service"), request.param, request)
+    base_url = f"http://127.0.0.1:{SERVICE_PORT}"
 
     def start():
         run(settings)
-        client = httpx.Client(base_url=f"http://127.0.0.1:{SERVICE_PORT}", timeout=120)
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                if client.get("/readyz").status_code == 200:
-                    return client
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        raise RuntimeError("the service did not become ready")
+        if not wait_until_ready(base_url, 180):
+            raise RuntimeError("the service did not become ready")
+        return httpx.Client(base_url=base_url, timeout=120)
 
     def stop():
         serve.shutdown()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 
 ANSWER = "@answer "
 WORKERS = 3
@@ -28,9 +27,11 @@ def placement(settings) -> list[list[str]]:
     """The node of every replica of every shard, shard by shard."""
     import ray
 
+    from index.shard import replica_name
+
     namespaces = {info["name"]: info["namespace"] for info in ray.util.list_named_actors(all_namespaces=True)}
     index = settings.index
-    names = [[f"facegrid-shard-{shard}-{replica}" for replica in range(index.replicas_per_shard)]
+    names = [[replica_name("facegrid", shard, replica) for replica in range(index.replicas_per_shard)]
              for shard in range(index.num_shards)]
     actors = [[ray.get_actor(name, namespace=namespaces[name]) for name in shard] for shard in names]
     return [[state["node"] for state in ray.get([actor.ready.remote() for actor in replicas], timeout=60)]
@@ -45,12 +46,11 @@ def running_replicas(deployment: str) -> int:
 
 
 def main() -> None:
-    import httpx
     import ray
     from ray import serve
     from ray.cluster_utils import Cluster
 
-    from serve_app.app import run
+    from serve_app.app import run, wait_until_ready
     from serve_app.config import load_settings
 
     settings = load_settings(**json.loads(sys.argv[1]))
@@ -63,16 +63,8 @@ def main() -> None:
     ray.init(address=cluster.address, namespace="facegrid", logging_level="ERROR", log_to_driver=False)
     try:
         run(settings)
-        deadline = time.monotonic() + 240
-        with httpx.Client(base_url=f"http://127.0.0.1:{settings.port}", timeout=10) as client:
-            while time.monotonic() < deadline:
-                try:
-                    if client.get("/readyz").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(1)
-        print(ANSWER + json.dumps({"ready": time.monotonic() < deadline, "workers": sorted(workers)}), flush=True)
+        ready = wait_until_ready(f"http://127.0.0.1:{settings.port}", 240)
+        print(ANSWER + json.dumps({"ready": ready, "workers": sorted(workers)}), flush=True)
         for line in sys.stdin:
             command = json.loads(line)
             if command["cmd"] == "quit":

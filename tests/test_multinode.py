@@ -5,7 +5,6 @@ load within its bounds and back in after."""
 
 from __future__ import annotations
 
-import base64
 import json
 import queue
 import subprocess
@@ -20,6 +19,8 @@ import numpy as np
 import pytest
 
 from bench.data import clustered_unit_vectors
+from serve_app.app import wait_until_ready
+from serve_app.faces import encode_facen
 from tests.conftest import REPO, free_port
 from tests.multinode import ANSWER
 
@@ -33,7 +34,7 @@ DETECTOR_BOUNDS = (1, 2)
 
 
 def facen_source(vector: np.ndarray) -> str:
-    return "facen:" + base64.b64encode(np.asarray(vector, "<f4").tobytes()).decode()
+    return "facen:" + encode_facen(vector)
 
 
 class MultiNodeService:
@@ -163,9 +164,7 @@ def test_losing_a_node_under_traffic_loses_no_acknowledged_face(multinode):
           f"({sum(status != 200 for _, status in searches)} not 200), {len(acknowledged)} faces acknowledged")
 
     # Every acknowledged face is there, found by search as its own best match, once the cluster settles.
-    deadline = time.monotonic() + 120
-    while api.get("/readyz").status_code != 200 and time.monotonic() < deadline:
-        time.sleep(1)
+    assert wait_until_ready(str(api.base_url), 120), "the service is not ready again after the node loss"
     assert api.get("/v2/galleries/crowd").json()["number_of_elements"] >= len(acknowledged) > 100
 
     def best_match(face_number: int) -> int:
