@@ -3,23 +3,27 @@
     python -m bench.serving [--photos ../shared/faces] [--requests 96]
 
 1. ``POST /v2/detect?facen=true`` with 8 concurrent clients vs the bare model pipeline in this process,
-   one photo at a time (photos per second);
+   one photo at a time (photos per second), given the same JPEG bytes the service gets (and, for
+   reference, given pixels already decoded);
 2. dynamic batching: 16 concurrent clients against the service with model batches of up to 16 vs
    batches of 1, sending the photos, then 640x480 JPEG camera frames made from them;
 3. overload: many more concurrent detect requests than the model queues hold; the share of 429 answers
-   that came back within 100 ms;
-4. 8 concurrent clients with onnxruntime's threads spin-waiting (its default) vs not (facegrid's).
+   that came back within 100 ms, with the model replicas at their default niceness and at the ingress's,
+   for clients that retry at once, that wait Retry-After, and that wait it with jitter;
+4. 8 concurrent clients with onnxruntime's threads spin-waiting (its default) vs not (facegrid's);
+5. 1:N search latency (one client, 2,000 faces) during that overload, model replicas at each niceness.
 The service runs on a local Ray on this machine, so on a small machine it shares the cores with the clients.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import random
 import statistics
 import tempfile
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -29,16 +33,22 @@ from models.pipeline import load_pipeline
 from serve_app.config import load_settings
 
 PORT = 18477
+OVERLOAD_CLIENTS, OVERLOAD_REQUESTS = 48, 576
 
 
-def bare_rate(settings, photos) -> float:
+def bare_rates(settings, photos) -> tuple[float, float]:
+    """Photos/s of the pipeline in this process: (from JPEG bytes, from decoded pixels)."""
     pipeline = load_pipeline(settings.models)
     images = [read_image_bytes(photo) for photo in photos]
     pipeline.detect(images[:2], extract=True)      # warm-up
     started = time.perf_counter()
+    for photo in photos:
+        pipeline.detect([read_image_bytes(photo)], extract=True)
+    from_bytes = len(photos) / (time.perf_counter() - started)
+    started = time.perf_counter()
     for image in images:
         pipeline.detect([image], extract=True)
-    return len(images) / (time.perf_counter() - started)
+    return from_bytes, len(images) / (time.perf_counter() - started)
 
 
 def read_image_bytes(photo):
@@ -51,31 +61,94 @@ def read_image_bytes(photo):
     return to_rgb_array(Image.open(io.BytesIO(photo.data)))
 
 
+RETRY_AT_ONCE, RETRY_AFTER, RETRY_AFTER_WITH_JITTER = "at once", "after Retry-After", "after Retry-After + jitter"
+
+
 def hammer(photos, clients: int, total: int, params: dict,
-           honour_retry_after: bool = False) -> tuple[float, list[tuple[int, float]]]:
-    """``total`` detect requests from ``clients`` threads; returns (requests/s, [(status, seconds)]).
-    A client that honours Retry-After waits that long after a 429 before its next request; one that does
-    not retries at once, so refusals queue behind refusals (N clients x the cost of one refusal)."""
-    client = httpx.Client(base_url=f"http://127.0.0.1:{PORT}", timeout=120,
-                          limits=httpx.Limits(max_connections=clients * 2))
+           retry: str = RETRY_AT_ONCE) -> tuple[float, list[tuple[int, float]]]:
+    """``total`` detect requests from ``clients`` concurrent clients; returns (requests/s, [(status, seconds)]
+    in the order the requests were sent: the first ``clients`` are the first wave, sent all at once).
+    After a 429 a client either sends its next request at once (refusals queue behind refusals: N clients x
+    the cost of one refusal), or waits Retry-After (clients refused together come back together), or waits
+    Retry-After times a random factor from 1 to 2 (jitter, as client libraries' back-off does).
+    The clients are coroutines on one event loop, not threads: 48 threads under one GIL hand it over every
+    5 ms (sys.getswitchinterval), and that wait, which independent clients do not have, would be timed as
+    the service's."""
+    return asyncio.run(_hammer(photos, clients, total, params, retry))
 
-    def one(index: int):
-        photo = photos[index % len(photos)]
-        started = time.perf_counter()
-        response = client.post("/v2/detect", params=params, content=photo.data,
-                               headers={"Content-Type": photo.content_type})
-        seconds = time.perf_counter() - started
-        if honour_retry_after and response.status_code == 429:
-            time.sleep(float(response.headers["Retry-After"]))
-        return response.status_code, seconds
 
-    with ThreadPoolExecutor(clients) as pool:
-        list(pool.map(one, range(min(clients, total))))          # warm-up
+async def _hammer(photos, clients: int, total: int, params: dict, retry: str):
+    jitter = random.Random(7)
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{PORT}", timeout=120, limits=limits) as client:
+
+        async def one(index: int) -> tuple[int, float]:
+            photo = photos[index % len(photos)]
+            started = time.perf_counter()
+            response = await client.post("/v2/detect", params=params, content=photo.data,
+                                         headers={"Content-Type": photo.content_type})
+            seconds = time.perf_counter() - started
+            if retry != RETRY_AT_ONCE and response.status_code == 429:
+                wait = float(response.headers["Retry-After"])
+                await asyncio.sleep(wait * jitter.uniform(1, 2) if retry == RETRY_AFTER_WITH_JITTER else wait)
+            return response.status_code, seconds
+
+        async def run(count: int) -> list[tuple[int, float]]:
+            indices, results = iter(range(count)), [None] * count
+
+            async def client_loop():
+                for index in indices:       # each client takes the next request when its last one is done
+                    results[index] = await one(index)
+
+            await asyncio.gather(*(client_loop() for _ in range(clients)))
+            return results
+
+        await run(min(clients, total))        # warm-up: connections opened, models loaded
         started = time.perf_counter()
-        results = list(pool.map(one, range(total)))
-    elapsed = time.perf_counter() - started
-    client.close()
-    return total / elapsed, results
+        results = await run(total)
+        return total / (time.perf_counter() - started), results
+
+
+def search_gallery(faces: int = 2000) -> list[str]:
+    """Fills the gallery "bench" with ``faces`` face-like vectors; returns 64 of them as looks_like sources."""
+    from bench.data import clustered_unit_vectors
+    from serve_app.faces import encode_facen
+
+    vectors = clustered_unit_vectors(faces, 128, seed=5)
+    with httpx.Client(base_url=f"http://127.0.0.1:{PORT}", timeout=120) as client:
+        client.post("/v2/galleries/bench")
+        for start in range(0, faces, 1000):
+            items = [{"id": start + i + 1, "from": "facen:" + encode_facen(vector)}
+                     for i, vector in enumerate(vectors[start:start + 1000])]
+            client.post("/v2/galleries/bench/faces", json={"faces": items}).raise_for_status()
+    return ["facen:" + encode_facen(vector) for vector in vectors[:64]]
+
+
+def searches_during(action, probes: list[str]) -> list[float]:
+    """Seconds per search of one client searching the bench gallery one query after another while
+    ``action()`` runs."""
+    import threading
+
+    done, seconds = threading.Event(), []
+
+    def search_loop():
+        with httpx.Client(base_url=f"http://127.0.0.1:{PORT}", timeout=120) as client:
+            while not done.is_set():
+                started = time.perf_counter()
+                response = client.get("/v2/galleries/bench/faces",
+                                      params={"looks_like": probes[len(seconds) % len(probes)], "limit": 10})
+                response.raise_for_status()
+                seconds.append(time.perf_counter() - started)
+                time.sleep(0.02)
+
+    searcher = threading.Thread(target=search_loop)
+    searcher.start()
+    try:
+        action()
+    finally:
+        done.set()
+        searcher.join()
+    return seconds
 
 
 def camera_frames(photos):
@@ -112,13 +185,14 @@ def main(argv: list[str] | None = None) -> None:
     frames = camera_frames(photos)
     scratch = Path(tempfile.mkdtemp())
 
-    def settings_for(batch: int, queue: int = 256, ongoing: int = 32, spin_wait: bool = False):
+    def settings_for(batch: int, queue: int = 256, ongoing: int = 32, **models):
         model = {"max_batch_size": batch, "max_queued_requests": queue, "max_ongoing_requests": ongoing}
-        return load_settings(port=PORT, store={"path": scratch / "faces.db"}, models={"spin_wait": spin_wait},
+        return load_settings(port=PORT, store={"path": scratch / "faces.db"}, models=models,
                              serve={"detector": model, "extractor": model})
 
     base = settings_for(16)
-    bare = bare_rate(base, photos[:args.requests])
+    bare, bare_pixels = bare_rates(base, photos[:args.requests])
+    default_nice = base.models.replica_nice
 
     import ray
     from ray import serve
@@ -137,10 +211,18 @@ def main(argv: list[str] | None = None) -> None:
         frames_single, _ = hammer(frames, 16, args.requests, {"facen": "true"})
         serve.shutdown()
 
-        serve_with(settings_for(4, queue=4, ongoing=2))
-        _, overload = hammer(photos, 48, 192, {})
-        _, overload_polite = hammer(photos, 48, 192, {}, honour_retry_after=True)
-        serve.shutdown()
+        overload, search_seconds = {}, {}
+        for nice in (default_nice, 0):
+            serve_with(settings_for(4, queue=4, ongoing=2, replica_nice=nice))
+            probes = search_gallery()
+            for retry in (RETRY_AT_ONCE, RETRY_AFTER):
+                overload[nice, retry] = hammer(photos, OVERLOAD_CLIENTS, OVERLOAD_REQUESTS, {}, retry)[1]
+
+            def jittered_overload(nice=nice):
+                retry = RETRY_AFTER_WITH_JITTER
+                overload[nice, retry] = hammer(photos, OVERLOAD_CLIENTS, OVERLOAD_REQUESTS, {}, retry)[1]
+            search_seconds[nice] = searches_during(jittered_overload, probes)
+            serve.shutdown()
 
         serve_with(settings_for(16, spin_wait=True))
         eight_spinning, _ = hammer(photos, 8, args.requests, {"facen": "true"})
@@ -150,24 +232,33 @@ def main(argv: list[str] | None = None) -> None:
 
     print("1. detect + facen, photos/s")
     print(f"   bare pipeline, one process, one at a time   {bare:7.1f}")
+    print(f"     (given decoded pixels: {bare_pixels:.1f}; service {eight / bare_pixels:.2f}x of that)")
     print(f"   service, 8 concurrent clients               {eight:7.1f}   {eight / bare:.2f}x")
     print("\n2. dynamic batching, 16 concurrent clients, photos/s")
     print(f"   model batches of 1                          {sixteen_single:7.1f}")
     print(f"   model batches up to 16                      {sixteen_batched:7.1f}   {sixteen_batched / sixteen_single:.2f}x")
     print(f"   640x480 camera frames, batches of 1         {frames_single:7.1f}")
     print(f"   640x480 camera frames, batches up to 16     {frames_batched:7.1f}   {frames_batched / frames_single:.2f}x")
-    print("\n3. overload: 192 detect requests from 48 clients, queues of 4 per model deployment")
-    for label, results in (("clients retrying at once", overload), ("clients honouring Retry-After", overload_polite)):
-        refused = [seconds for status, seconds in results if status == 429]
-        fast = sum(1 for seconds in refused if seconds <= 0.1)
+    print(f"\n3. overload: {OVERLOAD_REQUESTS} detect requests from {OVERLOAD_CLIENTS} clients that start "
+          "together, queues of 4 per model deployment")
+    for (nice, retry), results in overload.items():
         statuses = dict(sorted(Counter(status for status, _ in results).items()))
-        print(f"   {label}: answers by status {statuses}")
-        if refused:
-            print(f"      429 within 100 ms   {fast}/{len(refused)} = {fast / len(refused):.1%}   "
-                  f"(median {statistics.median(refused) * 1000:.0f} ms)")
+        print(f"   model replicas at nice {nice}, clients retrying {retry}: answers by status {statuses}")
+        for label, part in (("all", results), ("after the first wave", results[OVERLOAD_CLIENTS:])):
+            refused = sorted(seconds for status, seconds in part if status == 429)
+            if refused:
+                fast = sum(1 for seconds in refused if seconds <= 0.1)
+                print(f"      {label:22s} 429 within 100 ms {fast}/{len(refused)} = {fast / len(refused):.1%}   "
+                      f"(median {statistics.median(refused) * 1000:.0f} ms, "
+                      f"p99 {refused[int(0.99 * (len(refused) - 1))] * 1000:.0f} ms)")
     print("\n4. detect + facen, 8 concurrent clients, photos/s")
     print(f"   onnxruntime threads spin-waiting            {eight_spinning:7.1f}")
     print(f"   not spinning (models.spin_wait=false)       {eight:7.1f}   {eight / eight_spinning:.2f}x")
+    print("\n5. one client searching 2,000 faces during the jittered overload above, ms per search")
+    for nice, seconds in search_seconds.items():
+        seconds = sorted(seconds)
+        print(f"   model replicas at nice {nice:<2}   median {statistics.median(seconds) * 1000:6.1f}   "
+              f"p99 {seconds[int(0.99 * (len(seconds) - 1))] * 1000:6.1f}   ({len(seconds)} searches)")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from store.errors import FacegridError
 from store.sqlite import SqliteFaceStore
 
 from .config import DeploymentSettings, Settings, load_settings
-from .errors import BadParam, NotImplementedHere, RouteNotFound, Unauthorized, describe
+from .errors import BadParam, NotImplementedHere, OverCapacity, RouteNotFound, Unauthorized, describe
 from .routes import detect, faces, galleries, search, verify
 from .services import Services, current, install, installed
 
@@ -40,8 +40,12 @@ for module in (detect, verify, galleries, faces, search):
     api.include_router(module.router)
 
 
+ADMITTED_REQUESTS = {("POST", "/v2/detect")}     # requests that hold a place in the Detector's queue
+
+
 class EdgeMiddleware:
-    """Accepts a trailing slash on every path, and checks the bearer token when one is configured."""
+    """Accepts a trailing slash on every path, checks the bearer token when one is configured, and admits
+    photo requests only while the Detector's queue has room (else 429 OVER_CAPACITY before any routing)."""
 
     def __init__(self, app):
         self.app = app
@@ -59,6 +63,16 @@ class EdgeMiddleware:
                     status, body, headers = describe(Unauthorized("a valid bearer token is required"))
                     await JSONResponse(body, status, headers)(scope, receive, send)
                     return
+            if services is not None and (scope["method"], scope["path"]) in ADMITTED_REQUESTS:
+                if not services.try_admit():
+                    await _error_response(OverCapacity("the model queues are full; retry later"))(
+                        scope, receive, send)
+                    return
+                try:
+                    await self.app(scope, receive, send)
+                finally:
+                    services.release()
+                return
         await self.app(scope, receive, send)
 
 

@@ -7,7 +7,6 @@ store calls run in a worker thread so a commit's fsync never stalls the event lo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -48,8 +47,9 @@ class Services:
 
         self.over_capacity = metrics.Counter("facegrid_over_capacity_total",
                                              "Requests answered 429 OVER_CAPACITY.", tag_keys=("deployment",))
-        # Admission at the door: a photo request that the Detector could not even queue is refused before
-        # its body is read or decoded, so a 429 costs the overloaded machine next to nothing.
+        # Admission at the door (serve_app.app.EdgeMiddleware): a photo request that the Detector could not
+        # even queue is refused before FastAPI routes it or its body is read, so a 429 costs the overloaded
+        # machine next to nothing.
         detector = self.settings.serve.detector
         self.admission_limit = max(detector.max_replicas, 1) * (detector.max_ongoing_requests +
                                                                 detector.max_queued_requests)
@@ -58,17 +58,16 @@ class Services:
     def confidence(self, cosine: float) -> float:
         return float(self.calibration.confidence(cosine))
 
-    @contextlib.asynccontextmanager
-    async def admit(self):
-        """Hold one of the Detector's places for the length of a request, or answer OVER_CAPACITY now."""
+    def try_admit(self) -> bool:
+        """Take one of the Detector's places for the length of a request; False (and counted) when none is free."""
         if self.admitted >= self.admission_limit:
             self.over_capacity.inc(tags={"deployment": "Ingress"})
-            raise OverCapacity("the model queues are full; retry later")
+            return False
         self.admitted += 1
-        try:
-            yield
-        finally:
-            self.admitted -= 1
+        return True
+
+    def release(self) -> None:
+        self.admitted -= 1
 
     async def in_thread(self, function: Callable, *args):
         return await asyncio.to_thread(function, *args)

@@ -86,14 +86,14 @@ class DetectOptions:
 async def detect(request: Request) -> dict:
     services = current()
     options = DetectOptions.read(request.query_params, services.settings)
-    async with services.admit():
-        return await _detect(request, services, options)
+    return await _detect(request, services, options)
 
 
 async def _detect(request: Request, services: Services, options: DetectOptions) -> dict:
     settings = services.settings
     data = await images.image_bytes(request, settings.limits, settings.url_fetch)
-    decoded = images.decode(data, settings.limits)
+    # Decoding takes milliseconds of CPU; off the event loop, refusals and other requests are not held up.
+    decoded = await services.in_thread(images.decode, data, settings.limits)
     rgb = decoded.rgb
     height, width = rgb.shape[:2]
     roi = images.parse_roi(options.roi, width, height)
