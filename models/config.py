@@ -70,7 +70,3 @@ class ModelConfig(BaseModel):
         False, description="Let onnxruntime's threads busy-wait for work between operators. Off: model replicas "
                             "share cores with each other and the ingress, and spinning threads take CPU from "
                             "them (bench/serving.py measures both).")
-    replica_nice: int = Field(
-        10, ge=0, le=19, description="OS scheduling niceness of Detector and Extractor replicas. When the "
-                                     "models saturate the cores, the proxy, ingress and shards still get CPU "
-                                     "at once, so refusals (429) and searches stay fast; 0 = same as them.")

@@ -9,7 +9,6 @@ are hot-tunable through ``user_config``.
 from __future__ import annotations
 
 import asyncio
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -59,22 +58,6 @@ def _batch_size_histogram() -> metrics.Histogram:
                              boundaries=BATCH_SIZE_BOUNDARIES, tag_keys=("deployment",))
 
 
-def lower_cpu_priority(nice: int) -> None:
-    """Renice every thread of this process (Linux niceness is per thread; threads started later inherit it
-    from their creator). Lowering priority needs no privileges; raising it back would."""
-    if nice <= 0 or not hasattr(os, "setpriority"):
-        return
-    try:
-        threads = [int(tid) for tid in os.listdir("/proc/self/task")]
-    except OSError:
-        threads = [0]       # no /proc (macOS): the process as a whole
-    for tid in threads:
-        try:
-            os.setpriority(os.PRIO_PROCESS, tid, max(os.getpriority(os.PRIO_PROCESS, tid), nice))
-        except OSError:
-            pass            # the thread ended meanwhile
-
-
 def _apply_batching(method, user_config: dict) -> None:
     if "max_batch_size" in user_config:
         method.set_max_batch_size(int(user_config["max_batch_size"]))
@@ -89,7 +72,6 @@ class Detector:
         self.chip_size, self.template = geometry_for(config.extractor.kind)
         self.attribute_template = template_for(ATTRIBUTE_SIZE)
         self.batch_sizes = _batch_size_histogram()
-        lower_cpu_priority(config.replica_nice)
 
     def reconfigure(self, user_config: dict) -> None:
         _apply_batching(self.detect, user_config)
@@ -123,7 +105,6 @@ class Extractor:
         self.extractor = load_extractor(config)
         self.attribute_model = load_attributes(config)
         self.batch_sizes = _batch_size_histogram()
-        lower_cpu_priority(config.replica_nice)
 
     def reconfigure(self, user_config: dict) -> None:
         _apply_batching(self.describe, user_config)
