@@ -48,8 +48,7 @@ class Services:
         self.over_capacity = metrics.Counter("facegrid_over_capacity_total",
                                              "Requests answered 429 OVER_CAPACITY.", tag_keys=("deployment",))
         # Admission at the door (serve_app.app.EdgeMiddleware): a photo request that the Detector could not
-        # even queue is refused before FastAPI routes it or its body is read, so a 429 costs the overloaded
-        # machine next to nothing.
+        # even queue is refused before FastAPI routes it, and before its body is read or decoded.
         detector = self.settings.serve.detector
         self.admission_limit = max(detector.max_replicas, 1) * (detector.max_ongoing_requests +
                                                                 detector.max_queued_requests)
