@@ -498,6 +498,29 @@ def test_full_model_queues_answer_429_at_once(api, faces_dir):
     assert one(0).status_code == 200
 
 
+def test_failed_and_abandoned_detects_give_their_queue_place_back(api, faces_dir):
+    # The test service admits 6 detects at a time (Detector: 2 ongoing + 4 queued); many more failures
+    # than that, one after another, must leave every place free again.
+    for _ in range(4):
+        expect_error(api.post("/v2/detect", content=b"\xff\xd8garbage", headers={"Content-Type": "image/jpeg"}),
+                     400, "MALFORMED_REQUEST")
+        expect_error(api.post("/v2/detect/", content=b"", headers={"Content-Type": "image/jpeg"}),
+                     400, "MALFORMED_REQUEST")
+        expect_error(detect(api, faces_dir, "faceapi_amy1.png", facen="maybe"), 400, "BAD_PARAM", "facen")
+    # Clients that give up before their answer (here after 50 ms, on a slow group photo) free theirs too.
+    import httpx
+
+    data, content_type = photo(faces_dir, "faceapi_bbt1.jpg")
+    for _ in range(8):
+        try:
+            api.post("/v2/detect", content=data, headers={"Content-Type": content_type}, timeout=0.05)
+        except httpx.TimeoutException:
+            pass
+    assert wait_until(lambda: detect(api, faces_dir, "faceapi_amy1.png").status_code == 200, 30)
+    answers = [detect(api, faces_dir, "faceapi_amy1.png") for _ in range(3)]
+    assert [answer.status_code for answer in answers] == [200, 200, 200]
+
+
 def test_custom_metrics_reach_the_prometheus_export(api, people, filtered, metrics_port):
     import httpx
 
