@@ -9,7 +9,8 @@
    batches of 1, sending the photos, then 640x480 JPEG camera frames made from them;
 3. overload: many more concurrent detect requests than the model queues hold; the share of 429 answers
    that came back within 100 ms, for clients that retry at once, that wait Retry-After, and that wait it
-   with jitter;
+   with jitter; beside it, how long the idle service takes to answer as many simultaneous GET /healthz
+   (the floor the HTTP path and these clients set on this machine for any burst of that size);
 4. 8 concurrent clients with onnxruntime's threads spin-waiting (its default) vs not (facegrid's);
 5. 1:N search latency (one client, 2,000 faces) during the jittered overload, and with no other load.
 The service runs on a local Ray on this machine, so on a small machine it shares the cores with the clients.
@@ -107,6 +108,28 @@ async def _hammer(photos, clients: int, total: int, params: dict, retry: str):
         started = time.perf_counter()
         results = await run(total)
         return total / (time.perf_counter() - started), results
+
+
+def burst_seconds(clients: int, bursts: int = 5) -> list[float]:
+    """Seconds per answer when ``clients`` GET /healthz are sent at the same instant, ``bursts`` times."""
+
+    async def run() -> list[float]:
+        limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{PORT}", timeout=60, limits=limits) as client:
+
+            async def one() -> float:
+                started = time.perf_counter()
+                (await client.get("/healthz")).raise_for_status()
+                return time.perf_counter() - started
+
+            await asyncio.gather(*(one() for _ in range(clients)))      # opens the connections
+            seconds = []
+            for _ in range(bursts):
+                seconds += await asyncio.gather(*(one() for _ in range(clients)))
+                await asyncio.sleep(0.5)
+            return seconds
+
+    return asyncio.run(run())
 
 
 def search_gallery(faces: int = 2000) -> list[str]:
@@ -212,6 +235,7 @@ def main(argv: list[str] | None = None) -> None:
 
         overload, search_seconds = {}, {}
         serve_with(settings_for(4, queue=4, ongoing=2))
+        burst = sorted(burst_seconds(OVERLOAD_CLIENTS))
         probes = search_gallery()
         search_seconds["no other load"] = searches_during(lambda: time.sleep(8), probes)
         for retry in (RETRY_AT_ONCE, RETRY_AFTER):
@@ -250,6 +274,8 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"      {label:22s} 429 within 100 ms {fast}/{len(refused)} = {fast / len(refused):.1%}   "
                       f"(median {statistics.median(refused) * 1000:.0f} ms, "
                       f"p99 {refused[int(0.99 * (len(refused) - 1))] * 1000:.0f} ms)")
+    print(f"   for reference, {OVERLOAD_CLIENTS} simultaneous GET /healthz on the idle service: median "
+          f"{statistics.median(burst) * 1000:.0f} ms, p99 {burst[int(0.99 * (len(burst) - 1))] * 1000:.0f} ms")
     print("\n4. detect + facen, 8 concurrent clients, photos/s")
     print(f"   onnxruntime threads spin-waiting            {eight_spinning:7.1f}")
     print(f"   not spinning (models.spin_wait=false)       {eight:7.1f}   {eight / eight_spinning:.2f}x")
