@@ -267,7 +267,8 @@ def main(argv: list[str] | None = None) -> None:
     for retry, results in overload.items():
         statuses = dict(sorted(Counter(status for status, _ in results).items()))
         print(f"   clients retrying {retry}: answers by status {statuses}")
-        for label, part in (("all", results), ("after the first wave", results[OVERLOAD_CLIENTS:])):
+        for label, part in (("the first wave", results[:OVERLOAD_CLIENTS]),
+                            ("after the first wave", results[OVERLOAD_CLIENTS:])):
             refused = sorted(seconds for status, seconds in part if status == 429)
             if refused:
                 fast = sum(1 for seconds in refused if seconds <= 0.1)
