@@ -10,7 +10,9 @@
    vs in-process numpy brute force one query at a time (and a check that both return the same top-10);
 4. the approximate index (HNSW by default, or IVF) at M faces vs exact flat search in one process:
    queries/s and recall@10 across its search breadth, on vectors with face-embedding statistics
-   (bench/data.py).
+   (bench/data.py); and the same graph searched by a process without huge pages (index/huge_pages.py).
+
+The benchmark runs with malloc on huge pages, as shard actors do; it restarts itself to get them.
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,7 +31,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from index import GalleryIndex, IndexConfig, ShardRouter
+from index import GalleryIndex, IndexConfig, ShardRouter, huge_pages
 from store import FaceRecord, SqliteFaceStore
 
 from .data import clustered_unit_vectors, queries_near, random_meta
@@ -179,6 +184,43 @@ def approximate(count: int, num_queries: int, kind: str, tuning: dict, breadths:
         print(f"   {knob}={value:<4} {qps:10.1f} queries/s   recall@{TOP_K} {recall:.3f}   {qps / exact_qps:.1f}x")
     ram = approx.memory_bytes() / count
     print(f"   index bytes/face    {ram:10.0f}   {ram / (DIM * 4):.2f}x raw")
+    if kind == "hnsw":
+        small_pages(approx, queries, breadths, cached)
+
+
+def search_rate(index, queries: np.ndarray, ef_search: int) -> float:
+    params = faiss.SearchParametersHNSW(efSearch=ef_search)
+    started = time.perf_counter()
+    for start in range(0, len(queries), 64):
+        index.search(queries[start:start + 64], TOP_K, params=params)
+    return len(queries) / (time.perf_counter() - started)
+
+
+def small_pages(approx: GalleryIndex, queries: np.ndarray, breadths: tuple[int, ...], saved: Path | None) -> None:
+    """The same graph and queries in a child process started without the huge-page tunable."""
+    with tempfile.TemporaryDirectory() as scratch:
+        if saved is None:
+            saved = Path(scratch) / "index.faiss"
+            faiss.write_index(approx.index, str(saved))
+        np.save(Path(scratch) / "queries.npy", queries)
+        environment = {key: value for key, value in os.environ.items() if key != "GLIBC_TUNABLES"}
+        child = subprocess.run([sys.executable, "-m", "bench.search", "--probe", str(saved), "--probe-queries",
+                                str(Path(scratch) / "queries.npy"), "--breadths", ",".join(map(str, breadths))],
+                               env=environment, capture_output=True, text=True, check=True)
+    small = json.loads(child.stdout.splitlines()[-1])
+    print(f"   the same graph searched with 4 KiB pages (a process without the tunable), then huge pages "
+          f"(kernel THP mode: {huge_pages.kernel_mode()}):")
+    for value in breadths:
+        large = search_rate(approx.index, queries, value)
+        print(f"   hnsw_ef_search={value:<4} {small[str(value)]:10.1f} vs {large:10.1f} queries/s   "
+              f"{large / small[str(value)]:.2f}x")
+
+
+def probe(index_file: Path, queries_file: Path, breadths: tuple[int, ...]) -> None:
+    faiss.omp_set_num_threads(os.cpu_count() or 1)
+    index, queries = faiss.read_index(str(index_file)), np.load(queries_file)
+    search_rate(index, queries, breadths[0])                          # warm-up, as the parent's sweep was
+    print(json.dumps({value: search_rate(index, queries, value) for value in breadths}))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -186,6 +228,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--exact-faces", type=int, default=1_000_000)
     parser.add_argument("--approx-faces", type=int, default=5_000_000)
     parser.add_argument("--queries", type=int, default=512)
+    parser.add_argument("--approx-queries", type=int, default=1024,
+                        help="queries of section 4 (many: one at 5M faces takes under a millisecond)")
     parser.add_argument("--ram-faces", type=int, default=500_000)
     parser.add_argument("--approx-kind", choices=("hnsw", "ivf"), default="hnsw")
     parser.add_argument("--hnsw-m", type=int, default=None, help="default: IndexConfig's")
@@ -195,13 +239,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--blas-faces", type=int, default=500_000)
     parser.add_argument("--index-cache", type=Path, default=None,
                         help="save the built approximate index here, and read it back on later runs")
+    parser.add_argument("--probe", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--probe-queries", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    breadths = tuple(int(b) for b in args.breadths.split(","))
+    if args.probe:
+        return probe(args.probe, args.probe_queries, breadths)
+    if not huge_pages.enabled_here():
+        # glibc reads its tunables when a process starts, so start again the way shard actors start.
+        os.execve(sys.executable, [sys.executable, "-m", "bench.search", *(sys.argv[1:] if argv is None else argv)],
+                  {**os.environ, **huge_pages.environment()})
     tuning = {key: value for key, value in (("hnsw_m", args.hnsw_m),
                                             ("hnsw_ef_construction", args.hnsw_ef_construction)) if value}
-    breadths = tuple(int(b) for b in args.breadths.split(","))
     sections = {"blas": lambda: blas_threshold(args.blas_faces), "ram": lambda: ram_per_face(args.ram_faces),
                 "exact": lambda: exact_sharded(args.exact_faces, args.queries),
-                "approximate": lambda: approximate(args.approx_faces, min(args.queries, 256), args.approx_kind,
+                "approximate": lambda: approximate(args.approx_faces, args.approx_queries, args.approx_kind,
                                                    tuning, breadths, args.index_cache)}
     for name, section in sections.items():
         if args.only in (None, name):

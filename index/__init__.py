@@ -1,9 +1,10 @@
 """Galleries' vectors in FAISS, split across ``IndexShard`` actors and searched through ``ShardRouter``."""
 
+from . import huge_pages
 from .config import IndexConfig
 from .filters import FaceFilter
 from .gallery_index import GalleryIndex
 from .router import ShardRouter
 from .shard import IndexShard, shard_actor
 
-__all__ = ["FaceFilter", "GalleryIndex", "IndexConfig", "IndexShard", "ShardRouter", "shard_actor"]
+__all__ = ["FaceFilter", "GalleryIndex", "IndexConfig", "IndexShard", "ShardRouter", "huge_pages", "shard_actor"]

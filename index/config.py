@@ -26,6 +26,9 @@ class IndexConfig(BaseModel):
     hnsw_ef_search: int = Field(128, ge=1, description="HNSW search breadth; higher: better recall, slower.")
     ivf_lists_per_sqrt: float = Field(4.0, gt=0, description="IVF lists = this x sqrt(faces), at training.")
     ivf_nprobe: int = Field(64, ge=1, description="IVF lists visited per query.")
+    huge_pages: bool = Field(
+        True, description="Start shard actors with malloc on transparent huge pages (index/huge_pages.py): "
+                          "graph searches over large galleries miss the TLB far less.")
     use_gpu: bool = Field(True, description="Mirror flat indexes on a GPU when FAISS has one.")
     blas_threshold: int = Field(
         1, ge=1, description="FAISS distance_compute_blas_threshold: query batches at least this large use "

@@ -15,6 +15,7 @@ import numpy as np
 from store.base import FaceStore
 
 from .config import IndexConfig
+from . import huge_pages
 from .filters import FaceFilter
 from .gallery_index import GalleryIndex
 from .metrics import record_gallery_faces
@@ -50,7 +51,7 @@ class IndexShard:
 
         return {"shard": self.shard_id, "galleries": len(self.galleries),
                 "faces": sum(g.count for g in self.galleries.values()), "rebuild_s": self.rebuild_seconds,
-                "node": ray.get_runtime_context().get_node_id()}
+                "node": ray.get_runtime_context().get_node_id(), "huge_page_bytes": huge_pages.huge_page_bytes()}
 
     def add(self, gallery: str, face_ids: list[int], vectors: np.ndarray, metas: list[dict]) -> int:
         vectors = np.asarray(vectors, np.float32)
@@ -158,6 +159,8 @@ def shard_actor(shard_id: int, replica: int, store: FaceStore, config: IndexConf
         name=replica_name(name_prefix, shard_id, replica), get_if_exists=True,
         lifetime="detached" if detached else None, max_restarts=-1, max_task_retries=-1,
         num_cpus=config.cpus_per_shard, resources=config.shard_resources, scheduling_strategy=placement,
+        # env_vars merge with the job's runtime environment rather than replace it.
+        runtime_env={"env_vars": huge_pages.environment()} if config.huge_pages else None,
     ).remote(shard_id, store, config)
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bench.data import clustered_unit_vectors, queries_near, random_meta
-from index import FaceFilter, IndexConfig, ShardRouter
+from index import FaceFilter, IndexConfig, ShardRouter, huge_pages
 from store import FaceRecord, SqliteFaceStore
 from store.errors import ShardUnavailable
 from tests.test_gallery_index import FILTERS, Reference
@@ -159,3 +159,21 @@ def test_a_shard_with_no_live_replica_is_a_clear_error_and_the_rest_still_write(
         asyncio.run(router.search("ppl", vectors[0], 5))
     assert time.perf_counter() - started < router.config.shard_timeout_s
     assert asyncio.run(router._read(0, "count", "ppl")) > 0
+
+
+def test_shard_vectors_sit_on_huge_pages_unless_switched_off(cluster, tmp_path):
+    mode = huge_pages.kernel_mode()
+    if mode not in ("madvise", "always"):
+        pytest.skip(f"this kernel's transparent huge pages are {mode!r}")
+    vectors = clustered_unit_vectors(20_000, 128, seed=3)            # 10 MB of vectors in one FAISS buffer
+    faces = [FaceRecord("big", i + 1, v) for i, v in enumerate(vectors)]
+    on_huge_pages = {}
+    for switch in (True, False):
+        router, store = cluster(1, store=SqliteFaceStore(tmp_path / f"{switch}.db", 1), huge_pages=switch)
+        store.create_gallery("big")
+        store.add_faces(faces)
+        asyncio.run(router.add(faces))
+        on_huge_pages[switch] = asyncio.run(router.ready())[0]["huge_page_bytes"]
+    assert on_huge_pages[True] >= 4 << 20
+    if mode == "madvise":       # with "always" the kernel gives huge pages to every process anyway
+        assert on_huge_pages[False] == 0
