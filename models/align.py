@@ -30,6 +30,11 @@ def template_for(size: int) -> np.ndarray:
     return DLIB_TEMPLATE_150 * (size / 150.0)
 
 
+def arcface_template_for(size: int) -> np.ndarray:
+    """The ArcFace template scaled to a square chip of ``size`` pixels."""
+    return ARCFACE_TEMPLATE_112 * (size / 112.0)
+
+
 def similarity_transform(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Least-squares rotation + uniform scale + translation taking ``source`` points onto ``target``
     (Umeyama, 1991), as a 2x3 matrix. OpenCV's estimateAffinePartial2D solves the same problem but only

@@ -69,7 +69,7 @@ def _apply_batching(method, user_config: dict) -> None:
 class Detector:
     def __init__(self, config: ModelConfig):
         self.detector = load_detector(config)
-        self.chip_size, self.template = geometry_for(config.extractor.kind)
+        self.chip_size, self.template = geometry_for(config.extractor)
         self.attribute_template = template_for(ATTRIBUTE_SIZE)
         self.batch_sizes = _batch_size_histogram()
 

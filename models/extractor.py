@@ -28,7 +28,8 @@ from typing import Protocol
 
 import numpy as np
 
-from .align import ARCFACE_TEMPLATE_112, template_for
+from .align import arcface_template_for, template_for
+from .config import ExtractorConfig
 from .runtime import Runner
 
 DLIB_SLOPE = 122.5
@@ -100,17 +101,17 @@ class DlibExtractor:
         return self.calibration.confidence(cosine)
 
 
+ARCFACE_SIDE = 112       # InsightFace's recognition models take 112x112 unless their file says otherwise
+
+
 class ArcFaceExtractor:
     """An InsightFace ArcFace recognition model (input ``(N, 3, 112, 112)``, RGB, (x - 127.5) / 127.5)."""
 
-    template = ARCFACE_TEMPLATE_112
-
     def __init__(self, runner, name: str | None = None, match_threshold: float | None = None):
         self.runner = runner
-        shape = getattr(runner, "input_shape", (None, 3, 112, 112))
-        self.input_size = int(shape[2]) if isinstance(shape[2], int) else 112
-        if self.input_size != 112:
-            self.template = ARCFACE_TEMPLATE_112 * (self.input_size / 112.0)
+        shape = getattr(runner, "input_shape", (None, 3, ARCFACE_SIDE, ARCFACE_SIDE))
+        self.input_size = int(shape[2]) if isinstance(shape[2], int) else ARCFACE_SIDE
+        self.template = arcface_template_for(self.input_size)
         probe = runner(np.zeros((1, 3, self.input_size, self.input_size), np.float32))[0]
         self.dim = int(probe.shape[1])
         self.name = name or f"arcface_{self.dim}.v1"
@@ -133,6 +134,21 @@ def calibration_for(kind: str, match_threshold: float | None = None):
             DLIB_MATCH_THRESHOLD if match_threshold is None else match_threshold)
 
 
-def geometry_for(kind: str) -> tuple[int, np.ndarray]:
-    """(chip side, landmark template) an extractor family wants, known without loading it."""
-    return (112, ARCFACE_TEMPLATE_112) if kind == "arcface" else (150, template_for(150))
+def onnx_input_side(path) -> int | None:
+    """The height a square-image ONNX model declares for its first input; None where it is dynamic."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    weights = {initializer.name for initializer in graph.initializer}
+    first = next(node for node in graph.input if node.name not in weights)
+    dims = first.type.tensor_type.shape.dim
+    return (dims[2].dim_value or None) if len(dims) == 4 else None
+
+
+def geometry_for(config: ExtractorConfig) -> tuple[int, np.ndarray]:
+    """(chip side, landmark template) the configured extractor wants, read without starting it: the
+    Detector aligns chips for an Extractor that lives in another replica."""
+    if config.kind == "arcface":
+        side = onnx_input_side(config.onnx_path) or ARCFACE_SIDE
+        return side, arcface_template_for(side)
+    return DlibExtractor.input_size, DlibExtractor.template

@@ -12,7 +12,9 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
+from models.align import ARCFACE_TEMPLATE_112
 from models.config import DetectorConfig, ExtractorConfig, ModelConfig
+from models.extractor import geometry_for
 from models.pipeline import FacePipeline, load_detector, load_extractor
 
 SCRFD_CELLS = {8: 80, 16: 40, 32: 20}
@@ -25,11 +27,11 @@ def _export(module: nn.Module, path, example: torch.Tensor, outputs: list[str], 
 
 
 class _TinyArcFace(nn.Module):
-    def __init__(self):
+    def __init__(self, side: int = 112):
         super().__init__()
         torch.manual_seed(0)
         self.conv = nn.Conv2d(3, 8, 8, stride=8)
-        self.fc = nn.Linear(8 * 14 * 14, 512)
+        self.fc = nn.Linear(8 * (side // 8) ** 2, 512)
 
     def forward(self, x):
         return self.fc(torch.relu(self.conv(x)).flatten(1))
@@ -106,6 +108,18 @@ def test_arcface_extractor_reads_its_shape_and_normalises_like_insightface(tmp_p
     reference /= np.linalg.norm(reference, axis=1, keepdims=True)
     np.testing.assert_allclose(vectors, reference, atol=1e-5)
     assert extractor.confidence(np.array([-1.0, 0.0, 1.0])).tolist() == [0.0, 0.5, 1.0]
+
+
+@pytest.mark.parametrize("side", [112, 128])
+def test_the_detector_aligns_chips_of_the_size_the_arcface_file_declares(tmp_path, side):
+    path = tmp_path / f"arcface_{side}.onnx"
+    _export(_TinyArcFace(side), path, torch.zeros(2, 3, side, side), ["embedding"], dynamic_batch=True)
+    config = ExtractorConfig(kind="arcface", onnx_path=path)
+    chip_side, template = geometry_for(config)
+    extractor = load_extractor(ModelConfig(extractor=config))
+    assert chip_side == extractor.input_size == side
+    np.testing.assert_allclose(template, extractor.template)
+    np.testing.assert_allclose(template, ARCFACE_TEMPLATE_112 * side / 112)
 
 
 def test_pipeline_runs_mtcnn_with_an_arcface_extractor(tmp_path, model_config, load_photo):
