@@ -21,7 +21,7 @@ from .attributes import FaceAttributes
 from .config import ModelConfig
 from .detector import Detection
 from .extractor import geometry_for
-from .pipeline import load_attributes, load_detector, load_extractor
+from .pipeline import describe_chips, load_attributes, load_detector, load_extractor
 
 
 @dataclass
@@ -110,30 +110,10 @@ class Extractor:
         _apply_batching(self.describe, user_config)
 
     def _run(self, requests: list[DescribeRequest]) -> list[Descriptions]:
-        # Every request's chips go through each network in one forward pass.
-        facen_counts = [0 if r.extractor_chips is None else len(r.extractor_chips) for r in requests]
-        attribute_counts = [0 if r.attribute_chips is None else len(r.attribute_chips) for r in requests]
-        facens = attributes = None
-        if sum(facen_counts):
-            facens = self.extractor.extract(np.concatenate(
-                [r.extractor_chips for r in requests if r.extractor_chips is not None]))
-        if sum(attribute_counts):
-            if self.attribute_model is None:
-                raise RuntimeError("the attribute networks are switched off (models.attributes=false)")
-            attributes = self.attribute_model.predict(np.concatenate(
-                [r.attribute_chips for r in requests if r.attribute_chips is not None]))
-        results, facen_at, attribute_at = [], 0, 0
-        for request, n_facens, n_attributes in zip(requests, facen_counts, attribute_counts):
-            result = Descriptions()
-            if request.extractor_chips is not None:
-                result.facens = facens[facen_at:facen_at + n_facens] if n_facens else \
-                    np.zeros((0, self.extractor.dim), np.float32)
-                facen_at += n_facens
-            if request.attribute_chips is not None:
-                result.attributes = attributes[attribute_at:attribute_at + n_attributes] if n_attributes else []
-                attribute_at += n_attributes
-            results.append(result)
-        return results
+        facens, attributes = describe_chips(self.extractor, self.attribute_model,
+                                            [r.extractor_chips for r in requests],
+                                            [r.attribute_chips for r in requests])
+        return [Descriptions(f, [] if a is None else a) for f, a in zip(facens, attributes)]
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
     async def describe(self, requests: list[DescribeRequest]) -> list[Descriptions]:

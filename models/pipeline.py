@@ -25,6 +25,31 @@ class ModelsNotReadyError(RuntimeError):
     """The converted model files are missing: set-up has not run for this data directory."""
 
 
+ATTRIBUTES_OFF = "attributes were asked, but the attribute networks are switched off (models.attributes=false)"
+
+
+def _per_group(network, groups: Sequence[np.ndarray | None]) -> list:
+    """One call of ``network`` over the chips of every group that has some, its rows split back by group."""
+    asked = [group for group in groups if group is not None]
+    output = network(np.concatenate(asked)) if asked else None
+    results, at = [], 0
+    for group in groups:
+        results.append(None if group is None else output[at:at + len(group)])
+        at += 0 if group is None else len(group)
+    return results
+
+
+def describe_chips(extractor: Extractor, attribute_model: AttributeModel | None,
+                   facen_chips: Sequence[np.ndarray | None], attribute_chips: Sequence[np.ndarray | None]):
+    """Facens and attributes for groups of aligned chips (a group per image or per request; None where a
+    group asks for none): one forward pass per network over all groups, split back by group. Returns
+    (facens per group, attributes per group)."""
+    if attribute_model is None and any(group is not None for group in attribute_chips):
+        raise RuntimeError(ATTRIBUTES_OFF)
+    return (_per_group(extractor.extract, facen_chips),
+            _per_group(attribute_model.predict if attribute_model else None, attribute_chips))
+
+
 @dataclass(frozen=True, eq=False)
 class Face:
     box: np.ndarray             # x1, y1, x2, y2 in pixels of the input image
@@ -44,28 +69,16 @@ class FacePipeline:
     def describe(self, images: Sequence[np.ndarray], detections: Sequence[Sequence[Detection]],
                  extract: bool = True, attributes: bool = False) -> list[list[Face]]:
         """Feature vectors and attributes for given detections, batched across all images."""
-        counts = [len(found) for found in detections]
-        facens = attrs = None
-        if extract:
-            chips = [self.chips(im, found, self.extractor.input_size, self.extractor.template)
-                     for im, found in zip(images, detections)]
-            facens = self.extractor.extract(np.concatenate(chips)) if sum(counts) else None
-        if attributes:
-            if self.attribute_model is None:
-                raise RuntimeError("attributes were asked, but the attribute networks are not loaded")
-            model = self.attribute_model
-            chips = [self.chips(im, found, model.input_size, model.template) for im, found in zip(images, detections)]
-            attrs = model.predict(np.concatenate(chips)) if sum(counts) else None
-        results, cursor = [], 0
-        for found in detections:
-            faces = []
-            for detection in found:
-                faces.append(Face(detection.box, detection.score, detection.landmarks,
-                                  None if facens is None else facens[cursor],
-                                  None if attrs is None else attrs[cursor]))
-                cursor += 1
-            results.append(faces)
-        return results
+        if attributes and self.attribute_model is None:
+            raise RuntimeError(ATTRIBUTES_OFF)
+        facen_chips = [self.chips(image, found, self.extractor.input_size, self.extractor.template) if extract
+                       else None for image, found in zip(images, detections)]
+        model = self.attribute_model
+        attribute_chips = [self.chips(image, found, model.input_size, model.template) if attributes else None
+                           for image, found in zip(images, detections)]
+        facens, attrs = describe_chips(self.extractor, model, facen_chips, attribute_chips)
+        return [[Face(d.box, d.score, d.landmarks, None if f is None else f[i], None if a is None else a[i])
+                 for i, d in enumerate(found)] for found, f, a in zip(detections, facens, attrs)]
 
     def detect(self, images: Sequence[np.ndarray], extract: bool = True,
                attributes: bool = False) -> list[list[Face]]:
