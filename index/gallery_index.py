@@ -202,7 +202,10 @@ class GalleryIndex:
         self.kind = self.config.kind
 
     def _build_approximate(self, training: np.ndarray, kind: str) -> None:
-        if kind == "hnsw":
+        if kind == "hnsw" and self.config.hnsw_storage == "bf16":
+            index = faiss.index_factory(self.dim, f"HNSW{self.config.hnsw_m}_SQbf16,RFlat", faiss.METRIC_INNER_PRODUCT)
+            self._graph_index(index).hnsw.efConstruction = self.config.hnsw_ef_construction
+        elif kind == "hnsw":
             index = faiss.IndexHNSWFlat(self.dim, self.config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction = self.config.hnsw_ef_construction
         else:
@@ -213,9 +216,18 @@ class GalleryIndex:
             index.make_direct_map()     # keeps reconstruct() working, for compaction
         self.index = index
 
+    @staticmethod
+    def _graph_index(index):
+        """The HNSW index itself, inside the re-ranking wrapper when there is one."""
+        return faiss.downcast_index(index.base_index) if isinstance(index, faiss.IndexRefine) else index
+
     def _search_parameters(self, selector):
         if self.kind == "hnsw":
-            return faiss.SearchParametersHNSW(sel=selector, efSearch=self.config.hnsw_ef_search)
+            walk = faiss.SearchParametersHNSW(sel=selector, efSearch=self.config.hnsw_ef_search)
+            if isinstance(self.index, faiss.IndexRefine):
+                return faiss.IndexRefineSearchParameters(k_factor=self.config.hnsw_rerank_factor,
+                                                         base_index_params=walk)
+            return walk
         if self.kind == "ivf":
             return faiss.SearchParametersIVF(sel=selector, nprobe=self.config.ivf_nprobe)
         return faiss.SearchParameters(sel=selector) if selector is not None else None
@@ -269,7 +281,10 @@ class GalleryIndex:
         """Bytes held for search: vectors (or the approximate structure), ids, and the alive bits."""
         vectors = self.size * self.dim * 4
         if self.kind == "hnsw":
-            vectors += 4 * (self.index.hnsw.neighbors.size() + self.index.hnsw.levels.size())
+            graph = self._graph_index(self.index)
+            vectors += 4 * (graph.hnsw.neighbors.size() + graph.hnsw.levels.size())
+            if graph is not self.index:
+                vectors += self.size * graph.storage.sa_code_size()
         elif self.kind == "ivf":
             vectors += self.size * 16 + self.index.nlist * self.dim * 4     # list ids + direct map + centroids
         return int(vectors + self.ids.nbytes + self.alive.nbytes + self.slot_of.nbytes())

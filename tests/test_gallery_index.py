@@ -109,10 +109,10 @@ def test_listing_pages_by_id_in_both_directions(filled):
         assert pages == order
 
 
-@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
-def test_approximate_kinds_switch_on_at_their_size_and_keep_recall(kind):
+@pytest.mark.parametrize("kind, tuning", [("hnsw", {}), ("hnsw", {"hnsw_storage": "bf16"}), ("ivf", {})])
+def test_approximate_kinds_switch_on_at_their_size_and_keep_recall(kind, tuning):
     vectors = clustered_unit_vectors(6000, DIM, seed=11)
-    index = GalleryIndex(DIM, IndexConfig(kind=kind, approximate_min_faces=5000))
+    index = GalleryIndex(DIM, IndexConfig(kind=kind, approximate_min_faces=5000, **tuning))
     index.add(list(range(4000)), vectors[:4000], [{}] * 4000)
     assert index.kind == "flat"
     index.add(list(range(4000, 6000)), vectors[4000:], [{}] * 2000)
@@ -122,6 +122,9 @@ def test_approximate_kinds_switch_on_at_their_size_and_keep_recall(kind):
     exact = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
     recall = np.mean([len(set(f.tolist()) & set(e.tolist())) / 10 for f, e in zip(found, exact)])
     assert recall >= 0.9
+    scores, _ = index.search(queries, 10)
+    np.testing.assert_allclose(scores, np.take_along_axis(queries @ vectors.T, found.astype(np.int64), axis=1),
+                               atol=1e-5)       # the scores are exact cosines, whatever the graph walks on
     index.remove(5)
     _, found = index.search(vectors[5:6], 10)
     assert 5 not in found[0].tolist()
