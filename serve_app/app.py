@@ -119,6 +119,10 @@ async def healthz() -> dict:
     return {"status": "ok"}
 
 
+# What /readyz shows of each shard replica.
+SHARD_FIELDS = ("state", "faces", "node", "huge_page_bytes")
+
+
 @api.get("/readyz", tags=["operations"], summary="Models loaded, store and cache reachable, shards loaded")
 async def readyz(request: Request) -> JSONResponse:
     services: Services = current()
@@ -141,8 +145,7 @@ async def readyz(request: Request) -> JSONResponse:
                         if missing else "ok")
     ready = all(state == "ok" for state in checks.values())
     body = {"ready": ready, "checks": checks,
-            "shards": [[{key: r[key] for key in ("state", "faces", "node") if key in r} for r in states]
-                       for states in replicas]}
+            "shards": [[{key: r[key] for key in SHARD_FIELDS if key in r} for r in states] for states in replicas]}
     if not ready:
         body = {"code": "NOT_READY", "desc": "some parts are not ready", **body}
     return JSONResponse(body, 200 if ready else 503)

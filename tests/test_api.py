@@ -406,6 +406,8 @@ def test_trailing_slashes_docs_and_health(api):
     assert api.get("/healthz").json() == {"status": "ok"}
     ready = api.get("/readyz").json()
     assert ready["ready"] is True and set(ready["checks"]) == {"detector", "extractor", "store", "cache", "shards"}
+    replicas = [replica for shard in ready["shards"] for replica in shard]
+    assert replicas and all(r["state"] == "ready" and r["huge_page_bytes"] >= 0 for r in replicas)
     assert "/v2/detect" in api.get("/v2/openapi.json").json()["paths"]
     assert api.get("/v2/docs").status_code == 200
     assert api.get("/v2/docs/v2/overview.html", follow_redirects=False).headers["location"] == "/v2/docs"
