@@ -139,15 +139,8 @@ def approximate(count: int, num_queries: int, kind: str, tuning: dict, breadths:
     faiss.omp_set_num_threads(os.cpu_count() or 1)
     faiss.cvar.distance_compute_blas_threshold = 1
 
-    def rate(index: GalleryIndex):
-        """Best of REPEATS passes: a shared VM's noise only ever slows a pass down."""
-        best = 0.0
-        for _ in range(REPEATS):
-            started, found = time.perf_counter(), []
-            for start in range(0, num_queries, 64):
-                found.append(index.search(queries[start:start + 64], TOP_K)[1])
-            best = max(best, num_queries / (time.perf_counter() - started))
-        return best, np.concatenate(found)
+    def rate(index: GalleryIndex, repeats: int = REPEATS):
+        return best_rate(lambda batch: index.search(batch, TOP_K)[1], queries, repeats)
 
     exact = GalleryIndex(DIM, IndexConfig())
     exact.add(list(range(count)), vectors, [{}] * count)
@@ -185,7 +178,7 @@ def approximate(count: int, num_queries: int, kind: str, tuning: dict, breadths:
     print(f"   exact flat          {exact_qps:10.1f} queries/s   recall@{TOP_K} 1.000")
     knob = "hnsw_ef_search" if kind == "hnsw" else "ivf_nprobe"
     approx.config = config.model_copy(update={knob: breadths[0]})
-    rate(approx)                    # a read index file, or a fresh build, is cold: warm it up first
+    rate(approx, repeats=1)         # a read index file, or a fresh build, is cold: warm it up first
     for value in breadths:
         approx.config = config.model_copy(update={knob: value})
         qps, found = rate(approx)
@@ -197,17 +190,22 @@ def approximate(count: int, num_queries: int, kind: str, tuning: dict, breadths:
         small_pages(approx, queries, breadths, cached)
 
 
-def search_rate(index, queries: np.ndarray, ef_search: int) -> float:
-    params = faiss.SearchParametersHNSW(efSearch=ef_search)
-    if isinstance(index, faiss.IndexRefine):            # hnsw_storage=bf16, as GalleryIndex searches it
-        params = faiss.IndexRefineSearchParameters(k_factor=IndexConfig().hnsw_rerank_factor, base_index_params=params)
+def best_rate(search_batch, queries: np.ndarray, repeats: int = REPEATS) -> tuple[float, np.ndarray]:
+    """Queries/s of ``search_batch`` over ``queries`` in batches of 64, best of ``repeats`` passes (a shared
+    VM's noise only ever slows a pass down), and the ids found."""
     best = 0.0
-    for _ in range(REPEATS):
-        started = time.perf_counter()
+    for _ in range(repeats):
+        started, found = time.perf_counter(), []
         for start in range(0, len(queries), 64):
-            index.search(queries[start:start + 64], TOP_K, params=params)
+            found.append(search_batch(queries[start:start + 64]))
         best = max(best, len(queries) / (time.perf_counter() - started))
-    return best
+    return best, np.concatenate(found)
+
+
+def search_rate(index, queries: np.ndarray, ef_search: int, repeats: int = REPEATS) -> float:
+    """A bare FAISS HNSW index, searched as GalleryIndex searches it, in either process of the comparison."""
+    params = GalleryIndex.hnsw_parameters(index, IndexConfig(hnsw_ef_search=ef_search))
+    return best_rate(lambda batch: index.search(batch, TOP_K, params=params)[1], queries, repeats)[0]
 
 
 def small_pages(approx: GalleryIndex, queries: np.ndarray, breadths: tuple[int, ...], saved: Path | None) -> None:
@@ -233,7 +231,7 @@ def small_pages(approx: GalleryIndex, queries: np.ndarray, breadths: tuple[int, 
 def probe(index_file: Path, queries_file: Path, breadths: tuple[int, ...]) -> None:
     faiss.omp_set_num_threads(os.cpu_count() or 1)
     index, queries = faiss.read_index(str(index_file)), np.load(queries_file)
-    search_rate(index, queries, breadths[0])                          # warm-up, as the parent's sweep was
+    search_rate(index, queries, breadths[0], repeats=1)               # warm-up, as the parent's sweep was
     print(json.dumps({value: search_rate(index, queries, value) for value in breadths}))
 
 

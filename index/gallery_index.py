@@ -221,13 +221,17 @@ class GalleryIndex:
         """The HNSW index itself, inside the re-ranking wrapper when there is one."""
         return faiss.downcast_index(index.base_index) if isinstance(index, faiss.IndexRefine) else index
 
+    @staticmethod
+    def hnsw_parameters(index, config: IndexConfig, selector=None):
+        """Search parameters of an HNSW index as built here (re-ranked when it walks bf16 copies)."""
+        walk = faiss.SearchParametersHNSW(sel=selector, efSearch=config.hnsw_ef_search)
+        if isinstance(index, faiss.IndexRefine):
+            return faiss.IndexRefineSearchParameters(k_factor=config.hnsw_rerank_factor, base_index_params=walk)
+        return walk
+
     def _search_parameters(self, selector):
         if self.kind == "hnsw":
-            walk = faiss.SearchParametersHNSW(sel=selector, efSearch=self.config.hnsw_ef_search)
-            if isinstance(self.index, faiss.IndexRefine):
-                return faiss.IndexRefineSearchParameters(k_factor=self.config.hnsw_rerank_factor,
-                                                         base_index_params=walk)
-            return walk
+            return self.hnsw_parameters(self.index, self.config, selector)
         if self.kind == "ivf":
             return faiss.SearchParametersIVF(sel=selector, nprobe=self.config.ivf_nprobe)
         return faiss.SearchParameters(sel=selector) if selector is not None else None

@@ -18,10 +18,10 @@ TUNABLE = "glibc.malloc.hugetlb=1"
 _THP_MODE = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
 
-def environment(current: str | None = None) -> dict[str, str]:
-    """Environment variables that start a process with malloc on huge pages, keeping any tunables
-    ``current`` (default: this process's ``GLIBC_TUNABLES``) already sets."""
-    current = os.environ.get("GLIBC_TUNABLES", "") if current is None else current
+def environment() -> dict[str, str]:
+    """Environment variables that start a process with malloc on huge pages, keeping any other tunables
+    this process's ``GLIBC_TUNABLES`` sets."""
+    current = os.environ.get("GLIBC_TUNABLES", "")
     tunables = [t for t in current.split(":") if t and not t.startswith("glibc.malloc.hugetlb=")]
     return {"GLIBC_TUNABLES": ":".join([*tunables, TUNABLE])}
 

@@ -14,8 +14,8 @@ import numpy as np
 
 from store.base import FaceStore
 
-from .config import IndexConfig
 from . import huge_pages
+from .config import IndexConfig
 from .filters import FaceFilter
 from .gallery_index import GalleryIndex
 from .metrics import record_gallery_faces
