@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import statistics
 import tempfile
@@ -203,6 +204,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=Path, default=DEFAULT_PHOTOS)
     parser.add_argument("--requests", type=int, default=96)
+    parser.add_argument("--num-cpus", type=int, default=os.cpu_count(), help="CPUs the local Ray may use")
     args = parser.parse_args(argv)
     photos = with_faces(load_photos(args.photos), exactly=1)
     frames = camera_frames(photos)
@@ -219,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
     import ray
     from ray import serve
 
-    ray.init(address="local", num_cpus=2, namespace="facegrid-bench", include_dashboard=False, logging_level="ERROR",
+    ray.init(address="local", num_cpus=args.num_cpus, namespace="facegrid-bench", include_dashboard=False, logging_level="ERROR",
              log_to_driver=False)
     try:
         serve_with(base)

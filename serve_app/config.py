@@ -92,8 +92,9 @@ class DeploymentSettings(_Section):
 class ServeSettings(_Section):
     ingress: DeploymentSettings = Field(default_factory=lambda: DeploymentSettings(
         num_cpus=0.25, max_ongoing_requests=64, max_queued_requests=256))
-    detector: DeploymentSettings = Field(default_factory=DeploymentSettings)
-    extractor: DeploymentSettings = Field(default_factory=DeploymentSettings)
+    # Where the cluster has GPUs the two model deployments share each one; without GPUs they run on CPUs.
+    detector: DeploymentSettings = Field(default_factory=lambda: DeploymentSettings(num_gpus=0.5))
+    extractor: DeploymentSettings = Field(default_factory=lambda: DeploymentSettings(num_gpus=0.5))
     proxy_location: Literal["EveryNode", "HeadOnly"] = Field(
         "EveryNode", description="Where Serve runs HTTP proxies; HeadOnly for several Ray nodes on one host.")
     retry_after_s: int = Field(1, ge=1, description="Retry-After sent with 429 OVER_CAPACITY.")

@@ -58,3 +58,18 @@ def test_cluster_launcher_config_passes_rays_schema():
     offered = types["index_worker"]["resources"]
     assert set(index["shard_resources"]) <= set(offered)
     assert types["index_worker"]["min_workers"] >= index["replicas_per_shard"]
+
+
+
+def test_model_replicas_take_a_gpu_share_only_where_the_cluster_has_gpus():
+    from serve_app.app import deployment_options
+    from serve_app.config import load_settings
+
+    serve = load_settings().serve
+
+    def gpus(section, gpus_present: bool) -> float:
+        return deployment_options(section, gpus_present, batching=True)["ray_actor_options"]["num_gpus"]
+
+    assert gpus(serve.detector, True) == gpus(serve.extractor, True) == 0.5      # the two share one GPU
+    assert gpus(serve.ingress, True) == 0
+    assert gpus(serve.detector, False) == gpus(serve.extractor, False) == 0

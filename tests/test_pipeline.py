@@ -9,6 +9,7 @@ from PIL import Image
 from models.align import DLIB_TEMPLATE_150, align, measure_template, similarity_transform
 from models.attributes import EMOTION_NAMES
 from models.evaluation import evaluate
+from models.pipeline import load_detector, load_extractor
 
 
 def test_group_photos_have_the_labelled_number_of_faces(pipeline, labels, load_photo):
@@ -117,3 +118,31 @@ def test_dev_set_meets_the_accuracy_targets(pipeline, faces_dir):
     assert report.face_count_accuracy >= 0.95
     assert report.roc_auc >= 0.99
     assert report.rank1_accuracy >= 0.95
+
+
+def test_shape_keyed_sessions_find_the_same_faces(model_config, load_photo):
+    """The runners' GPU mode (a session per recurring input shape, batches padded to powers of two),
+    forced here on the CPU: the same faces and facens come out, and recurring shapes get sessions."""
+    from models.detector import MtcnnDetector
+    from models.extractor import DlibExtractor
+    from models.pipeline import FacePipeline, onnx_path
+    from models.runtime import SHAPE_SESSION_AFTER, OnnxRunner
+
+    def runner(name: str) -> OnnxRunner:
+        return OnnxRunner(onnx_path(model_config.data_dir, name), "cpu", fixed_shapes=True)
+
+    nets = {name: runner(name) for name in ("mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet", "dlib_resnet")}
+    keyed = FacePipeline(MtcnnDetector(nets["mtcnn_pnet"], nets["mtcnn_rnet"], nets["mtcnn_onet"],
+                                       model_config.detector), DlibExtractor(nets["dlib_resnet"]))
+    plain = FacePipeline(load_detector(model_config), load_extractor(model_config))
+    photos = [load_photo(name) for name in ("faceapi_bbt1.jpg", "facerec_two_people.jpg", "faceapi_amy1.png")]
+    expected = plain.detect(photos)
+    for _ in range(SHAPE_SESSION_AFTER + 1):        # like a camera: the same sizes again and again
+        for keyed_faces, plain_faces in zip(keyed.detect(photos), expected):
+            assert len(keyed_faces) == len(plain_faces) > 0
+            for a, b in zip(keyed_faces, plain_faces):
+                np.testing.assert_allclose(a.box, b.box, atol=1e-3)
+                np.testing.assert_allclose(a.facen, b.facen, atol=1e-5)
+    pyramid_levels = sum(len(keyed.detector.pyramid_scales(*photo.shape[:2])) for photo in photos)
+    assert len(nets["mtcnn_pnet"].held_shapes) == pyramid_levels
+    assert all(shape[0] & (shape[0] - 1) == 0 for shape in nets["mtcnn_rnet"].held_shapes)    # powers of two
