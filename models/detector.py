@@ -28,6 +28,12 @@ MAX_CROPS_PER_CALL = 256
 # How many same-sized images share one P-Net call per pyramid scale: 8 Full-HD frames at the first
 # scale of a 20-pixel minimum face are ~70 MB of float input.
 MAX_IMAGES_PER_PNET_CALL = 8
+# Where the P-Net runner wants few distinct input shapes (onnxruntime on CUDA: runtime.OnnxRunner), each
+# pyramid level is padded with zeros up to a multiple of this many pixels: the 92 development photos'
+# 528 levels then come in 58 shapes instead of 325. Cells whose window reaches the padding are dropped;
+# only the last row and column of cells, whose pooling window the unpadded level cuts short, can score
+# differently (tests/test_pipeline.py checks the faces stay the same).
+PNET_SIZE_STEP = 32
 
 
 @dataclass(frozen=True, eq=False)
@@ -77,6 +83,21 @@ def _to_batch(crops: list[np.ndarray]) -> np.ndarray:
     return np.stack(crops).transpose(0, 3, 1, 2).astype(np.float32)
 
 
+def _padded_to_step(batch: np.ndarray, step: int) -> np.ndarray:
+    """The NCHW batch with zero rows and columns added below and right, up to multiples of ``step``."""
+    height, width = batch.shape[2:]
+    extra_rows, extra_columns = -height % step, -width % step
+    if not extra_rows and not extra_columns:
+        return batch
+    return np.pad(batch, ((0, 0), (0, 0), (0, extra_rows), (0, extra_columns)))
+
+
+def _pnet_cells(pixels: int) -> int:
+    """P-Net's output cells along a side of ``pixels``: a 3x3 convolution, 2x2 max-pooling that keeps a
+    partial last window, then two more 3x3 convolutions, none of them padded."""
+    return math.ceil((pixels - 2) / 2) - 4
+
+
 def _suppress_nested(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
     """Drop a box mostly inside a better one (overlap over the smaller area): IoU-based NMS keeps a
     small box nested in a large one, which O-Net sometimes emits for one face. torchvision has no
@@ -118,10 +139,13 @@ class MtcnnDetector:
         found: list[tuple[list, list, list, list]] = [([], [], [], []) for _ in images]
         for scale_id, scale in enumerate(self.pyramid_scales(height, width)):
             size = (math.ceil(width * scale), math.ceil(height * scale))
-            regression, probability = self.pnet(_to_batch([cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-                                                           for image in images]))
+            batch = _to_batch([cv2.resize(image, size, interpolation=cv2.INTER_AREA) for image in images])
+            if getattr(self.pnet, "fixed_shapes", False):
+                batch = _padded_to_step(batch, PNET_SIZE_STEP)
+            regression, probability = self.pnet(batch)
+            rows, columns = _pnet_cells(size[1]), _pnet_cells(size[0])     # the map of the unpadded level
             for index, (boxes, scores, regressions, scale_ids) in enumerate(found):
-                ys, xs = np.nonzero(probability[index] >= self.config.stage_thresholds[0])
+                ys, xs = np.nonzero(probability[index, :rows, :columns] >= self.config.stage_thresholds[0])
                 if len(ys) == 0:
                     continue
                 # Each output cell sees a 12x12 window of the scaled image, at a stride of 2.
