@@ -6,6 +6,7 @@ tuple of numpy arrays, in the order the network declares them.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -20,8 +21,9 @@ class Runner(Protocol):
 
 
 CUDA_OPTIONS = {
-    # Each new input shape's convolutions pick their algorithm once; cuDNN's exhaustive search
-    # (onnxruntime's default) times every candidate for it, which P-Net's many shapes pay over and over.
+    # cuDNN's exhaustive algorithm search (onnxruntime's default) times every candidate for each new input
+    # shape. On an H200 the kernels it picked for MTCNN ran no faster than the heuristic's, while a change of
+    # shape cost 46 ms instead of 10.
     "cudnn_conv_algo_search": "HEURISTIC",
 }
 
@@ -44,16 +46,12 @@ def providers_for(device: str) -> list:
     return ["CPUExecutionProvider"]
 
 
-_cuda_libraries_loaded = False
-
-
+@functools.cache
 def _load_cuda_libraries() -> None:
     """Loads CUDA and cuDNN from the pip-installed nvidia packages (torch's), so the CUDA provider finds
-    them without LD_LIBRARY_PATH; a no-op for libraries already loaded or installed system-wide."""
-    global _cuda_libraries_loaded
-    if not _cuda_libraries_loaded and hasattr(ort, "preload_dlls"):
+    them without LD_LIBRARY_PATH; harmless for libraries already loaded or installed system-wide."""
+    if hasattr(ort, "preload_dlls"):
         ort.preload_dlls()
-    _cuda_libraries_loaded = True
 
 
 # How many input shapes a model keeps a CUDA session for, least recently used dropped first: a camera's
@@ -72,9 +70,9 @@ class OnnxRunner:
     which costs about 10 ms per call on an H200, far more than MTCNN's networks take to run, and MTCNN
     changes shape on nearly every call (pyramid levels, crop counts). A session that only ever sees one
     shape never sets up again. Batch sizes are padded to a power of two (samples are independent, so
-    the results are the same) to make shapes recur; a shape gets its own session once it has come
-    ``SHAPE_SESSION_AFTER`` times (a camera's frames: at once; photos of one-off sizes: never), and
-    until then runs on the shared session.
+    the results are the same), and the detector pads P-Net's pyramid levels, to make shapes recur; a
+    shape gets its own session once it has come ``SHAPE_SESSION_AFTER`` times (a camera: from its third
+    frame on), and until then runs on the shared session.
     """
 
     def __init__(self, path: Path, device: str = "auto", num_threads: int = 0, spin_wait: bool = True,
