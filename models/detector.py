@@ -137,9 +137,15 @@ class MtcnnDetector:
         one size (frames of one camera) share the pyramid, so each scale is one P-Net call for them all."""
         height, width = images[0].shape[:2]
         found: list[tuple[list, list, list, list]] = [([], [], [], []) for _ in images]
+        levels: list[tuple[float, list[np.ndarray]]] = []       # (scale, the images at that scale)
         for scale_id, scale in enumerate(self.pyramid_scales(height, width)):
             size = (math.ceil(width * scale), math.ceil(height * scale))
-            batch = _to_batch([cv2.resize(image, size, interpolation=cv2.INTER_AREA) for image in images])
+            # Area-averaging reads every source pixel, so resizing each level from the full image cost a third
+            # of detection; the smallest level already made that is still twice as large serves as well.
+            source = next((level for level_scale, level in reversed(levels) if level_scale >= 2 * scale), images)
+            scaled = [cv2.resize(image, size, interpolation=cv2.INTER_AREA) for image in source]
+            levels.append((scale, scaled))
+            batch = _to_batch(scaled)
             if getattr(self.pnet, "fixed_shapes", False):
                 batch = _padded_to_step(batch, PNET_SIZE_STEP)
             regression, probability = self.pnet(batch)
