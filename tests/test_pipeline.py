@@ -154,3 +154,20 @@ def test_shape_keyed_sessions_find_the_same_faces(model_config, load_photo):
                for shape in nets["mtcnn_pnet"].held_shapes)
     assert all(shape[0] & (shape[0] - 1) == 0 for shape in nets["mtcnn_rnet"].held_shapes)    # powers of two
     assert len(nets["mtcnn_onet"].held_shapes) >= 1
+
+
+def test_a_photo_stored_sideways_with_an_exif_orientation_is_read_upright(pipeline, load_photo):
+    import io
+
+    from models.images import to_rgb_array
+
+    upright = load_photo("faceapi_bbt1.jpg")
+    sideways = Image.fromarray(np.ascontiguousarray(np.rot90(upright)))        # turned a quarter left
+    exif = Image.Exif()
+    exif[0x0112] = 6                                  # "rotate 90 degrees clockwise to display"
+    buffer = io.BytesIO()
+    sideways.save(buffer, "JPEG", quality=95, exif=exif)
+    read = to_rgb_array(Image.open(io.BytesIO(buffer.getvalue())))
+    assert read.shape == upright.shape
+    assert np.abs(read.astype(int) - upright).mean() < 4                        # JPEG noise only
+    assert len(pipeline.detector.detect_batch([read])[0]) == len(pipeline.detector.detect_batch([upright])[0])
