@@ -70,11 +70,14 @@ def crop_resized(image: np.ndarray, box: np.ndarray, side: int) -> np.ndarray:
     """The box's pixels (zero outside the image), resized to side x side."""
     x1, y1, x2, y2 = (int(round(v)) for v in box)
     x2, y2 = max(x2, x1 + 1), max(y2, y1 + 1)
-    canvas = np.zeros((y2 - y1, x2 - x1, 3), dtype=np.uint8)
     height, width = image.shape[:2]
-    sx1, sy1, sx2, sy2 = max(x1, 0), max(y1, 0), min(x2, width), min(y2, height)
-    if sx2 > sx1 and sy2 > sy1:
-        canvas[sy1 - y1:sy2 - y1, sx1 - x1:sx2 - x1] = image[sy1:sy2, sx1:sx2]
+    if x1 >= 0 and y1 >= 0 and x2 <= width and y2 <= height:
+        canvas = image[y1:y2, x1:x2]            # most boxes: a view, no copy
+    else:
+        canvas = np.zeros((y2 - y1, x2 - x1, 3), dtype=np.uint8)
+        sx1, sy1, sx2, sy2 = max(x1, 0), max(y1, 0), min(x2, width), min(y2, height)
+        if sx2 > sx1 and sy2 > sy1:
+            canvas[sy1 - y1:sy2 - y1, sx1 - x1:sx2 - x1] = image[sy1:sy2, sx1:sx2]
     shrinking = canvas.shape[0] > side
     return cv2.resize(canvas, (side, side), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 
