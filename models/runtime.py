@@ -69,10 +69,10 @@ class OnnxRunner:
     convolutions set themselves up again whenever their input shape differs from the previous run's,
     which costs about 10 ms per call on an H200, far more than MTCNN's networks take to run, and MTCNN
     changes shape on nearly every call (pyramid levels, crop counts). A session that only ever sees one
-    shape never sets up again. Batch sizes are padded to a power of two (samples are independent, so
-    the results are the same), and the detector pads P-Net's pyramid levels, to make shapes recur; a
-    shape gets its own session once it has come ``SHAPE_SESSION_AFTER`` times (a camera: from its third
-    frame on), and until then runs on the shared session.
+    shape never sets up again. To make shapes recur, batch sizes are padded to a power of two where the
+    model's batch axis is free (samples are independent, so the results are the same), and the detector
+    pads P-Net's pyramid levels. A shape gets its own session once it has come ``SHAPE_SESSION_AFTER``
+    times (a camera: from its third frame on), and until then runs on the shared session.
     """
 
     def __init__(self, path: Path, device: str = "auto", num_threads: int = 0, spin_wait: bool = True,
@@ -97,6 +97,7 @@ class OnnxRunner:
         self.input_shape = tuple(first_input.shape)
         self.output_names = [output.name for output in self.session.get_outputs()]
         self.fixed_shapes = self.provider == "CUDAExecutionProvider" if fixed_shapes is None else fixed_shapes
+        self._batch_axis_is_free = len(self.input_shape) > 0 and not isinstance(self.input_shape[0], int)
         self._by_shape: OrderedDict[tuple[int, ...], ort.InferenceSession] = OrderedDict()
         self._calls_by_shape: OrderedDict[tuple[int, ...], int] = OrderedDict()
         self._lock = threading.Lock()
@@ -119,11 +120,13 @@ class OnnxRunner:
         if not self.fixed_shapes or len(batch) == 0:
             return tuple(self.session.run(self.output_names, {self.input_name: batch}))
         count = len(batch)
-        padded = 1 << (count - 1).bit_length()
-        if padded != count:
-            batch = np.concatenate([batch, np.zeros((padded - count, *batch.shape[1:]), batch.dtype)])
+        padded = 1 << (count - 1).bit_length() if self._batch_axis_is_free else count
+        if padded == count:
+            return tuple(self._session_for(batch.shape).run(self.output_names, {self.input_name: batch}))
+        batch = np.concatenate([batch, np.zeros((padded - count, *batch.shape[1:]), batch.dtype)])
         outputs = self._session_for(batch.shape).run(self.output_names, {self.input_name: batch})
-        return tuple(output[:count] for output in outputs)
+        # Outputs without a batch axis (SCRFD's, for one) are left whole.
+        return tuple(output[:count] if output.shape[:1] == (padded,) else output for output in outputs)
 
     def _session_for(self, shape: tuple[int, ...]) -> ort.InferenceSession:
         with self._lock:

@@ -16,6 +16,8 @@ from models.align import ARCFACE_TEMPLATE_112
 from models.config import DetectorConfig, ExtractorConfig, ModelConfig
 from models.extractor import geometry_for
 from models.pipeline import FacePipeline, load_detector, load_extractor
+from models.runtime import SHAPE_SESSION_AFTER, OnnxRunner
+from models.scrfd import ScrfdDetector
 
 SCRFD_CELLS = {8: 80, 16: 40, 32: 20}
 
@@ -72,9 +74,16 @@ def scrfd_path(tmp_path):
     return path
 
 
-def test_scrfd_outputs_decode_to_boxes_and_landmarks_in_image_pixels(scrfd_path):
-    detector = load_detector(ModelConfig(detector=DetectorConfig(kind="scrfd", onnx_path=scrfd_path)))
+@pytest.mark.parametrize("shape_keyed", [False, True], ids=["one session", "a session per shape (CUDA mode)"])
+def test_scrfd_outputs_decode_to_boxes_and_landmarks_in_image_pixels(scrfd_path, shape_keyed):
+    config = ModelConfig(detector=DetectorConfig(kind="scrfd", onnx_path=scrfd_path))
+    if shape_keyed:     # SCRFD's outputs have no batch axis: the runner must not cut them to the batch size
+        detector = ScrfdDetector(OnnxRunner(scrfd_path, "cpu", fixed_shapes=True), config.detector)
+    else:
+        detector = load_detector(config)
     image = np.zeros((480, 320, 3), np.uint8)        # letterboxed into 640x640 at scale 4/3
+    for _ in range(SHAPE_SESSION_AFTER):
+        detector.detect_batch([image])
     faces = detector.detect_batch([image])[0]
     assert len(faces) == 1
     face = faces[0]
