@@ -1,6 +1,6 @@
 """The service under concurrent load, measured side by side in one run (ratios; machines are noisy).
 
-    python -m bench.serving [--photos ../shared/faces] [--requests 96]
+    python -m bench.serving [--photos ../shared/faces] [--requests 96] [--num-cpus N (default: all)]
 
 1. ``POST /v2/detect?facen=true`` with 8 concurrent clients vs the bare model pipeline in this process,
    one photo at a time (photos per second), given the same JPEG bytes the service gets (and, for
