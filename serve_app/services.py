@@ -7,12 +7,13 @@ store calls run in a worker thread so a commit's fsync never stalls the event lo
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from index.router import ShardRouter
-from models.extractor import calibration_for
+from models.extractor import calibration_for, geometry_for
 from store.base import FaceStore
 from store.cache import DetectionCache
 
@@ -53,6 +54,11 @@ class Services:
         self.admission_limit = max(detector.max_replicas, 1) * (detector.max_ongoing_requests +
                                                                 detector.max_queued_requests)
         self.admitted = 0
+
+    @functools.cached_property
+    def extractor_chip_size(self) -> int:
+        """The chip side the configured extractor takes (read from its file once, when first needed)."""
+        return geometry_for(self.settings.models.extractor)[0]
 
     def confidence(self, cosine: float) -> float:
         return float(self.calibration.confidence(cosine))

@@ -103,9 +103,8 @@ async def _detect(request: Request, services: Services, options: DetectOptions) 
 
     orientation = decoded.orientation
     if options.detector == "normalized":
-        chip_size = 112 if settings.models.extractor.kind == "arcface" else 150
         boxes = [(np.array([0, 0, rgb.shape[1], rgb.shape[0]], np.float32), 1.0, None)]
-        extractor_chips = images.chip(rgb, chip_size)[None] if options.wants_vectors else None
+        extractor_chips = images.chip(rgb, services.extractor_chip_size)[None] if options.wants_vectors else None
         attribute_chips = images.chip(rgb, ATTRIBUTE_SIZE)[None] if options.wants_attributes else None
     else:
         turns = (0, 1, 2, 3) if options.autorotate else (0,)
