@@ -121,12 +121,12 @@ class OnnxRunner:
             return tuple(self.session.run(self.output_names, {self.input_name: batch}))
         count = len(batch)
         padded = 1 << (count - 1).bit_length() if self._batch_axis_is_free else count
-        if padded == count:
-            return tuple(self._session_for(batch.shape).run(self.output_names, {self.input_name: batch}))
-        batch = np.concatenate([batch, np.zeros((padded - count, *batch.shape[1:]), batch.dtype)])
+        if padded != count:
+            batch = np.concatenate([batch, np.zeros((padded - count, *batch.shape[1:]), batch.dtype)])
         outputs = self._session_for(batch.shape).run(self.output_names, {self.input_name: batch})
-        # Outputs without a batch axis (SCRFD's, for one) are left whole.
-        return tuple(output[:count] if output.shape[:1] == (padded,) else output for output in outputs)
+        # Only padded rows are cut; outputs without a batch axis (SCRFD's, for one) are left whole.
+        return tuple(output[:count] if padded != count and output.shape[:1] == (padded,) else output
+                     for output in outputs)
 
     def _session_for(self, shape: tuple[int, ...]) -> ort.InferenceSession:
         with self._lock:
