@@ -232,8 +232,8 @@ def main(argv: list[str] | None = None) -> None:
     import ray
     from ray import serve
 
-    ray.init(address="local", num_cpus=args.num_cpus, namespace="facegrid-bench", include_dashboard=False, logging_level="ERROR",
-             log_to_driver=False)
+    ray.init(address="local", num_cpus=args.num_cpus, namespace="facegrid-bench", include_dashboard=False,
+             logging_level="ERROR", log_to_driver=False)
     try:
         serve_with(base)
         eight, _ = hammer(photos, 8, args.requests, {"facen": "true"}, warm_up=warm(photos))

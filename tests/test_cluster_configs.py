@@ -60,7 +60,6 @@ def test_cluster_launcher_config_passes_rays_schema():
     assert types["index_worker"]["min_workers"] >= index["replicas_per_shard"]
 
 
-
 def test_model_replicas_take_a_gpu_share_only_where_the_cluster_has_gpus():
     from serve_app.app import deployment_options
     from serve_app.config import load_settings

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from torchvision.ops import box_iou
 
 from models.align import DLIB_TEMPLATE_150, align, measure_template, similarity_transform
 from models.attributes import EMOTION_NAMES
@@ -121,10 +123,7 @@ def test_dev_set_meets_the_accuracy_targets(pipeline, faces_dir):
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    left, top = np.maximum(a[:2], b[:2])
-    right, bottom = np.minimum(a[2:], b[2:])
-    inter = max(right - left, 0) * max(bottom - top, 0)
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+    return float(box_iou(torch.from_numpy(a[None]), torch.from_numpy(b[None]))[0, 0])
 
 
 def test_shape_keyed_sessions_find_the_same_faces(model_config, load_photo):
