@@ -6,7 +6,8 @@
    one photo at a time (photos per second), given the same JPEG bytes the service gets (and, for
    reference, given pixels already decoded);
 2. dynamic batching: 16 concurrent clients against the service with model batches of up to 16 vs
-   batches of 1, sending the photos, then 640x480 JPEG camera frames made from them;
+   batches of 1, sending the photos, then 640x480 JPEG camera frames made from them (with the mean batch
+   each model deployment ran); and one client alone, whose calls must not wait for batches to fill;
 3. overload: many more concurrent detect requests than the model queues hold; the share of 429 answers
    that came back within 100 ms, for clients that retry at once, that wait Retry-After, and that wait it
    with jitter; beside it, how long the idle service takes to answer as many simultaneous GET /healthz
@@ -194,6 +195,25 @@ def camera_frames(photos):
     return frames
 
 
+def batch_counts() -> dict[str, Counter]:
+    from ray import serve
+
+    return {name: Counter(serve.get_deployment_handle(name, app_name="facegrid").batch_counts.remote().result())
+            for name in ("Detector", "Extractor")}
+
+
+def mean_batches(before: dict[str, Counter], after: dict[str, Counter]) -> str:
+    means = []
+    for name in after:
+        ran = after[name] - before[name]
+        means.append(f"{name} {sum(size * n for size, n in ran.items()) / max(sum(ran.values()), 1):.1f}")
+    return ", ".join(means)
+
+
+def median_ms(results: list[tuple[int, float]]) -> float:
+    return statistics.median(seconds for _, seconds in results) * 1000
+
+
 def serve_with(settings) -> None:
     from serve_app.app import run, wait_until_ready
 
@@ -237,13 +257,18 @@ def main(argv: list[str] | None = None) -> None:
     try:
         serve_with(base)
         eight, _ = hammer(photos, 8, args.requests, {"facen": "true"}, warm_up=warm(photos))
+        counts = batch_counts()
         sixteen_batched, _ = hammer(photos, 16, args.requests, {"facen": "true"}, warm_up=warm(photos))
+        photo_batches, counts = mean_batches(counts, batch_counts()), batch_counts()
         frames_batched, _ = hammer(frames, 16, args.requests, {"facen": "true"}, warm_up=warm(frames))
+        frame_batches = mean_batches(counts, batch_counts())
+        alone_batched = median_ms(hammer(photos, 1, args.requests // 2, {"facen": "true"}, warm_up=1)[1])
         serve.shutdown()
 
         serve_with(settings_for(1))
         sixteen_single, _ = hammer(photos, 16, args.requests, {"facen": "true"}, warm_up=warm(photos))
         frames_single, _ = hammer(frames, 16, args.requests, {"facen": "true"}, warm_up=warm(frames))
+        alone_single = median_ms(hammer(photos, 1, args.requests // 2, {"facen": "true"}, warm_up=1)[1])
         serve.shutdown()
 
         overload, search_seconds = {}, {}
@@ -272,9 +297,13 @@ def main(argv: list[str] | None = None) -> None:
     print(f"   service, 8 concurrent clients               {eight:7.1f}   {eight / bare:.2f}x")
     print("\n2. dynamic batching, 16 concurrent clients, photos/s")
     print(f"   model batches of 1                          {sixteen_single:7.1f}")
-    print(f"   model batches up to 16                      {sixteen_batched:7.1f}   {sixteen_batched / sixteen_single:.2f}x")
+    print(f"   model batches up to 16                      {sixteen_batched:7.1f}   {sixteen_batched / sixteen_single:.2f}x"
+          f"   (mean batch, warm-up included: {photo_batches})")
     print(f"   640x480 camera frames, batches of 1         {frames_single:7.1f}")
-    print(f"   640x480 camera frames, batches up to 16     {frames_batched:7.1f}   {frames_batched / frames_single:.2f}x")
+    print(f"   640x480 camera frames, batches up to 16     {frames_batched:7.1f}   {frames_batched / frames_single:.2f}x"
+          f"   (mean batch, warm-up included: {frame_batches})")
+    print(f"   one client alone, median ms per request: batches of 1 {alone_single:.1f}, "
+          f"batches up to 16 {alone_batched:.1f}   ({alone_batched / alone_single:.2f}x)")
     print(f"\n3. overload: {OVERLOAD_REQUESTS} detect requests from {OVERLOAD_CLIENTS} clients that start "
           "together, queues of 4 per model deployment")
     for retry, results in overload.items():

@@ -201,7 +201,9 @@ def deployment_options(section: DeploymentSettings, gpus_present: bool, batching
     else:
         options["num_replicas"] = max(section.min_replicas, 1)
     if batching:
-        options["user_config"] = {"max_batch_size": section.max_batch_size,
+        # A replica never holds more than max_ongoing_requests calls, so no batch can be larger; a batch
+        # waiting for more would wait out its whole timeout.
+        options["user_config"] = {"max_batch_size": min(section.max_batch_size, section.max_ongoing_requests),
                                   "batch_wait_timeout_s": section.batch_wait_timeout_s}
     return options
 

@@ -19,6 +19,7 @@ from store.cache import DetectionCache
 
 from .config import Settings
 from .errors import ExtractionFailed, OverCapacity
+from .stages import StageTraffic
 
 log = logging.getLogger("facegrid")
 
@@ -54,6 +55,7 @@ class Services:
         self.admission_limit = max(detector.max_replicas, 1) * (detector.max_ongoing_requests +
                                                                 detector.max_queued_requests)
         self.admitted = 0
+        self.traffic = StageTraffic()
 
     @functools.cached_property
     def extractor_chip_size(self) -> int:

@@ -483,6 +483,35 @@ def test_ten_thousand_faces_added_in_bulk_all_land(api):
     assert found.json()["faces"][0]["id"]["face"] == 4321
 
 
+def test_detects_under_way_together_share_model_batches(api, faces_dir):
+    """The ingress tells the model replicas how many calls are coming (models.deployments.LoadAwareBatching):
+    requests sent together run in shared batches, each answered as it is alone."""
+    from collections import Counter
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ray import serve
+
+    data, content_type = photo(faces_dir, "faceapi_amy1.png")
+
+    def one(_):
+        return api.post("/v2/detect", params={"facen": "true"}, content=data, headers={"Content-Type": content_type})
+
+    def batch_counts() -> dict[str, Counter]:
+        return {name: Counter(serve.get_deployment_handle(name, app_name="facegrid").batch_counts.remote().result())
+                for name in ("Detector", "Extractor")}
+
+    alone = one(0).json()["faces"]
+    before = batch_counts()
+    with ThreadPoolExecutor(6) as pool:        # what the test service's Detector holds: 2 running + 4 queued
+        responses = list(pool.map(one, range(6)))
+    ran = {name: counts - before[name] for name, counts in batch_counts().items()}
+    assert [r.status_code for r in responses] == [200] * 6
+    assert all([face["bbox"] for face in r.json()["faces"]] == [face["bbox"] for face in alone] for r in responses)
+    for name, batches in ran.items():
+        assert sum(size * count for size, count in batches.items()) == 6, (name, batches)
+        assert max(batches) >= 2, (name, batches)
+
+
 def test_full_model_queues_answer_429_at_once(api, faces_dir):
     from concurrent.futures import ThreadPoolExecutor
 

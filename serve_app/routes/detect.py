@@ -16,6 +16,7 @@ from .. import images, params
 from ..errors import BadParam, NotImplementedHere, RouteNotFound
 from ..faces import encode_facen
 from ..services import Services, current
+from ..stages import DETECTOR, EXTRACTOR, Journey
 from ..schemas import DetectResponse, FaceDetection
 
 router = APIRouter(tags=["detection"])
@@ -63,6 +64,11 @@ class DetectOptions:
     def wants_vectors(self) -> bool:
         return self.want_facen or self.return_facen
 
+    @property
+    def model_stages(self) -> tuple[str, ...]:
+        return ((DETECTOR,) if self.detector == "nnd" else ()) + \
+            ((EXTRACTOR,) if self.wants_vectors or self.wants_attributes else ())
+
     @classmethod
     def read(cls, query, settings) -> "DetectOptions":
         detector = query.get("detector", "nnd")
@@ -86,10 +92,11 @@ class DetectOptions:
 async def detect(request: Request) -> dict:
     services = current()
     options = DetectOptions.read(request.query_params, services.settings)
-    return await _detect(request, services, options)
+    with services.traffic.journey(options.model_stages) as journey:
+        return await _detect(request, services, options, journey)
 
 
-async def _detect(request: Request, services: Services, options: DetectOptions) -> dict:
+async def _detect(request: Request, services: Services, options: DetectOptions, journey: Journey) -> dict:
     settings = services.settings
     data = await images.image_bytes(request, settings.limits, settings.url_fetch)
     # Decoding takes milliseconds of CPU; off the event loop, refusals and other requests are not held up.
@@ -109,8 +116,11 @@ async def _detect(request: Request, services: Services, options: DetectOptions) 
     else:
         turns = (0, 1, 2, 3) if options.autorotate else (0,)
         candidates = [images.rotated(rgb, t) for t in turns]
+        # Batching hint: each request still on its way to the Detector sends as many calls as this one.
+        coming = journey.coming_to(DETECTOR) * len(candidates)
         found = await asyncio.gather(*(services.call_model(services.detector.detect, DetectRequest(
-            candidate, options.wants_vectors, options.wants_attributes)) for candidate in candidates))
+            candidate, options.wants_vectors, options.wants_attributes, coming)) for candidate in candidates))
+        journey.passed(DETECTOR)
         # With autorotate the orientation with the most (then the most confident) faces wins.
         best = max(range(len(turns)), key=lambda i: (len(found[i].detections),
                                                     sum(d.score for d in found[i].detections), -i))
@@ -123,9 +133,10 @@ async def _detect(request: Request, services: Services, options: DetectOptions) 
 
     facens, attributes = None, []
     if boxes and (options.wants_vectors or options.wants_attributes):
-        described = await services.call_model(services.extractor.describe,
-                                              DescribeRequest(extractor_chips, attribute_chips))
+        described = await services.call_model(services.extractor.describe, DescribeRequest(
+            extractor_chips, attribute_chips, journey.coming_to(EXTRACTOR)))
         facens, attributes = described.facens, described.attributes
+    journey.passed(EXTRACTOR)
 
     faces, cached = [], {}
     for index, (box, score, landmarks) in enumerate(boxes):
