@@ -7,7 +7,8 @@
    reference, given pixels already decoded);
 2. dynamic batching: 16 concurrent clients against the service with model batches of up to 16 vs
    batches of 1, sending the photos, then 640x480 JPEG camera frames made from them (with the mean batch
-   each model deployment ran); and one client alone, whose calls must not wait for batches to fill;
+   each model deployment ran); then 4 clients, and one client alone, whose calls must not wait for batches
+   that will not fill;
 3. overload: many more concurrent detect requests than the model queues hold; the share of 429 answers
    that came back within 100 ms, for clients that retry at once, that wait Retry-After, and that wait it
    with jitter; beside it, how long the idle service takes to answer as many simultaneous GET /healthz
@@ -262,12 +263,14 @@ def main(argv: list[str] | None = None) -> None:
         photo_batches, counts = mean_batches(counts, batch_counts()), batch_counts()
         frames_batched, _ = hammer(frames, 16, args.requests, {"facen": "true"}, warm_up=warm(frames))
         frame_batches = mean_batches(counts, batch_counts())
+        four_batched, _ = hammer(photos, 4, args.requests, {"facen": "true"})
         alone_batched = median_ms(hammer(photos, 1, args.requests // 2, {"facen": "true"}, warm_up=1)[1])
         serve.shutdown()
 
         serve_with(settings_for(1))
         sixteen_single, _ = hammer(photos, 16, args.requests, {"facen": "true"}, warm_up=warm(photos))
         frames_single, _ = hammer(frames, 16, args.requests, {"facen": "true"}, warm_up=warm(frames))
+        four_single, _ = hammer(photos, 4, args.requests, {"facen": "true"})
         alone_single = median_ms(hammer(photos, 1, args.requests // 2, {"facen": "true"}, warm_up=1)[1])
         serve.shutdown()
 
@@ -302,6 +305,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"   640x480 camera frames, batches of 1         {frames_single:7.1f}")
     print(f"   640x480 camera frames, batches up to 16     {frames_batched:7.1f}   {frames_batched / frames_single:.2f}x"
           f"   (mean batch, warm-up included: {frame_batches})")
+    print(f"   4 clients, photos/s: batches of 1 {four_single:.1f}, batches up to 16 {four_batched:.1f}   "
+          f"({four_batched / four_single:.2f}x)")
     print(f"   one client alone, median ms per request: batches of 1 {alone_single:.1f}, "
           f"batches up to 16 {alone_batched:.1f}   ({alone_batched / alone_single:.2f}x)")
     print(f"\n3. overload: {OVERLOAD_REQUESTS} detect requests from {OVERLOAD_CLIENTS} clients that start "

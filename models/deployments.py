@@ -30,7 +30,7 @@ class DetectRequest:
     image: np.ndarray                  # HxWx3 uint8 RGB
     extractor_chips: bool = False      # cut chips for the extractor
     attribute_chips: bool = False      # cut chips for the attribute networks
-    coming: int = 1                    # calls the caller has on their way here, this one included
+    coming: int = 1                    # the caller's requests yet to send a call here, this one included
 
 
 @dataclass
@@ -44,7 +44,7 @@ class DetectedFaces:
 class DescribeRequest:
     extractor_chips: np.ndarray | None     # (N, S, S, 3) or None
     attribute_chips: np.ndarray | None     # (N, 112, 112, 3) or None
-    coming: int = 1                        # calls the caller has on their way here, this one included
+    coming: int = 1                        # the caller's requests yet to send a call here, this one included
 
 
 @dataclass
@@ -67,26 +67,35 @@ class LoadAwareBatching:
     Replicas that share cores with the ingress and the HTTP proxy see requests arrive one by one even under
     load: with a fixed 5 ms wait, 16 concurrent clients on 2 cores made Detector batches of 1.2 to 1.5
     requests on average, so batching saved nearly nothing. A longer fixed wait fills batches but holds a lone
-    request for the whole wait. So each call carries how many calls its caller still has on their way to this
-    deployment (serve_app.stages); a batch that starts with it waits (up to ``batch_wait_timeout_s``) only
-    when others are coming, and closes as soon as that many have arrived. serve.batch reads both settings
-    when a batch's first call arrives.
+    request for the whole wait. So each call carries how many of its caller's requests have yet to send their
+    call here, itself included (serve_app.stages). With the calls already queued here, that is the batch
+    worth waiting for: the batch waits (up to ``batch_wait_timeout_s``) only when others are coming, and
+    closes as soon as they have arrived. Calls already sent are not counted by the caller: a call that has
+    run and is on its way back would otherwise be waited for in vain. serve.batch reads both settings when a
+    batch's first call arrives.
     """
 
     def __init__(self, method, max_batch_size: int, wait_s: float):
         self.method, self.max_batch_size, self.wait_s = method, max_batch_size, wait_s
         self.batch_size_set = max_batch_size
+        self.queued = 0             # calls that have arrived and are not in a running batch yet
 
     def reconfigure(self, user_config: dict) -> None:
         self.max_batch_size = int(user_config.get("max_batch_size", self.max_batch_size))
         self.wait_s = float(user_config.get("batch_wait_timeout_s", self.wait_s))
 
-    def before(self, coming: int) -> None:
-        expected = max(1, min(self.max_batch_size, coming))
+    def arrived(self, coming: int) -> None:
+        expected = max(1, min(self.max_batch_size, coming + self.queued))
         if expected != self.batch_size_set:        # the setter also re-checks the replica's config
             self.method.set_max_batch_size(expected)
             self.batch_size_set = expected
         self.method.set_batch_wait_timeout_s(self.wait_s if expected > 1 else 0.0)
+        self.queued += 1
+
+    async def run(self, work, requests: list) -> list:
+        """``work(requests)`` in a worker thread (the models are CPU-bound; the event loop keeps answering)."""
+        self.queued = max(self.queued - len(requests), 0)
+        return await asyncio.to_thread(work, requests)
 
 
 @serve.deployment(name="Detector")
@@ -116,15 +125,14 @@ class Detector:
         return results
 
     async def detect(self, request: DetectRequest) -> DetectedFaces:
-        self.batching.before(request.coming)
+        self.batching.arrived(request.coming)
         return await self._detect_batch(request)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.05)
     async def _detect_batch(self, requests: list[DetectRequest]) -> list[DetectedFaces]:
-        # The cascade is CPU-bound; a worker thread keeps the replica's event loop answering.
         self.batch_sizes.observe(len(requests), tags={"deployment": "Detector"})
         self.batches_by_size[len(requests)] += 1
-        return await asyncio.to_thread(self._run, requests)
+        return await self.batching.run(self._run, requests)
 
     def ping(self) -> bool:
         return True
@@ -153,14 +161,14 @@ class Extractor:
         return [Descriptions(f, [] if a is None else a) for f, a in zip(facens, attributes)]
 
     async def describe(self, request: DescribeRequest) -> Descriptions:
-        self.batching.before(request.coming)
+        self.batching.arrived(request.coming)
         return await self._describe_batch(request)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.05)
     async def _describe_batch(self, requests: list[DescribeRequest]) -> list[Descriptions]:
         self.batch_sizes.observe(len(requests), tags={"deployment": "Extractor"})
         self.batches_by_size[len(requests)] += 1
-        return await asyncio.to_thread(self._run, requests)
+        return await self.batching.run(self._run, requests)
 
     def ping(self) -> bool:
         return True

@@ -1,10 +1,11 @@
-"""How many of this ingress's requests have yet to pass each model stage: the hint models batch by.
+"""How many of this ingress's requests have yet to call each model stage: the hint models batch by.
 
-A Detector or Extractor batch that starts with a request waits for as many calls as are still on their way
-to its replica (models.deployments.LoadAwareBatching). Requests already past a stage will not come back:
-counting them (all requests under way) made batches wait out their full timeout under light load. Calls
-spread over a deployment's replicas, so the count is divided by how many are running, as Serve's status
-says (read every REPLICA_COUNT_EVERY_S in the background; 1 until first read).
+A Detector or Extractor batch that starts with a call waits for the calls still to come to its replica
+(models.deployments.LoadAwareBatching). A request stops counting towards a stage when it sends its call
+there (or knows it will not): calls already sent are queued or running at the replica, which counts those
+itself, or on their way back, and waiting for those would be waiting in vain. Calls spread over a
+deployment's replicas, so the count is divided by how many are running, as Serve's status says (read every
+REPLICA_COUNT_EVERY_S in the background; 1 until first read).
 """
 
 from __future__ import annotations
@@ -34,14 +35,14 @@ def serve_replica_counts() -> dict[str, int]:
 
 class StageTraffic:
     def __init__(self, read_replica_counts: Callable[[], dict[str, int]] = serve_replica_counts):
-        self.coming: Counter[str] = Counter()     # stage -> requests that have not passed it yet
+        self.coming: Counter[str] = Counter()     # stage -> requests that have yet to call it
         self.replicas: dict[str, int] = {}        # stage -> running replicas of its deployment
         self._read_replica_counts = read_replica_counts
         self._counting: asyncio.Task | None = None
 
     @contextlib.contextmanager
     def journey(self, stages: tuple[str, ...]) -> Iterator["Journey"]:
-        """One request's way through ``stages``; whatever it has not passed when it ends stops counting."""
+        """One request's way through ``stages``; whatever it has not called when it ends stops counting."""
         if self._counting is None:
             self._counting = asyncio.get_running_loop().create_task(self._count_replicas())
         journey = Journey(self, set(stages))
@@ -67,11 +68,15 @@ class Journey:
     def __init__(self, traffic: StageTraffic, ahead: set[str]):
         self.traffic, self.ahead = traffic, ahead
 
-    def coming_to(self, stage: str) -> int:
-        """Calls (this one's included) on their way to the replica this request's call will reach, as expected."""
-        return self.traffic.coming_to_a_replica(stage)
+    def calling(self, stage: str) -> int:
+        """Called as this request sends its call to ``stage``: the requests (this one included) that had yet
+        to call it, per replica. From now on this request no longer counts there."""
+        coming = self.traffic.coming_to_a_replica(stage)
+        self.passed(stage)
+        return coming
 
     def passed(self, stage: str) -> None:
+        """This request will not call ``stage`` (any more)."""
         if stage in self.ahead:
             self.ahead.discard(stage)
             self.traffic.coming[stage] -= 1

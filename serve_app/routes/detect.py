@@ -116,11 +116,10 @@ async def _detect(request: Request, services: Services, options: DetectOptions, 
     else:
         turns = (0, 1, 2, 3) if options.autorotate else (0,)
         candidates = [images.rotated(rgb, t) for t in turns]
-        # Batching hint: each request still on its way to the Detector sends as many calls as this one.
-        coming = journey.coming_to(DETECTOR) * len(candidates)
+        # Batching hint: each request yet to call the Detector will send as many calls as this one.
+        coming = journey.calling(DETECTOR) * len(candidates)
         found = await asyncio.gather(*(services.call_model(services.detector.detect, DetectRequest(
             candidate, options.wants_vectors, options.wants_attributes, coming)) for candidate in candidates))
-        journey.passed(DETECTOR)
         # With autorotate the orientation with the most (then the most confident) faces wins.
         best = max(range(len(turns)), key=lambda i: (len(found[i].detections),
                                                     sum(d.score for d in found[i].detections), -i))
@@ -134,9 +133,10 @@ async def _detect(request: Request, services: Services, options: DetectOptions, 
     facens, attributes = None, []
     if boxes and (options.wants_vectors or options.wants_attributes):
         described = await services.call_model(services.extractor.describe, DescribeRequest(
-            extractor_chips, attribute_chips, journey.coming_to(EXTRACTOR)))
+            extractor_chips, attribute_chips, journey.calling(EXTRACTOR)))
         facens, attributes = described.facens, described.attributes
-    journey.passed(EXTRACTOR)
+    else:
+        journey.passed(EXTRACTOR)          # no faces, or no vectors asked: no call
 
     faces, cached = [], {}
     for index, (box, score, landmarks) in enumerate(boxes):
