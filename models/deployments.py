@@ -9,6 +9,7 @@ are hot-tunable through ``user_config``, and each request says how busy its call
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -78,23 +79,30 @@ class LoadAwareBatching:
     def __init__(self, method, max_batch_size: int, wait_s: float):
         self.method, self.max_batch_size, self.wait_s = method, max_batch_size, wait_s
         self.batch_size_set = max_batch_size
-        self.queued = 0             # calls that have arrived and are not in a running batch yet
+        self.queued: set[int] = set()    # ids of the calls that have arrived and are not in a running batch
 
     def reconfigure(self, user_config: dict) -> None:
         self.max_batch_size = int(user_config.get("max_batch_size", self.max_batch_size))
         self.wait_s = float(user_config.get("batch_wait_timeout_s", self.wait_s))
 
-    def arrived(self, coming: int) -> None:
-        expected = max(1, min(self.max_batch_size, coming + self.queued))
+    @contextlib.contextmanager
+    def arriving(self, call):
+        """Around one call's wait for its batch. A call cancelled while queued (its caller timed out or hung
+        up) never reaches ``run``: serve.batch drops it, so it leaves the count here."""
+        expected = max(1, min(self.max_batch_size, call.coming + len(self.queued)))
         if expected != self.batch_size_set:        # the setter also re-checks the replica's config
             self.method.set_max_batch_size(expected)
             self.batch_size_set = expected
         self.method.set_batch_wait_timeout_s(self.wait_s if expected > 1 else 0.0)
-        self.queued += 1
+        self.queued.add(id(call))
+        try:
+            yield
+        finally:
+            self.queued.discard(id(call))
 
     async def run(self, work, requests: list) -> list:
         """``work(requests)`` in a worker thread (the models are CPU-bound; the event loop keeps answering)."""
-        self.queued = max(self.queued - len(requests), 0)
+        self.queued.difference_update(id(request) for request in requests)
         return await asyncio.to_thread(work, requests)
 
 
@@ -125,8 +133,8 @@ class Detector:
         return results
 
     async def detect(self, request: DetectRequest) -> DetectedFaces:
-        self.batching.arrived(request.coming)
-        return await self._detect_batch(request)
+        with self.batching.arriving(request):
+            return await self._detect_batch(request)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.05)
     async def _detect_batch(self, requests: list[DetectRequest]) -> list[DetectedFaces]:
@@ -140,7 +148,6 @@ class Detector:
     def batch_counts(self) -> dict[int, int]:
         """Batches run so far, by size (the Prometheus histogram's raw counts, for bench.serving)."""
         return dict(self.batches_by_size)
-
 
 @serve.deployment(name="Extractor")
 class Extractor:
@@ -161,8 +168,8 @@ class Extractor:
         return [Descriptions(f, [] if a is None else a) for f, a in zip(facens, attributes)]
 
     async def describe(self, request: DescribeRequest) -> Descriptions:
-        self.batching.arrived(request.coming)
-        return await self._describe_batch(request)
+        with self.batching.arriving(request):
+            return await self._describe_batch(request)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.05)
     async def _describe_batch(self, requests: list[DescribeRequest]) -> list[Descriptions]:
