@@ -55,6 +55,8 @@ class Descriptions:
 
 
 BATCH_SIZE_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64]
+# Until the app builder's user_config arrives (serve_app.app.deployment_options sets both from the settings).
+DEFAULT_MAX_BATCH_SIZE, DEFAULT_BATCH_WAIT_S = 16, 0.05
 
 
 def _batch_size_histogram() -> metrics.Histogram:
@@ -76,10 +78,13 @@ class LoadAwareBatching:
     batch's first call arrives.
     """
 
-    def __init__(self, method, max_batch_size: int, wait_s: float):
-        self.method, self.max_batch_size, self.wait_s = method, max_batch_size, wait_s
-        self.batch_size_set = max_batch_size
+    def __init__(self, method, deployment: str):
+        self.method, self.deployment = method, deployment
+        self.max_batch_size, self.wait_s = DEFAULT_MAX_BATCH_SIZE, DEFAULT_BATCH_WAIT_S
+        self.batch_size_set = DEFAULT_MAX_BATCH_SIZE
         self.queued: set[int] = set()    # ids of the calls that have arrived and are not in a running batch
+        self.batches_by_size: Counter[int] = Counter()
+        self.batch_sizes = _batch_size_histogram()
 
     def reconfigure(self, user_config: dict) -> None:
         self.max_batch_size = int(user_config.get("max_batch_size", self.max_batch_size))
@@ -103,21 +108,34 @@ class LoadAwareBatching:
     async def run(self, work, requests: list) -> list:
         """``work(requests)`` in a worker thread (the models are CPU-bound; the event loop keeps answering)."""
         self.queued.difference_update(id(request) for request in requests)
+        self.batch_sizes.observe(len(requests), tags={"deployment": self.deployment})
+        self.batches_by_size[len(requests)] += 1
         return await asyncio.to_thread(work, requests)
 
 
+class _BatchedModel:
+    """What both model deployments answer besides their model calls."""
+
+    batching: LoadAwareBatching
+
+    def reconfigure(self, user_config: dict) -> None:
+        self.batching.reconfigure(user_config)
+
+    def ping(self) -> bool:
+        return True
+
+    def batch_counts(self) -> dict[int, int]:
+        """Batches run so far, by size (the Prometheus histogram's raw counts, for bench.serving)."""
+        return dict(self.batching.batches_by_size)
+
+
 @serve.deployment(name="Detector")
-class Detector:
+class Detector(_BatchedModel):
     def __init__(self, config: ModelConfig):
         self.detector = load_detector(config)
         self.chip_size, self.template = geometry_for(config.extractor)
         self.attribute_template = template_for(ATTRIBUTE_SIZE)
-        self.batch_sizes = _batch_size_histogram()
-        self.batching = LoadAwareBatching(self._detect_batch, 16, 0.05)
-        self.batches_by_size: Counter[int] = Counter()
-
-    def reconfigure(self, user_config: dict) -> None:
-        self.batching.reconfigure(user_config)
+        self.batching = LoadAwareBatching(self._detect_batch, "Detector")
 
     def _run(self, requests: list[DetectRequest]) -> list[DetectedFaces]:
         found = self.detector.detect_batch([r.image for r in requests])
@@ -136,30 +154,17 @@ class Detector:
         with self.batching.arriving(request):
             return await self._detect_batch(request)
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.05)
+    @serve.batch(max_batch_size=DEFAULT_MAX_BATCH_SIZE, batch_wait_timeout_s=DEFAULT_BATCH_WAIT_S)
     async def _detect_batch(self, requests: list[DetectRequest]) -> list[DetectedFaces]:
-        self.batch_sizes.observe(len(requests), tags={"deployment": "Detector"})
-        self.batches_by_size[len(requests)] += 1
         return await self.batching.run(self._run, requests)
 
-    def ping(self) -> bool:
-        return True
-
-    def batch_counts(self) -> dict[int, int]:
-        """Batches run so far, by size (the Prometheus histogram's raw counts, for bench.serving)."""
-        return dict(self.batches_by_size)
 
 @serve.deployment(name="Extractor")
-class Extractor:
+class Extractor(_BatchedModel):
     def __init__(self, config: ModelConfig):
         self.extractor = load_extractor(config)
         self.attribute_model = load_attributes(config)
-        self.batch_sizes = _batch_size_histogram()
-        self.batching = LoadAwareBatching(self._describe_batch, 16, 0.05)
-        self.batches_by_size: Counter[int] = Counter()
-
-    def reconfigure(self, user_config: dict) -> None:
-        self.batching.reconfigure(user_config)
+        self.batching = LoadAwareBatching(self._describe_batch, "Extractor")
 
     def _run(self, requests: list[DescribeRequest]) -> list[Descriptions]:
         facens, attributes = describe_chips(self.extractor, self.attribute_model,
@@ -171,15 +176,6 @@ class Extractor:
         with self.batching.arriving(request):
             return await self._describe_batch(request)
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.05)
+    @serve.batch(max_batch_size=DEFAULT_MAX_BATCH_SIZE, batch_wait_timeout_s=DEFAULT_BATCH_WAIT_S)
     async def _describe_batch(self, requests: list[DescribeRequest]) -> list[Descriptions]:
-        self.batch_sizes.observe(len(requests), tags={"deployment": "Extractor"})
-        self.batches_by_size[len(requests)] += 1
         return await self.batching.run(self._run, requests)
-
-    def ping(self) -> bool:
-        return True
-
-    def batch_counts(self) -> dict[int, int]:
-        """Batches run so far, by size (the Prometheus histogram's raw counts, for bench.serving)."""
-        return dict(self.batches_by_size)

@@ -87,8 +87,8 @@ class DeploymentSettings(_Section):
     max_queued_requests: int = Field(64, ge=1, description="Queue bound; beyond it: 429 OVER_CAPACITY.")
     max_batch_size: int = Field(16, ge=1, description="Model deployments: most requests per batch.")
     batch_wait_timeout_s: float = Field(
-        0.05, ge=0, description="Model deployments: longest wait to fill a batch, taken only while the ingress "
-                                 "has other requests under way (models.deployments.LoadAwareBatching).")
+        0.05, ge=0, description="Model deployments: longest wait to fill a batch, taken only while more of the "
+                                 "ingress's calls are coming (models.deployments.LoadAwareBatching).")
 
 
 class ServeSettings(_Section):

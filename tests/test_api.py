@@ -486,19 +486,14 @@ def test_ten_thousand_faces_added_in_bulk_all_land(api):
 def test_detects_under_way_together_share_model_batches(api, faces_dir):
     """The ingress tells the model replicas how many calls are coming (models.deployments.LoadAwareBatching):
     requests sent together run in shared batches, each answered as it is alone."""
-    from collections import Counter
     from concurrent.futures import ThreadPoolExecutor
 
-    from ray import serve
+    from bench.serving import batch_counts
 
     data, content_type = photo(faces_dir, "faceapi_amy1.png")
 
     def one(_):
         return api.post("/v2/detect", params={"facen": "true"}, content=data, headers={"Content-Type": content_type})
-
-    def batch_counts() -> dict[str, Counter]:
-        return {name: Counter(serve.get_deployment_handle(name, app_name="facegrid").batch_counts.remote().result())
-                for name in ("Detector", "Extractor")}
 
     alone = one(0).json()["faces"]
     before = batch_counts()
