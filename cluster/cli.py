@@ -72,7 +72,8 @@ def cmd_eval(args) -> int:
     except ModelsNotReadyError as error:
         print(f"facegrid eval: {error}", file=sys.stderr)
         return 2
-    report = evaluate(pipeline, folder, fit=args.fit)
+    subset = tuple(prefix for prefix in (args.subset or "").split(",") if prefix)
+    report = evaluate(pipeline, folder, fit=args.fit, subset=subset)
     print("\n".join(report.lines()))
     if args.json:
         Path(args.json).write_text(json.dumps(report.as_dict(), indent=1))
@@ -91,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("folder", help="Folder holding labels.csv and the photos.")
     evaluation.add_argument("--fit", action="store_true", help="Also fit the confidence calibration.")
     evaluation.add_argument("--json", help="Write the report as JSON to this file.")
+    evaluation.add_argument("--subset", help="Comma-separated file-name prefixes: also report the pairs among "
+                                             "those photos apart (e.g. the photos added second to ../shared/faces).")
     evaluation.set_defaults(run=cmd_eval)
     return parser
 

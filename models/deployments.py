@@ -1,7 +1,7 @@
 """Ray Serve deployments of the models: thin wrappers that batch requests from many clients.
 
-``Detector`` finds faces and cuts the aligned chips the later stages need (the image stays here; only
-small chips travel on). ``Extractor`` turns chips into facens and attributes. Both load their ONNX
+``DetectorDeployment`` runs the pipeline's detection and ``cut_chips`` (the image stays here; only small
+chips travel on). ``ExtractorDeployment`` runs the pipeline's ``describe`` on them. Both load their ONNX
 sessions once in ``__init__`` and group concurrent calls with ``@serve.batch``; batch size and wait
 are hot-tunable through ``user_config``, and each request says how busy its caller is (``LoadAwareBatching``).
 """
@@ -17,19 +17,16 @@ import numpy as np
 from ray import serve
 from ray.util import metrics
 
-from .align import align_faces, template_for
-from .attributes import INPUT_SIZE as ATTRIBUTE_SIZE
-from .attributes import FaceAttributes
 from .config import ModelConfig
 from .detector import Detection
 from .extractor import geometry_for
-from .pipeline import describe_chips, load_attributes, load_detector, load_extractor
+from .pipeline import Descriptions, FaceChips, cut_chips, describe, load_attributes, load_detector, load_extractors
 
 
 @dataclass
 class DetectRequest:
     image: np.ndarray                  # HxWx3 uint8 RGB
-    extractor_chips: bool = False      # cut chips for the extractor
+    extractor_chips: bool = False      # cut chips for every extractor served
     attribute_chips: bool = False      # cut chips for the attribute networks
     coming: int = 1                    # the caller's requests yet to send a call here, this one included
 
@@ -37,21 +34,13 @@ class DetectRequest:
 @dataclass
 class DetectedFaces:
     detections: list[Detection]
-    extractor_chips: np.ndarray | None = None
-    attribute_chips: np.ndarray | None = None
+    chips: FaceChips = field(default_factory=FaceChips)
 
 
 @dataclass
 class DescribeRequest:
-    extractor_chips: np.ndarray | None     # (N, S, S, 3) or None
-    attribute_chips: np.ndarray | None     # (N, 112, 112, 3) or None
-    coming: int = 1                        # the caller's requests yet to send a call here, this one included
-
-
-@dataclass
-class Descriptions:
-    facens: np.ndarray | None = None
-    attributes: list[FaceAttributes] = field(default_factory=list)
+    chips: FaceChips
+    coming: int = 1                    # the caller's requests yet to send a call here, this one included
 
 
 BATCH_SIZE_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64]
@@ -130,25 +119,18 @@ class _BatchedModel:
 
 
 @serve.deployment(name="Detector")
-class Detector(_BatchedModel):
+class DetectorDeployment(_BatchedModel):
     def __init__(self, config: ModelConfig):
         self.detector = load_detector(config)
-        self.chip_size, self.template = geometry_for(config.extractor)
-        self.attribute_template = template_for(ATTRIBUTE_SIZE)
+        self.geometries = [geometry_for(extractor) for extractor in config.extractors]
         self.batching = LoadAwareBatching(self._detect_batch, "Detector")
 
     def _run(self, requests: list[DetectRequest]) -> list[DetectedFaces]:
         found = self.detector.detect_batch([r.image for r in requests])
-        results = []
-        for request, detections in zip(requests, found):
-            results.append(DetectedFaces(
-                detections,
-                align_faces(request.image, [d.landmarks for d in detections], self.chip_size, self.template)
-                if request.extractor_chips else None,
-                align_faces(request.image, [d.landmarks for d in detections], ATTRIBUTE_SIZE,
-                            self.attribute_template)
-                if request.attribute_chips else None))
-        return results
+        return [DetectedFaces(detections, cut_chips(request.image, detections,
+                                                    self.geometries if request.extractor_chips else (),
+                                                    request.attribute_chips))
+                for request, detections in zip(requests, found)]
 
     async def detect(self, request: DetectRequest) -> DetectedFaces:
         with self.batching.arriving(request):
@@ -160,17 +142,14 @@ class Detector(_BatchedModel):
 
 
 @serve.deployment(name="Extractor")
-class Extractor(_BatchedModel):
+class ExtractorDeployment(_BatchedModel):
     def __init__(self, config: ModelConfig):
-        self.extractor = load_extractor(config)
+        self.extractors = {extractor.name: extractor for extractor in load_extractors(config)}
         self.attribute_model = load_attributes(config)
         self.batching = LoadAwareBatching(self._describe_batch, "Extractor")
 
     def _run(self, requests: list[DescribeRequest]) -> list[Descriptions]:
-        facens, attributes = describe_chips(self.extractor, self.attribute_model,
-                                            [r.extractor_chips for r in requests],
-                                            [r.attribute_chips for r in requests])
-        return [Descriptions(f, [] if a is None else a) for f, a in zip(facens, attributes)]
+        return describe(self.extractors, self.attribute_model, [r.chips for r in requests])
 
     async def describe(self, request: DescribeRequest) -> Descriptions:
         with self.batching.arriving(request):

@@ -212,7 +212,7 @@ class MtcnnDetector:
             return results
 
         regression, probability, points = self._run_crops(self.onet, images, boxes, owners, 48)
-        threshold = max(self.config.stage_thresholds[2], self.config.score_threshold)
+        threshold = max(self.config.stage_thresholds[2], self.config.min_score)
         passed = probability >= threshold
         boxes, owners, scores = boxes[passed], owners[passed], probability[passed]
         regression, points = regression[passed], points[passed]

@@ -44,6 +44,10 @@ class EvalReport:
     rank1_accuracy: float
     face_count_misses: list[str] = field(default_factory=list)
     calibration_fit: dict | None = None
+    subset: str = ""                       # the file-name prefixes of the photos reported apart
+    subset_pairs: int = 0                  # pairs with both photos in the subset
+    subset_verification_accuracy: float = float("nan")
+    subset_false_accepts: list[str] = field(default_factory=list)
 
     @property
     def face_count_accuracy(self) -> float:
@@ -64,6 +68,10 @@ class EvalReport:
             f"best threshold on this set  {self.best_threshold:.3f} (accuracy {self.best_accuracy:.4f})",
             f"rank-1 identification       {self.rank1_accuracy:.4f} over {self.rank1_probes} probes",
             *(f"face-count miss             {miss}" for miss in self.face_count_misses),
+            *([f"subset {self.subset}: {self.subset_pairs} pairs, verification accuracy "
+               f"{self.subset_verification_accuracy:.4f}",
+               *(f"  false accept              {pair}" for pair in self.subset_false_accepts)]
+              if self.subset else []),
             *([f"calibration fit             {self.calibration_fit}"] if self.calibration_fit else []),
         ]
 
@@ -98,10 +106,11 @@ def fit_logistic(cosines: np.ndarray, same: np.ndarray, iterations: int = 50) ->
     return float(beta[0]), float(-beta[1] / beta[0])
 
 
-def evaluate(pipeline: FacePipeline, folder: Path, fit: bool = False) -> EvalReport:
+def evaluate(pipeline: FacePipeline, folder: Path, fit: bool = False, subset: tuple[str, ...] = ()) -> EvalReport:
+    """``subset``: file-name prefixes of photos whose pairs among themselves are also reported apart."""
     folder = Path(folder)
     rows = list(csv.DictReader(open(folder / "labels.csv", newline="")))
-    correct, misses, vectors, names = 0, [], [], []
+    correct, misses, vectors, names, files = 0, [], [], [], []
     for row in rows:
         image = read_image(folder / row["file"])
         faces = pipeline.detect([image], extract=True)[0]
@@ -114,6 +123,7 @@ def evaluate(pipeline: FacePipeline, folder: Path, fit: bool = False) -> EvalRep
             largest = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
             vectors.append(largest.facen)
             names.append(row["identity"])
+            files.append(row["file"])
 
     embeddings, names = np.stack(vectors), np.array(names)
     similarity = embeddings @ embeddings.T
@@ -134,6 +144,11 @@ def evaluate(pipeline: FacePipeline, folder: Path, fit: bool = False) -> EvalRep
     nearest = similarity.argmax(1)
     rank1 = (names[nearest] == names)[probes]
 
+    in_subset = np.array([bool(subset) and file.startswith(subset) for file in files])
+    both = in_subset[upper[0]] & in_subset[upper[1]]
+    subset_false_accepts = [f"{files[i]} ~ {files[j]}: confidence {confidence[k]:.3f}"
+                            for k, (i, j) in enumerate(zip(*upper)) if both[k] and accepted[k] and not same[k]]
+
     calibration = None
     if fit:
         slope, midpoint = fit_logistic(cosines.astype(np.float64), same)
@@ -149,5 +164,8 @@ def evaluate(pipeline: FacePipeline, folder: Path, fit: bool = False) -> EvalRep
         roc_auc=roc_auc(cosines, same), best_threshold=float(candidates[best]),
         best_accuracy=float(accuracies[best]), rank1_probes=int(probes.sum()),
         rank1_accuracy=float(rank1.mean()) if len(rank1) else float("nan"),
-        face_count_misses=misses, calibration_fit=calibration,
+        face_count_misses=misses, calibration_fit=calibration, subset=",".join(subset),
+        subset_pairs=int(both.sum()),
+        subset_verification_accuracy=float((accepted[both] == same[both]).mean()) if both.any() else float("nan"),
+        subset_false_accepts=subset_false_accepts,
     )

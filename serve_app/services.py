@@ -7,13 +7,13 @@ store calls run in a worker thread so a commit's fsync never stalls the event lo
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from index.router import ShardRouter
-from models.extractor import calibration_for, geometry_for
+from models.extractor import ChipGeometry, calibration_for, calibration_of_model, geometry_for
+from store.base import GalleryRecord
 from store.base import FaceStore
 from store.cache import DetectionCache
 
@@ -38,12 +38,17 @@ class Services:
     store: FaceStore
     cache: DetectionCache
     router: ShardRouter
-    detector: Any        # DeploymentHandle of models.deployments.Detector
-    extractor: Any       # DeploymentHandle of models.deployments.Extractor
+    detector: Any        # DeploymentHandle of models.deployments.DetectorDeployment
+    extractor: Any       # DeploymentHandle of models.deployments.ExtractorDeployment
 
     def __post_init__(self):
-        self.calibration, self.match_threshold = calibration_for(
-            self.settings.models.extractor.kind, self.settings.models.extractor.match_threshold)
+        models = self.settings.models
+        # Read from the configs without loading a network: the extractors live in other replicas.
+        self.geometries: list[ChipGeometry] = [geometry_for(extractor) for extractor in models.extractors]
+        self.primary_model = self.geometries[0].model
+        self.served_models = {geometry.model: calibration_for(extractor.kind, extractor.match_threshold)
+                              for geometry, extractor in zip(self.geometries, models.extractors)}
+        self.match_threshold = self.served_models[self.primary_model][1]
         self._backpressure, self._model_errors = _serve_errors()
         from ray.util import metrics
 
@@ -57,13 +62,18 @@ class Services:
         self.admitted = 0
         self.traffic = StageTraffic()
 
-    @functools.cached_property
-    def extractor_chip_size(self) -> int:
-        """The chip side the configured extractor takes (read from its file once, when first needed)."""
-        return geometry_for(self.settings.models.extractor)[0]
+    def model_calibration(self, model: str | None):
+        """(calibration, recommended threshold) of a model's vectors (None: the primary model's)."""
+        return calibration_of_model(model or self.primary_model, self.served_models)
 
-    def confidence(self, cosine: float) -> float:
-        return float(self.calibration.confidence(cosine))
+    def confidence(self, cosine: float, model: str | None = None) -> float:
+        return float(self.model_calibration(model)[0].confidence(cosine))
+
+    def gallery_model(self, gallery: GalleryRecord) -> str | None:
+        """The model whose vectors the gallery holds; None while it is empty."""
+        if gallery.model is not None or gallery.dim is None:
+            return gallery.model
+        return self.settings.models.unlabelled_gallery_model
 
     def try_admit(self) -> bool:
         """Take one of the Detector's places for the length of a request; False (and counted) when none is free."""

@@ -1,6 +1,8 @@
 """Face sources: ``detection:<id>``, ``face:<gallery>/<id>`` and (ext) ``facen:<base64>``.
 
-Resolving one gives the vector and the features/attributes that travel with it when a face is added.
+Resolving one gives its vectors, each labelled with the model that made it (a detection holds one per
+extractor served; a raw facen's model is unknown), and the features/attributes that travel with it when
+a face is added. ``vector_for`` then takes the one a gallery's model can be compared with.
 """
 
 from __future__ import annotations
@@ -19,8 +21,13 @@ from .services import Services
 
 @dataclass
 class ResolvedSource:
-    facen: np.ndarray
+    facens: dict[str | None, np.ndarray]              # model (None: unknown) -> unit vector
     features: dict = field(default_factory=dict)     # {"features": {...}, "attributes": {...}}
+    text: str = ""                                   # the source as given, for errors
+
+    @property
+    def models(self) -> set[str]:
+        return {model for model in self.facens if model is not None}
 
 
 async def resolve(source: str | None, services: Services, param: str) -> ResolvedSource:
@@ -31,17 +38,57 @@ async def resolve(source: str | None, services: Services, param: str) -> Resolve
         record = await services.cache.get(rest)
         if record is None:
             raise SourceNotFound(f"detection {rest!r} does not exist or has expired")
-        return ResolvedSource(decode_facen(record["facen"], param),
-                              {"features": record.get("features", {}), "attributes": record.get("attributes", {})})
+        # Records cached before vectors carried their model hold the model of unlabelled galleries.
+        primary = record.get("model", services.settings.models.unlabelled_gallery_model)
+        facens = {primary: decode_facen(record["facen"], param)}
+        facens.update({model: decode_facen(text, param) for model, text in record.get("facens", {}).items()})
+        return ResolvedSource(facens, {"features": record.get("features", {}),
+                                       "attributes": record.get("attributes", {})}, source)
     if kind == "face" and "/" in rest:
         gallery, _, raw_id = rest.rpartition("/")
         try:
+            gallery_record = await services.in_thread(services.store.get_gallery, gallery)
             record = await services.in_thread(services.store.get_face, gallery, face_id(raw_id, param))
         except GalleryNotFound:
             raise SourceGalleryNotFound(f"gallery {gallery!r} does not exist") from None
         except FaceNotFound:
             raise SourceNotFound(f"face {raw_id} does not exist in gallery {gallery!r}") from None
-        return ResolvedSource(record.facen, record.features)
+        return ResolvedSource({services.gallery_model(gallery_record): record.facen}, record.features, source)
     if kind == "facen" and rest:
-        return ResolvedSource(decode_facen(rest, param))
+        return ResolvedSource({None: decode_facen(rest, param)}, text=source)
     raise BadParam(f"{param} must be detection:<id>, face:<gallery>/<id> or facen:<base64>", param, source)
+
+
+def vector_for(source: ResolvedSource, model: str | None, services: Services,
+               param: str) -> tuple[str | None, np.ndarray]:
+    """(its model, the vector) of ``source`` to compare with vectors of ``model``; None: any model, the
+    primary one preferred (an empty gallery, or a comparison of two sources). A raw facen, whose model is
+    unknown, is taken as a vector of ``model``, or of the primary model (what return_facen gives) where
+    any will do; its length is checked where it is compared."""
+    if model is None:
+        known = source.models
+        model = services.primary_model if services.primary_model in known or not known else None
+        if model is None and len(known) == 1:
+            model = next(iter(known))
+    if model in source.facens:
+        return model, source.facens[model]
+    if None in source.facens:
+        return model, source.facens[None]
+    served = ", ".join(sorted(source.models))
+    raise BadParam(f"{param} holds vectors of {served}, not of {model}, the model this gallery was filled with"
+                   + ("" if model in services.served_models else
+                      f"; this deployment does not run {model} (models.extra_extractors)"), param, source.text)
+
+
+def common_model(first: ResolvedSource, second: ResolvedSource, services: Services) -> str | None:
+    """The model two sources are compared in: the primary one where both can be, else one they share
+    (a raw facen goes with any); None where both are raw facens."""
+    both_known = bool(first.models and second.models)
+    candidates = first.models & second.models if both_known else first.models | second.models
+    if both_known and not candidates:
+        raise BadParam(f"face1 holds vectors of {', '.join(sorted(first.models))} and face2 of "
+                       f"{', '.join(sorted(second.models))}: faces of different models cannot be compared",
+                       "face2", second.text)
+    if not candidates:
+        return None
+    return services.primary_model if services.primary_model in candidates else sorted(candidates)[0]

@@ -37,6 +37,7 @@ class FaceRecord:
     meta: dict = field(default_factory=dict)
     features: dict = field(default_factory=dict)    # detection features/attributes copied from the source
     created_at: float = 0.0
+    model: str | None = None     # the extractor that made facen, where known: binds an empty gallery to it
 
 
 def shard_of(gallery: str, face_id: int, num_shards: int) -> int:
@@ -83,8 +84,12 @@ def _scalar_kind(value) -> str | None:
     return None
 
 
-def check_facen(facen, gallery: GalleryRecord) -> np.ndarray:
+def check_facen(facen, gallery: GalleryRecord, model: str | None = None) -> np.ndarray:
+    """The vector, unit length, if it fits the gallery: its length, and its model where both are known."""
     vector = np.asarray(facen, dtype=np.float32).reshape(-1)
+    if gallery.model is not None and model is not None and model != gallery.model:
+        raise InvalidFace(f"gallery {gallery.name!r} holds vectors of {gallery.model}, not of {model}",
+                          "facen", model)
     if vector.size == 0 or not np.isfinite(vector).all():
         raise InvalidFace("the feature vector is empty or not finite", "facen", f"dim {vector.size}")
     if gallery.dim is not None and vector.size != gallery.dim:

@@ -95,7 +95,7 @@ class CassandraFaceStore:
             "gallery_get": prepare(f"SELECT name, created_at, dim, model FROM {ks}.galleries WHERE name = ?"),
             "gallery_all": prepare(f"SELECT name, created_at, dim, model FROM {ks}.galleries"),
             "gallery_put": prepare(f"INSERT INTO {ks}.galleries (name, created_at) VALUES (?, ?) IF NOT EXISTS"),
-            "gallery_dim": prepare(f"UPDATE {ks}.galleries SET dim = ? WHERE name = ? IF dim = null"),
+            "gallery_dim": prepare(f"UPDATE {ks}.galleries SET dim = ?, model = ? WHERE name = ? IF dim = null"),
             "gallery_del": prepare(f"DELETE FROM {ks}.galleries WHERE name = ?"),
             "partition_del": prepare(f"DELETE FROM {ks}.faces WHERE gallery = ? AND shard = ?"),
             "face_put": prepare(f"INSERT INTO {ks}.faces (gallery, shard, id, facen, meta, features, created_at) "
@@ -179,11 +179,13 @@ class CassandraFaceStore:
 
     # ---- faces --------------------------------------------------------------------------------
 
-    def _fix_dim(self, gallery: GalleryRecord, dim: int) -> GalleryRecord:
+    def _fix_dim(self, gallery: GalleryRecord, dim: int, model: str | None) -> GalleryRecord:
+        """Bind an empty gallery to the first face's length and model; a concurrent first add may win."""
         if gallery.dim is None:
-            applied = self._session.execute(self._q["gallery_dim"], (dim, gallery.name))
-            gallery = GalleryRecord(gallery.name, gallery.created_at,
-                                    dim if applied.was_applied else applied.one().dim, gallery.model)
+            applied = self._session.execute(self._q["gallery_dim"], (dim, model, gallery.name))
+            if applied.was_applied:
+                return GalleryRecord(gallery.name, gallery.created_at, dim, model)
+            return self._gallery(gallery.name)
         return gallery
 
     def add_faces(self, faces: Sequence[FaceRecord]) -> list[FacegridError | None]:
@@ -202,11 +204,11 @@ class CassandraFaceStore:
                     if isinstance(gallery, FacegridError):
                         raise gallery
                     face_id = check_face_id(face.face_id)
-                    vector = check_facen(face.facen, gallery)
+                    vector = check_facen(face.facen, gallery, face.model)
                     meta = check_meta(face.meta)
                     if gallery.dim is None:
-                        gallery = galleries[face.gallery] = self._fix_dim(gallery, vector.size)
-                        vector = check_facen(face.facen, gallery)
+                        gallery = galleries[face.gallery] = self._fix_dim(gallery, vector.size, face.model)
+                        vector = check_facen(face.facen, gallery, face.model)
                     if (face.gallery, face_id) in seen:
                         # Two rows of one key in one conditional batch would both pass: the later one
                         # conflicts, as it would had it come in a later call.

@@ -141,11 +141,12 @@ class SqliteFaceStore:
     def _insert(self, db, face: FaceRecord, galleries: dict[str, GalleryRecord]) -> None:
         gallery = galleries.get(face.gallery) or self._gallery(db, face.gallery)
         face_id = check_face_id(face.face_id)
-        vector = check_facen(face.facen, gallery)
+        vector = check_facen(face.facen, gallery, face.model)
         meta = check_meta(face.meta)
         if gallery.dim is None:
-            db.execute("UPDATE galleries SET dim = ? WHERE name = ?", (vector.size, gallery.name))
-            gallery = GalleryRecord(gallery.name, gallery.created_at, vector.size, gallery.model)
+            db.execute("UPDATE galleries SET dim = ?, model = ? WHERE name = ?",
+                       (vector.size, face.model, gallery.name))
+            gallery = GalleryRecord(gallery.name, gallery.created_at, vector.size, face.model)
         galleries[face.gallery] = gallery
         shard = shard_of(face.gallery, face_id, self.num_shards)
         try:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.config import ModelConfig
+from models.config import DetectorConfig, ExtractorConfig, ModelConfig
 from models.export import prepare_models
 from models.images import read_image
 from models.pipeline import load_pipeline
@@ -26,6 +26,13 @@ def model_config() -> ModelConfig:
     config = load_settings().models
     prepare_models(config.data_dir, log=lambda message: None)
     return config
+
+
+@pytest.fixture(scope="session")
+def mtcnn_config(model_config) -> ModelConfig:
+    """The models of facegrid 0.1: the MTCNN cascade and the dlib descriptor."""
+    return model_config.model_copy(update={"detector": DetectorConfig(kind="mtcnn"),
+                                           "extractor": ExtractorConfig(kind="dlib")})
 
 
 @pytest.fixture(scope="session")

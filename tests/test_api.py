@@ -19,6 +19,7 @@ from PIL import Image
 
 from bench.data import clustered_unit_vectors, random_meta
 from index.filters import FaceFilter
+from store.base import FaceRecord
 from tests.conftest import run_services
 
 CONTENT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
@@ -246,7 +247,8 @@ def test_galleries_are_created_listed_read_and_deleted(api):
     expect_error(api.post("/v2/galleries/temp-1"), 409, "CONFLICT")
     expect_error(api.post("/v2/galleries/bad%20name"), 400, "BAD_PARAM", "gallery")
     api.post("/v2/galleries/temp-1/faces/5", json={"from": facen_source(np.ones(128))})
-    assert api.get("/v2/galleries/temp-1").json() == {"name": "temp-1", "number_of_elements": 1}
+    assert api.get("/v2/galleries/temp-1").json() == {"name": "temp-1", "number_of_elements": 1,
+                                                      "model": "sface_2021dec.v1", "dim": 128}
     listed = {g["name"]: g["number_of_elements"] for g in api.get("/v2/galleries").json()["galleries"]}
     assert listed["temp-1"] == 1
     assert api.delete("/v2/galleries/temp-1").json() == {}
@@ -382,6 +384,65 @@ def test_search_across_galleries_names_each_faces_gallery(api, people, filtered)
     expect_error(api.get("/v2/faces", params={"gallery": "nowhere", "looks_like": probe}), 400, "BAD_PARAM", "gallery")
 
 
+def test_the_service_finds_what_the_pipeline_finds(api, faces_dir, pipeline, load_photo):
+    """One code path: the Detector and Extractor replicas run the in-process pipeline's stages."""
+    name = "facerec_two_people.jpg"
+    served = detect(api, faces_dir, name, facen="true", landmarks="true").json()["faces"]
+    local = pipeline.detect([load_photo(name)])[0]
+    assert len(served) == len(local) == 2
+    for face, reference in zip(served, local):
+        left, top, right, bottom = reference.box.tolist()
+        assert face["bbox"] == {"left": round(max(left, 0)), "top": round(max(top, 0)),
+                                "right": round(right), "bottom": round(bottom)}
+        np.testing.assert_allclose(face["landmarks"], reference.landmarks, atol=0.01)
+        # The vector the service cached for the face is the pipeline's (cosine ~1, the calibration's top).
+        verified = api.get("/v2/verify", params={"face1": f"detection:{face['id']}",
+                                                 "face2": facen_source(reference.facen)}).json()
+        assert verified["confidence"] >= 0.999999
+
+
+def _legacy_gallery(service, name: str) -> None:
+    """A gallery as facegrid 0.1 left it in the store: its vectors' length, but no model recorded."""
+    from store.sqlite import SqliteFaceStore
+
+    settings = service.settings
+    store = SqliteFaceStore(settings.store.path, settings.index.num_shards)
+    store.create_gallery(name)
+    store.add_faces([FaceRecord(name, 1, clustered_unit_vectors(1, 128, seed=11)[0])])
+    store.close()
+
+
+def test_a_gallery_is_bound_to_the_model_that_filled_it(api, service, faces_dir):
+    if service.backends != "embedded":
+        pytest.skip("writes a 0.1 gallery straight into the embedded store")
+    api.post("/v2/galleries/bound")
+    assert api.get("/v2/galleries/bound").json()["model"] is None
+    face = detect(api, faces_dir, "facerec_obama3.jpg", facen="true").json()["faces"][0]
+    assert api.post("/v2/galleries/bound/faces/1", json={"from": f"detection:{face['id']}"}).status_code == 200
+    assert api.get("/v2/galleries/bound").json()["model"] == "sface_2021dec.v1"
+
+    _legacy_gallery(service, "legacy")
+    assert api.get("/v2/galleries/legacy").json()["model"] == "dlib_resnet.v1"
+    # This deployment extracts SFace only: its detections cannot go into, or search, a dlib gallery.
+    body = expect_error(api.post("/v2/galleries/legacy/faces/2", json={"from": f"detection:{face['id']}"}),
+                        400, "BAD_PARAM", "from")
+    assert "dlib_resnet.v1" in body["desc"]
+    expect_error(api.get("/v2/galleries/legacy/faces", params={"looks_like": f"detection:{face['id']}"}),
+                 400, "BAD_PARAM", "looks_like")
+    expect_error(api.post("/v2/galleries/legacy/faces/2", json={"from": "face:bound/1"}), 400, "BAD_PARAM", "from")
+    expect_error(api.get("/v2/verify", params={"face1": f"detection:{face['id']}", "face2": "face:legacy/1"}),
+                 400, "BAD_PARAM", "face2")
+    # Its own vectors still work: raw ones are taken as its model's, and its faces search it.
+    vector = clustered_unit_vectors(1, 128, seed=12)[0]
+    assert api.post("/v2/galleries/legacy/faces/2", json={"from": facen_source(vector)}).status_code == 200
+    found = api.get("/v2/galleries/legacy/faces", params={"looks_like": "face:legacy/2", "limit": 1}).json()
+    assert found["faces"][0]["id"] == {"gallery": "legacy", "face": 2}
+    same = api.get("/v2/verify", params={"face1": "face:legacy/1", "face2": "face:legacy/1"}).json()
+    assert same["verified"] is True
+    for gallery in ("bound", "legacy"):
+        api.delete(f"/v2/galleries/{gallery}")
+
+
 # ---- protocol, limits, operations ---------------------------------------------------------------
 
 def test_request_errors_get_the_spec_codes(api, faces_dir):
@@ -497,13 +558,14 @@ def test_detects_under_way_together_share_model_batches(api, faces_dir):
 
     alone = one(0).json()["faces"]
     before = batch_counts()
-    with ThreadPoolExecutor(6) as pool:        # what the test service's Detector holds: 2 running + 4 queued
-        responses = list(pool.map(one, range(6)))
+    # The test service's Detector holds 2 running + 4 queued; 4 leave room for a request Serve still counts.
+    with ThreadPoolExecutor(4) as pool:
+        responses = list(pool.map(one, range(4)))
     ran = {name: counts - before[name] for name, counts in batch_counts().items()}
-    assert [r.status_code for r in responses] == [200] * 6
+    assert [r.status_code for r in responses] == [200] * 4
     assert all([face["bbox"] for face in r.json()["faces"]] == [face["bbox"] for face in alone] for r in responses)
     for name, batches in ran.items():
-        assert sum(size * count for size, count in batches.items()) == 6, (name, batches)
+        assert sum(size * count for size, count in batches.items()) == 4, (name, batches)
         assert max(batches) >= 2, (name, batches)
 
 

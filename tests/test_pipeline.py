@@ -11,6 +11,7 @@ from torchvision.ops import box_iou
 from models.align import DLIB_TEMPLATE_150, align, measure_template, similarity_transform
 from models.attributes import EMOTION_NAMES
 from models.evaluation import evaluate
+from models.config import ExtractorConfig
 from models.pipeline import load_detector, load_extractor
 
 
@@ -93,10 +94,12 @@ def test_attributes_come_in_both_wire_formats(pipeline, load_photo):
     assert attributes["emotions"]["result"][0]["name"] == "happy"
 
 
-def test_the_alignment_template_is_what_the_character_crops_measure(pipeline, character_crops):
+def test_the_alignment_template_is_what_the_character_crops_measure(mtcnn_config, character_crops):
+    """The dlib template was measured with MTCNN's landmarks, the detector dlib's vectors were served with."""
+    detector = load_detector(mtcnn_config)
     landmarks = []
     for _, path in character_crops:
-        faces = pipeline.detector.detect_batch([np.asarray(Image.open(path).convert("RGB"))])[0]
+        faces = detector.detect_batch([np.asarray(Image.open(path).convert("RGB"))])[0]
         landmarks.append(faces[0].landmarks)
     np.testing.assert_allclose(measure_template(landmarks, 150), DLIB_TEMPLATE_150, atol=0.5)
 
@@ -126,7 +129,7 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(box_iou(torch.from_numpy(a[None]), torch.from_numpy(b[None]))[0, 0])
 
 
-def test_shape_keyed_sessions_find_the_same_faces(model_config, load_photo):
+def test_shape_keyed_sessions_find_the_same_faces(mtcnn_config, load_photo):
     """The runners' GPU mode (a session per recurring input shape, batches padded to powers of two,
     P-Net's levels padded to multiples of 32 px), forced here on the CPU, finds the same faces. Boxes of
     faces that fill the photo may move a little (the last cells of a padded level score slightly
@@ -135,11 +138,11 @@ def test_shape_keyed_sessions_find_the_same_faces(model_config, load_photo):
     from models.pipeline import FacePipeline, onnx_path
     from models.runtime import SHAPE_SESSION_AFTER, OnnxRunner
 
-    nets = {name: OnnxRunner(onnx_path(model_config.data_dir, name), "cpu", fixed_shapes=True)
+    nets = {name: OnnxRunner(onnx_path(mtcnn_config.data_dir, name), "cpu", fixed_shapes=True)
             for name in ("mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet")}
-    plain = FacePipeline(load_detector(model_config), load_extractor(model_config))
+    plain = FacePipeline(load_detector(mtcnn_config), load_extractor(mtcnn_config))
     keyed = FacePipeline(MtcnnDetector(nets["mtcnn_pnet"], nets["mtcnn_rnet"], nets["mtcnn_onet"],
-                                       model_config.detector), plain.extractor)
+                                       mtcnn_config.detector), plain.extractor)
     photos = [load_photo(name) for name in ("faceapi_bbt1.jpg", "facerec_two_people.jpg", "faceapi_amy1.png",
                                             "faceapi_bbt4.jpg")]
     expected = plain.detect(photos)
@@ -170,3 +173,21 @@ def test_a_photo_stored_sideways_with_an_exif_orientation_is_read_upright(pipeli
     assert read.shape == upright.shape
     assert np.abs(read.astype(int) - upright).mean() < 4                        # JPEG noise only
     assert len(pipeline.detector.detect_batch([read])[0]) == len(pipeline.detector.detect_batch([upright])[0])
+
+
+def test_two_extractors_describe_the_same_faces_each_in_its_own_space(model_config, load_photo):
+    """A deployment serving a second extractor (a store filled before an upgrade) gives every face one
+    vector per model, each as that model alone gives it."""
+    from models.pipeline import FacePipeline, load_extractors
+
+    both = model_config.model_copy(update={"extra_extractors": [ExtractorConfig(kind="dlib")]})
+    extractors = load_extractors(both)
+    assert [e.name for e in extractors] == ["sface_2021dec.v1", "dlib_resnet.v1"]
+    pipeline = FacePipeline(load_detector(both), extractors)
+    alone = FacePipeline(pipeline.detector, extractors[1])
+    photo = load_photo("facerec_two_people.jpg")
+    faces, dlib_only = pipeline.detect([photo])[0], alone.detect([photo])[0]
+    assert len(faces) == len(dlib_only) == 2
+    for face, reference in zip(faces, dlib_only):
+        assert face.facen is face.facens["sface_2021dec.v1"] and face.facen.shape == (128,)
+        np.testing.assert_allclose(face.facens["dlib_resnet.v1"], reference.facen, atol=1e-5)

@@ -81,16 +81,17 @@ def test_scrfd_outputs_decode_to_boxes_and_landmarks_in_image_pixels(scrfd_path,
         detector = ScrfdDetector(OnnxRunner(scrfd_path, "cpu", fixed_shapes=True), config.detector)
     else:
         detector = load_detector(config)
-    image = np.zeros((480, 320, 3), np.uint8)        # letterboxed into 640x640 at scale 4/3
+    image = np.zeros((1280, 960, 3), np.uint8)       # letterboxed into 640x640 at scale 1/2, 80 px from the left
     for _ in range(SHAPE_SESSION_AFTER):
         detector.detect_batch([image])
     faces = detector.detect_batch([image])[0]
     assert len(faces) == 1
     face = faces[0]
     assert face.score == pytest.approx(0.95)
-    # Anchor centre (160, 192) at stride 16; distances (3, 4, 3, 5) strides; then back by 3/4.
-    np.testing.assert_allclose(face.box, np.array([112, 128, 208, 272]) * 0.75, atol=1e-3)
-    expected_points = (np.array([160, 192]) + np.array([[-1, -1], [1, -1], [0, 0], [-1, 1], [1, 1]]) * 16) * 0.75
+    # Anchor centre (160, 192) at stride 16; distances (3, 4, 3, 5) strides; then back: less the offset, x 2.
+    np.testing.assert_allclose(face.box, (np.array([112, 128, 208, 272]) - [80, 0, 80, 0]) * 2, atol=1e-3)
+    expected_points = (np.array([160, 192]) + np.array([[-1, -1], [1, -1], [0, 0], [-1, 1], [1, 1]]) * 16
+                       - [80, 0]) * 2
     np.testing.assert_allclose(face.landmarks, expected_points, atol=1e-3)
 
 
@@ -124,11 +125,12 @@ def test_the_detector_aligns_chips_of_the_size_the_arcface_file_declares(tmp_pat
     path = tmp_path / f"arcface_{side}.onnx"
     _export(_TinyArcFace(side), path, torch.zeros(2, 3, side, side), ["embedding"], dynamic_batch=True)
     config = ExtractorConfig(kind="arcface", onnx_path=path)
-    chip_side, template = geometry_for(config)
+    geometry = geometry_for(config)
     extractor = load_extractor(ModelConfig(extractor=config))
-    assert chip_side == extractor.input_size == side
-    np.testing.assert_allclose(template, extractor.template)
-    np.testing.assert_allclose(template, ARCFACE_TEMPLATE_112 * side / 112)
+    assert geometry.size == extractor.input_size == side
+    assert geometry.model == extractor.name == "arcface_512.v1"
+    np.testing.assert_allclose(geometry.template, extractor.template)
+    np.testing.assert_allclose(geometry.template, ARCFACE_TEMPLATE_112 * side / 112)
 
 
 def test_pipeline_runs_mtcnn_with_an_arcface_extractor(tmp_path, model_config, load_photo):

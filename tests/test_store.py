@@ -107,6 +107,18 @@ def test_the_first_face_fixes_the_gallery_dimension(store):
     assert caught.value.param == "facen"
 
 
+def test_the_first_face_binds_the_gallery_to_its_model(store):
+    store.create_gallery("ppl")
+    assert store.get_gallery("ppl").model is None
+    add_face(store, FaceRecord("ppl", 1, unit(1), model="sface_2021dec.v1"))
+    assert (store.get_gallery("ppl").dim, store.get_gallery("ppl").model) == (8, "sface_2021dec.v1")
+    with pytest.raises(InvalidFace, match="sface_2021dec.v1") as caught:
+        add_face(store, FaceRecord("ppl", 2, unit(2), model="dlib_resnet.v1"))
+    assert caught.value.param == "facen"
+    add_face(store, FaceRecord("ppl", 3, unit(3)))          # a raw vector of unknown model: its length fits
+    assert store.count_faces("ppl") == 2
+
+
 def test_a_bulk_add_keeps_good_faces_and_writes_nothing_of_bad_ones(store):
     store.create_gallery("ppl")
     add_face(store, FaceRecord("ppl", 1, unit(1)))

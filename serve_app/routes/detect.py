@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 
 from models.attributes import ATTRIBUTE_NAMES, INPUT_SIZE as ATTRIBUTE_SIZE
 from models.deployments import DescribeRequest, DetectRequest
+from models.pipeline import FaceChips
 from store.cache import new_detection_id
 
 from .. import images, params
@@ -111,8 +112,9 @@ async def _detect(request: Request, services: Services, options: DetectOptions, 
     orientation = decoded.orientation
     if options.detector == "normalized":
         boxes = [(np.array([0, 0, rgb.shape[1], rgb.shape[0]], np.float32), 1.0, None)]
-        extractor_chips = images.chip(rgb, services.extractor_chip_size)[None] if options.wants_vectors else None
-        attribute_chips = images.chip(rgb, ATTRIBUTE_SIZE)[None] if options.wants_attributes else None
+        chips = FaceChips({g.model: images.chip(rgb, g.size)[None] for g in services.geometries}
+                          if options.wants_vectors else {},
+                          images.chip(rgb, ATTRIBUTE_SIZE)[None] if options.wants_attributes else None)
     else:
         turns = (0, 1, 2, 3) if options.autorotate else (0,)
         candidates = [images.rotated(rgb, t) for t in turns]
@@ -128,17 +130,19 @@ async def _detect(request: Request, services: Services, options: DetectOptions, 
             offset = (0, 0) if turns[best] else offset
         result = found[best]
         boxes = [(d.box, d.score, d.landmarks) for d in result.detections]
-        extractor_chips, attribute_chips = result.extractor_chips, result.attribute_chips
+        chips = result.chips
 
-    facens, attributes = None, []
+    facens: dict[str, np.ndarray] = {}
+    attributes: list = []
     if boxes and (options.wants_vectors or options.wants_attributes):
-        described = await services.call_model(services.extractor.describe, DescribeRequest(
-            extractor_chips, attribute_chips, journey.calling(EXTRACTOR)))
+        described = await services.call_model(services.extractor.describe,
+                                              DescribeRequest(chips, journey.calling(EXTRACTOR)))
         facens, attributes = described.facens, described.attributes
     else:
         journey.passed(EXTRACTOR)          # no faces, or no vectors asked: no call
 
     faces, cached = [], {}
+    primary = services.primary_model
     for index, (box, score, landmarks) in enumerate(boxes):
         face: dict = {"bbox": _bbox(box, rgb.shape[1], rgb.shape[0], offset), "detection_score": round(score, 5)}
         if options.features_asked:
@@ -150,9 +154,12 @@ async def _detect(request: Request, services: Services, options: DetectOptions, 
                                  for x, y in landmarks]
         if options.want_facen:
             face["id"] = new_detection_id()
-            cached[face["id"]] = {**face, "facen": encode_facen(facens[index])}
+            # The primary model's vector where every client looks for it; the other models' beside it.
+            cached[face["id"]] = {**face, "facen": encode_facen(facens[primary][index]), "model": primary,
+                                  "facens": {model: encode_facen(vectors[index])
+                                             for model, vectors in facens.items() if model != primary}}
         if options.return_facen:
-            face["facen"] = encode_facen(facens[index])
+            face["facen"] = encode_facen(facens[primary][index])
         faces.append(face)
     if cached:
         await services.cache.put_many(cached, settings.cache.ttl_s)
@@ -166,7 +173,7 @@ async def get_detection(detection_id: str, request: Request) -> dict:
     record = await services.cache.get(detection_id)
     if record is None:
         raise RouteNotFound(f"detection {detection_id!r} does not exist or has expired")
-    face = {key: value for key, value in record.items() if key != "facen"}
+    face = {key: value for key, value in record.items() if key not in ("facen", "facens", "model")}
     face["id"] = detection_id
     if services.settings.limits.allow_return_facen:
         face["facen"] = record["facen"]

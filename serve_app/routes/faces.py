@@ -21,7 +21,7 @@ from ..errors import BadParam, describe
 from ..faces import face_object
 from ..services import current
 from ..schemas import AddFace, BulkAdd, BulkResults, Face, PatchFace
-from ..sources import resolve
+from ..sources import resolve, vector_for
 
 router = APIRouter(tags=["faces"])
 log = logging.getLogger("facegrid")
@@ -51,8 +51,9 @@ async def add_face(gallery: str, face_id: str, request: Request) -> dict:
     check_meta(body.meta)
     gallery_record = await services.in_thread(services.store.get_gallery, gallery)
     resolved = await resolve(source, services, "from")
-    _check_dim(services, gallery_record, resolved.facen, "from", source)
-    record = FaceRecord(gallery, number, resolved.facen, body.meta, resolved.features, time.time())
+    model, vector = vector_for(resolved, services.gallery_model(gallery_record), services, "from")
+    _check_dim(services, gallery_record, vector, "from", source)
+    record = FaceRecord(gallery, number, vector, body.meta, resolved.features, time.time(), model)
     (error,) = await services.in_thread(services.store.add_faces, [record])
     if error is not None:
         raise error
@@ -77,8 +78,9 @@ async def add_faces(gallery: str, request: Request) -> dict:
             number = params.face_id(str(item.id), f"{param}.id")
             check_meta(item.meta)
             resolved = await resolve(item.source, services, f"{param}.from")
-            _check_dim(services, gallery_record, resolved.facen, f"{param}.from", item.source)
-            return FaceRecord(gallery, number, resolved.facen, item.meta, resolved.features, time.time())
+            model, vector = vector_for(resolved, services.gallery_model(gallery_record), services, f"{param}.from")
+            _check_dim(services, gallery_record, vector, f"{param}.from", item.source)
+            return FaceRecord(gallery, number, vector, item.meta, resolved.features, time.time(), model)
         except FacegridError as error:
             return error
 

@@ -19,7 +19,7 @@ from ..errors import BadParam
 from ..faces import face_object
 from ..schemas import FaceList
 from ..services import Services, current
-from ..sources import resolve
+from ..sources import ResolvedSource, resolve, vector_for
 
 router = APIRouter(tags=["search"])
 
@@ -34,21 +34,24 @@ def _sort(query, searching: bool) -> str:
     return sort
 
 
-def _min_cosine(services: Services, query) -> float:
+def _threshold(query) -> float | None:
     raw = query.get("threshold")
-    if raw is None:
-        return -np.inf
-    return float(services.calibration.cosine_for(params.number(raw, "threshold", 0.0, 1.0)))
+    return None if raw is None else params.number(raw, "threshold", 0.0, 1.0)
 
 
-async def _hits(services: Services, gallery: str, vector: np.ndarray, top_k: int, face_filter,
-                min_cosine: float) -> list[tuple[str, int, float]]:
+async def _hits(services: Services, gallery: str, source: ResolvedSource, top_k: int, face_filter,
+                threshold: float | None) -> list[tuple[str, int, float]]:
+    """(gallery, face id, confidence) of the gallery's best matches: the source's vector of the gallery's
+    model, and that model's calibration, so galleries of different models rank on one scale."""
     record = await services.in_thread(services.store.get_gallery, gallery)
+    model, vector = vector_for(source, services.gallery_model(record), services, "looks_like")
     if record.dim is not None and record.dim != vector.size:
         raise BadParam(f"gallery {gallery!r} holds {record.dim}-d vectors, looks_like is {vector.size}-d",
                        "looks_like", f"dim {vector.size}")
+    calibration = services.model_calibration(model)[0]
+    min_cosine = -np.inf if threshold is None else float(calibration.cosine_for(threshold))
     found = await services.router.search(gallery, vector, top_k, face_filter, min_cosine)
-    return [(gallery, face_id, score) for face_id, score in found]
+    return [(gallery, face_id, float(calibration.confidence(score))) for face_id, score in found]
 
 
 async def _render(services: Services, hits: list[tuple[str, int, float | None]]) -> list[dict]:
@@ -61,8 +64,7 @@ async def _render(services: Services, hits: list[tuple[str, int, float | None]])
             records[(gallery, face_id)] = record
     allow = services.settings.limits.allow_return_facen
     # A face deleted between the index answer and the store read is left out rather than half-shown.
-    return [face_object(records[(g, i)], allow, None if score is None else services.confidence(score))
-            for g, i, score in hits if (g, i) in records]
+    return [face_object(records[(g, i)], allow, confidence) for g, i, confidence in hits if (g, i) in records]
 
 
 async def _search(services: Services, galleries: list[str], query) -> dict:
@@ -73,11 +75,11 @@ async def _search(services: Services, galleries: list[str], query) -> dict:
     offset = int(cursor["offset"]) if cursor else 0
     if not 0 <= offset <= 100_000:
         raise BadParam("page is not a cursor this server issued", "page", query.get("page"))
-    vector = (await resolve(query.get("looks_like"), services, "looks_like")).facen
+    source = await resolve(query.get("looks_like"), services, "looks_like")
     face_filter = params.face_filter(query)
-    min_cosine = _min_cosine(services, query)
+    threshold = _threshold(query)
     per_gallery = await asyncio.gather(*(
-        _hits(services, g, vector, offset + limit, face_filter, min_cosine) for g in galleries))
+        _hits(services, g, source, offset + limit, face_filter, threshold) for g in galleries))
     hits = sorted((hit for part in per_gallery for hit in part), key=lambda hit: -hit[2])
     page = hits[offset:offset + limit]
     more = len(hits) >= offset + limit      # the shards had at least this many: there may be more

@@ -11,7 +11,7 @@ from .. import params
 from ..errors import BadParam
 from ..services import current
 from ..schemas import VerifyResponse
-from ..sources import resolve
+from ..sources import common_model, resolve, vector_for
 
 router = APIRouter(tags=["verification"])
 
@@ -21,13 +21,17 @@ router = APIRouter(tags=["verification"])
 async def verify(request: Request) -> dict:
     services = current()
     query = request.query_params
-    threshold = services.match_threshold
+    threshold = None
     if query.get("threshold") is not None:
         threshold = params.number(query["threshold"], "threshold", 0.0, 1.0)
     first, second = await asyncio.gather(resolve(query.get("face1"), services, "face1"),
                                          resolve(query.get("face2"), services, "face2"))
-    if first.facen.size != second.facen.size:
-        raise BadParam(f"face1 is {first.facen.size}-d and face2 {second.facen.size}-d", "face2",
-                       query.get("face2"))
-    confidence = services.confidence(float(np.dot(first.facen, second.facen)))
+    model = common_model(first, second, services)
+    _, one = vector_for(first, model, services, "face1")
+    _, other = vector_for(second, model, services, "face2")
+    if one.size != other.size:
+        raise BadParam(f"face1 is {one.size}-d and face2 {other.size}-d", "face2", query.get("face2"))
+    calibration, recommended = services.model_calibration(model)
+    confidence = float(calibration.confidence(float(np.dot(one, other))))
+    threshold = recommended if threshold is None else threshold
     return {"confidence": round(confidence, 6), "verified": confidence >= threshold}
