@@ -95,47 +95,40 @@ def to_nchw(chips: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(chips).transpose(0, 3, 1, 2), dtype=np.float32)
 
 
-class DlibExtractor:
-    name = "dlib_resnet.v1"
-    dim = 128
-    input_size = 150
+class _RawPixelExtractor:
+    """An extractor whose graph takes raw 0..255 RGB pixels, NCHW, and answers one vector per chip."""
+
+    kind: str              # its calibration family (calibration_for)
+    name: str
+    dim: int
+    input_size: int
+    template: np.ndarray
+
+    def __init__(self, runner: Runner, match_threshold: float | None = None, name: str | None = None):
+        self.runner = runner
+        self.name = name or self.name
+        self.calibration, self.match_threshold = calibration_for(self.kind, match_threshold)
+
+    def extract(self, chips: np.ndarray) -> np.ndarray:
+        if len(chips) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        return unit_rows(self.runner(to_nchw(chips))[0])
+
+    def confidence(self, cosine):
+        return self.calibration.confidence(cosine)
+
+
+class DlibExtractor(_RawPixelExtractor):
+    kind, name, dim, input_size = "dlib", "dlib_resnet.v1", 128, 150
     template = template_for(150)
 
-    def __init__(self, runner: Runner, match_threshold: float | None = None, name: str | None = None):
-        self.runner = runner
-        self.name = name or self.name
-        self.calibration, self.match_threshold = calibration_for("dlib", match_threshold)
 
-    def extract(self, chips: np.ndarray) -> np.ndarray:
-        if len(chips) == 0:
-            return np.zeros((0, self.dim), np.float32)
-        return unit_rows(self.runner(to_nchw(chips))[0])
+class SFaceExtractor(_RawPixelExtractor):
+    """SFace (OpenCV Zoo, 2021dec): 112x112 RGB chips on the ArcFace landmark layout (the graph normalises
+    the pixels itself), 128-d output."""
 
-    def confidence(self, cosine):
-        return self.calibration.confidence(cosine)
-
-
-class SFaceExtractor:
-    """SFace (OpenCV Zoo, 2021dec): 112x112 RGB chips on the ArcFace landmark layout, raw 0..255 pixels
-    (the graph normalises them itself), 128-d output."""
-
-    name = "sface_2021dec.v1"
-    dim = 128
-    input_size = 112
+    kind, name, dim, input_size = "sface", "sface_2021dec.v1", 128, 112
     template = arcface_template_for(112)
-
-    def __init__(self, runner: Runner, match_threshold: float | None = None, name: str | None = None):
-        self.runner = runner
-        self.name = name or self.name
-        self.calibration, self.match_threshold = calibration_for("sface", match_threshold)
-
-    def extract(self, chips: np.ndarray) -> np.ndarray:
-        if len(chips) == 0:
-            return np.zeros((0, self.dim), np.float32)
-        return unit_rows(self.runner(to_nchw(chips))[0])
-
-    def confidence(self, cosine):
-        return self.calibration.confidence(cosine)
 
 
 ARCFACE_SIDE = 112       # InsightFace's recognition models take 112x112 unless their file says otherwise
