@@ -25,7 +25,7 @@ from .onnx_edit import convert, sface_for_batches, with_free_batch_axis
 from .weights import PACKAGES, fetch_weights, weights_dir
 
 # Bump when a module or the export changes, so that set-up rebuilds cached ONNX files.
-EXPORT_VERSION = 3
+EXPORT_VERSION = 4
 OPSET = 17
 
 
