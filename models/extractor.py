@@ -185,18 +185,6 @@ def calibration_of_model(name: str, served: dict | None = None):
     return calibration_for(kind)
 
 
-def onnx_input_side(path) -> int | None:
-    """The height a square-image ONNX model declares for its first input; None where it is dynamic."""
-    dims, _ = _first_input_and_output(path)
-    return (dims[2].dim_value or None) if len(dims) == 4 else None
-
-
-def onnx_output_dim(path) -> int | None:
-    """The vector length an ONNX recognition model declares for its first output; None where dynamic."""
-    _, dims = _first_input_and_output(path)
-    return (dims[-1].dim_value or None) if len(dims) >= 2 else None
-
-
 @dataclass(frozen=True, eq=False)
 class ChipGeometry:
     """What an extractor needs of the Detector: chips of this side, landmarks on this template. ``model`` is
@@ -211,9 +199,10 @@ def geometry_for(config: ExtractorConfig) -> ChipGeometry:
     """The configured extractor's name and chip geometry, read without starting it: the Detector aligns
     chips for an Extractor that lives in another replica."""
     if config.kind == "arcface":
-        side = onnx_input_side(config.onnx_path) or ARCFACE_SIDE
-        name = config.name or f"arcface_{onnx_output_dim(config.onnx_path) or 'n'}.v1"
+        input_dims, output_dims = _first_input_and_output(config.onnx_path)
+        side = (input_dims[2].dim_value if len(input_dims) == 4 else 0) or ARCFACE_SIDE
+        dim = output_dims[-1].dim_value if len(output_dims) >= 2 else 0
+        name = config.name or f"arcface_{dim or 'n'}.v1"
         return ChipGeometry(name, side, arcface_template_for(side))
-    if config.kind == "sface":
-        return ChipGeometry(config.name or SFaceExtractor.name, SFaceExtractor.input_size, SFaceExtractor.template)
-    return ChipGeometry(config.name or DlibExtractor.name, DlibExtractor.input_size, DlibExtractor.template)
+    family = {"sface": SFaceExtractor, "dlib": DlibExtractor}[config.kind]
+    return ChipGeometry(config.name or family.name, family.input_size, family.template)

@@ -31,7 +31,7 @@ class ModelsNotReadyError(RuntimeError):
 
 
 ATTRIBUTES_OFF = "attributes were asked, but the attribute networks are switched off (models.attributes=false)"
-ATTRIBUTE_GEOMETRY = ChipGeometry("faceapi_attributes.v1", ATTRIBUTE_SIZE, template_for(ATTRIBUTE_SIZE))
+ATTRIBUTE_TEMPLATE = template_for(ATTRIBUTE_SIZE)
 
 
 @dataclass
@@ -56,7 +56,7 @@ def cut_chips(image: np.ndarray, detections: Sequence[Detection], geometries: Se
     for the attribute networks."""
     landmarks = [d.landmarks for d in detections]
     return FaceChips({g.model: align_faces(image, landmarks, g.size, g.template) for g in geometries},
-                     align_faces(image, landmarks, ATTRIBUTE_GEOMETRY.size, ATTRIBUTE_GEOMETRY.template)
+                     align_faces(image, landmarks, ATTRIBUTE_SIZE, ATTRIBUTE_TEMPLATE)
                      if attributes else None)
 
 

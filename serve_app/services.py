@@ -48,7 +48,6 @@ class Services:
         self.primary_model = self.geometries[0].model
         self.served_models = {geometry.model: calibration_for(extractor.kind, extractor.match_threshold)
                               for geometry, extractor in zip(self.geometries, models.extractors)}
-        self.match_threshold = self.served_models[self.primary_model][1]
         self._backpressure, self._model_errors = _serve_errors()
         from ray.util import metrics
 

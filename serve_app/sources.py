@@ -46,9 +46,12 @@ async def resolve(source: str | None, services: Services, param: str) -> Resolve
                                        "attributes": record.get("attributes", {})}, source)
     if kind == "face" and "/" in rest:
         gallery, _, raw_id = rest.rpartition("/")
+        number = face_id(raw_id, param)
+
+        def read(store=services.store):      # the face and its gallery's model, in one trip to a thread
+            return store.get_gallery(gallery), store.get_face(gallery, number)
         try:
-            gallery_record = await services.in_thread(services.store.get_gallery, gallery)
-            record = await services.in_thread(services.store.get_face, gallery, face_id(raw_id, param))
+            gallery_record, record = await services.in_thread(read)
         except GalleryNotFound:
             raise SourceGalleryNotFound(f"gallery {gallery!r} does not exist") from None
         except FaceNotFound:
