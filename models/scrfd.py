@@ -15,7 +15,7 @@ import numpy as np
 
 from .config import DetectorConfig
 from .detector import Detection
-from .letterbox import letterbox
+from .letterbox import letterbox, planar_batch
 from .nms import batched_nms
 from .runtime import OnnxRunner
 
@@ -45,7 +45,7 @@ class ScrfdDetector:
 
     def _detect_one(self, image: np.ndarray) -> list[Detection]:
         box = letterbox(image, self.input_size)
-        blob = (box.canvas.transpose(2, 0, 1)[None].astype(np.float32) - 127.5) / 128.0
+        blob = (planar_batch([box.canvas]) - 127.5) / 128.0
         outputs = self.runner(blob)
         if len(outputs) != 3 * len(STRIDES):
             raise ValueError(f"SCRFD model has {len(outputs)} outputs; facegrid needs the 9-output "

@@ -22,7 +22,7 @@ import numpy as np
 
 from .config import DetectorConfig
 from .detector import Detection
-from .letterbox import Letterbox, letterbox
+from .letterbox import Letterbox, letterbox, planar_batch
 from .nms import batched_nms
 from .runtime import Runner
 
@@ -88,8 +88,7 @@ class YunetDetector:
             for start in range(0, len(members), self.images_per_call):
                 group = members[start:start + self.images_per_call]
                 boxes = [letterbox(images[i], side) for i in group]
-                batch = np.stack([box.canvas[:, :, ::-1] for box in boxes]).transpose(0, 3, 1, 2)
-                outputs = self.runner(batch.astype(np.float32))
+                outputs = self.runner(planar_batch([box.canvas for box in boxes], bgr=True))
                 for row, (index, box) in enumerate(zip(group, boxes)):
                     candidates[index].append(self._decode(outputs, row, side, box))
         return [self._faces(found) for found in candidates]
