@@ -219,7 +219,7 @@ def serve_with(settings) -> None:
     from serve_app.app import run, wait_until_ready
 
     run(settings)
-    if not wait_until_ready(f"http://127.0.0.1:{PORT}", 300):
+    if not wait_until_ready(f"http://127.0.0.1:{settings.port}", 300):
         raise RuntimeError("the service did not become ready")
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -16,7 +16,9 @@ class IndexConfig(BaseModel):
     shard_resources: dict[str, float] = Field(
         default_factory=dict, description="Custom Ray resources a shard actor needs, to keep shards on index "
                                           "nodes (e.g. {facegrid_index: 1} with nodes started with it).")
-    threads_per_shard: int = Field(1, ge=1, description="FAISS OpenMP threads inside one shard actor.")
+    threads_per_shard: int = Field(
+        0, ge=0, description="BLAS and OpenMP threads inside one shard replica. 0: the node's cores shared "
+                             "evenly among the shard replicas placed on it (cluster/ says how they spread).")
     kind: Literal["flat", "hnsw", "ivf"] = Field(
         "flat", description="flat: exact inner product. hnsw/ivf: approximate, once a gallery's shard holds "
                             "approximate_min_faces faces (smaller ones stay exact).")
@@ -36,10 +38,15 @@ class IndexConfig(BaseModel):
         True, description="Start shard actors with malloc on transparent huge pages (index/huge_pages.py): "
                           "graph searches over large galleries miss the TLB far less.")
     use_gpu: bool = Field(True, description="Mirror flat indexes on a GPU when FAISS has one.")
+    numpy_max_batch: int = Field(
+        1, ge=0, description="Flat galleries: query batches up to this size scan the shard with one numpy "
+                             "matrix product and a partial sort; a lone query over 500k faces ran 66 q/s so "
+                             "against FAISS's 55 (SIMD) and 42 (BLAS) on one thread (bench/search.py).")
     blas_threshold: int = Field(
-        1, ge=1, description="FAISS distance_compute_blas_threshold: query batches at least this large use "
-                             "BLAS. faiss-cpu 1.15 defaults to 128000, which keeps realistic batches off BLAS "
-                             "and makes batched flat search about 13x slower (bench/search.py).")
+        4, ge=1, description="FAISS distance_compute_blas_threshold: query batches at least this large use "
+                             "BLAS, smaller ones FAISS's SIMD scan (faster for 2-3 queries, measured in "
+                             "bench/search.py). faiss-cpu 1.15 defaults to 128000, which keeps realistic "
+                             "batches off BLAS and makes batched flat search about 13x slower.")
     hedge_after_s: float = Field(
         0.25, ge=0, description="Router: a read one replica has not answered within this also goes to the "
                                 "next replica (a lost node's actors hang until Ray notices and restarts them).")
@@ -47,9 +54,27 @@ class IndexConfig(BaseModel):
         15, gt=0, description="Router: a read no replica answers within this is STORAGE_ERROR 503; a write "
                               "waits this long for an acknowledgement (the store already holds it).")
     max_batch: int = Field(64, ge=1, description="Router: most queries sent to the shards in one batch.")
-    batch_wait_ms: float = Field(2.0, ge=0, description="Router: how long a query waits for others to join.")
+    batches_in_flight: int = Field(
+        1, ge=1, description="Router: batches each shard replica is sent before the first answers; queries "
+                             "arriving meanwhile wait and leave together in the next batch (no fixed wait).")
     compact_dead_fraction: float = Field(0.25, gt=0, lt=1, description="Rebuild a gallery index once this "
                                                                        "share of its slots are deleted faces.")
+
+    # What a running service may change (the Ingress deployment's user_config "index" entry); the rest
+    # decides how shards are built and placed, and changes with a restart.
+    TUNABLE: ClassVar[frozenset[str]] = frozenset({
+        "hnsw_ef_search", "hnsw_rerank_factor", "ivf_nprobe", "max_batch", "batches_in_flight",
+        "numpy_max_batch", "blas_threshold", "hedge_after_s", "shard_timeout_s"})
+
+    @classmethod
+    def tuning(cls, values: dict) -> dict:
+        """``values`` checked as index tuning: only TUNABLE fields, each validated as in the settings."""
+        unknown = set(values) - cls.TUNABLE
+        if unknown:
+            raise ValueError(f"index settings {sorted(unknown)} cannot change at run time "
+                             f"(tunable: {sorted(cls.TUNABLE)})")
+        checked = cls.model_validate({**cls().model_dump(), **values})
+        return {name: getattr(checked, name) for name in values}
 
     @model_validator(mode="after")
     def _shards_need_a_resource(self) -> "IndexConfig":

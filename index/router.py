@@ -4,10 +4,13 @@ Placement is ``shard_of(gallery, id, S)`` (the store uses the same function, so 
 the store is exactly its faces). A search goes to every shard at once; each returns its own top-k
 sorted by score, and a heap merge keeps the best k overall, then the score floor applies.
 
-Single queries arriving concurrently are batched: a query waits up to ``batch_wait_ms`` for others
-(at most ``max_batch``), then the batch goes to each shard in one call, where unfiltered queries to a
-gallery become one BLAS-backed FAISS search. With R replicas per shard, reads go round-robin to the
-replicas and fail over to the next when one is down; writes go to every replica.
+Queries arriving concurrently are batched without waiting on a clock: a query is sent at once while
+fewer than ``batches_in_flight`` batches per shard replica are running; queries arriving meanwhile queue
+and leave together (at most ``max_batch``) as soon as a running batch has answered. A lone query so
+never waits, and under load the batches grow to what arrives during one shard pass. Each shard answers
+every query of a batch on its own (gallery, filter, top-k), and a query that fails there fails alone.
+With R replicas per shard, reads go round-robin to the replicas and fail over to the next when one is
+down; writes go to every replica.
 """
 
 from __future__ import annotations
@@ -57,7 +60,6 @@ class ShardRouter:
         self.num_shards = len(replicas)
         self._turn = [itertools.count() for _ in replicas]
         self._pending: list[_Pending] = []
-        self._flush_timer: asyncio.TimerHandle | None = None
         self._batches: set[asyncio.Task] = set()
         self._actor_errors = _actor_errors()
         self._lagging: list[set[int]] = [set() for _ in replicas]
@@ -209,10 +211,12 @@ class ShardRouter:
     async def drop_gallery(self, gallery: str) -> None:
         await asyncio.gather(*(self._write(s, "drop_gallery", gallery) for s in range(self.num_shards)))
 
-    async def configure(self, **tuning) -> None:
-        """Broadcast tuning to every replica of every shard."""
+    async def configure(self, tuning: dict) -> None:
+        """Apply index tuning (``IndexConfig.TUNABLE`` fields) here and on every replica of every shard."""
+        tuning = IndexConfig.tuning(tuning)
         self.config = self.config.model_copy(update=tuning)
-        await asyncio.gather(*(self._write(s, "configure", **tuning) for s in range(self.num_shards)))
+        await asyncio.gather(*(self._write(s, "configure", tuning) for s in range(self.num_shards)))
+        self._dispatch()
 
     # ---- reads --------------------------------------------------------------------------------
 
@@ -242,25 +246,24 @@ class ShardRouter:
         pending = _Pending(gallery, np.asarray(query, np.float32).reshape(-1), top_k, face_filter, min_score,
                            loop.create_future())
         self._pending.append(pending)
-        record_pending(len(self._pending))
-        if len(self._pending) >= self.config.max_batch:
-            self._flush()
-        elif self._flush_timer is None:
-            self._flush_timer = loop.call_later(self.config.batch_wait_ms / 1000, self._flush)
+        self._dispatch()
         hits = await pending.future
         record_search_latency(gallery, time.perf_counter() - started)
         return hits
 
-    def _flush(self) -> None:
-        if self._flush_timer is not None:
-            self._flush_timer.cancel()
-            self._flush_timer = None
-        batch, self._pending = self._pending, []
-        record_pending(0)
-        if batch:
+    def _dispatch(self) -> None:
+        """Send what is queued while the shards have room for another batch."""
+        room = self.config.batches_in_flight * self.config.replicas_per_shard
+        while self._pending and len(self._batches) < room:
+            batch, self._pending = self._pending[:self.config.max_batch], self._pending[self.config.max_batch:]
             task = asyncio.get_running_loop().create_task(self._run_batch(batch))
             self._batches.add(task)
-            task.add_done_callback(self._batches.discard)
+            task.add_done_callback(self._batch_done)
+        record_pending(len(self._pending))
+
+    def _batch_done(self, task: asyncio.Task) -> None:
+        self._batches.discard(task)
+        self._dispatch()
 
     async def _run_batch(self, batch: list[_Pending]) -> None:
         requests = [(p.gallery, p.query, p.top_k, p.face_filter) for p in batch]
@@ -273,6 +276,11 @@ class ShardRouter:
                     pending.future.set_exception(error)
             return
         for position, pending in enumerate(batch):
+            failure = next((shard[position] for shard in per_shard if isinstance(shard[position], Exception)), None)
+            if failure is not None:
+                if not pending.future.done():
+                    pending.future.set_exception(failure)
+                continue
             ranked = heapq.merge(*(zip(shard[position][0].tolist(), shard[position][1].tolist())
                                    for shard in per_shard), key=lambda hit: hit[0], reverse=True)
             hits = [(int(face_id), float(score)) for score, face_id in itertools.islice(ranked, pending.top_k)

@@ -7,12 +7,16 @@ cluster's. The class is plain Python; ``shard_actor`` wraps it as a restartable 
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 
 import faiss
 import numpy as np
+import threadpoolctl
 
 from store.base import FaceStore
+from store.errors import ShardUnavailable
 
 from . import huge_pages
 from .config import IndexConfig
@@ -22,11 +26,16 @@ from .metrics import record_gallery_faces
 
 REBUILD_PAGE = 5000
 
+logger = logging.getLogger(__name__)
+
 
 class IndexShard:
     def __init__(self, shard_id: int, store: FaceStore, config: IndexConfig):
         self.shard_id, self.store, self.config = shard_id, store, config
-        faiss.omp_set_num_threads(config.threads_per_shard)
+        self.threads = config.threads_per_shard or threads_for_this_node(config)
+        # FAISS's OpenMP and both BLAS libraries (numpy's and FAISS's own) use the same share of the node.
+        faiss.omp_set_num_threads(self.threads)
+        threadpoolctl.threadpool_limits(self.threads)
         faiss.cvar.distance_compute_blas_threshold = config.blas_threshold
         self.galleries: dict[str, GalleryIndex] = {}
         self.rebuild_seconds = self.rebuild()
@@ -50,7 +59,8 @@ class IndexShard:
         import ray
 
         return {"shard": self.shard_id, "galleries": len(self.galleries),
-                "faces": sum(g.count for g in self.galleries.values()), "rebuild_s": self.rebuild_seconds,
+                "faces": sum(g.count for g in self.galleries.values()),
+                "index_bytes": sum(g.memory_bytes() for g in self.galleries.values()), "rebuild_s": self.rebuild_seconds, "threads": self.threads,
                 "node": ray.get_runtime_context().get_node_id(), "huge_page_bytes": huge_pages.huge_page_bytes()}
 
     def add(self, gallery: str, face_ids: list[int], vectors: np.ndarray, metas: list[dict]) -> int:
@@ -90,10 +100,11 @@ class IndexShard:
     def counts(self) -> dict[str, int]:
         return {name: index.count for name, index in self.galleries.items()}
 
-    def search_many(self, requests: list[tuple[str, np.ndarray, int, FaceFilter | None]]):
+    def search_many(self, requests: list[tuple[str, np.ndarray, int, FaceFilter | None]]) -> list:
         """Answer many (gallery, query, top_k, filter) requests at once: unfiltered queries to the same
-        gallery go to FAISS as one batch (BLAS), filtered ones one by one (each has its own selector).
-        Returns one (scores, ids) pair of 1-d arrays per request."""
+        gallery are searched as one batch, filtered ones one by one (each has its own selector). Returns
+        one (scores, ids) pair of 1-d arrays per request, or the ShardUnavailable that request met: one
+        query's failure is its own answer, not its batch's."""
         results: list = [None] * len(requests)
         batches: dict[str, list[int]] = {}
         for position, (gallery, query, top_k, face_filter) in enumerate(requests):
@@ -103,27 +114,58 @@ class IndexShard:
             elif face_filter is None or face_filter.is_empty:
                 batches.setdefault(gallery, []).append(position)
             else:
-                scores, ids = index.search(query, top_k, face_filter)
-                results[position] = (scores[0], ids[0])
+                results[position] = self._search_alone(index, requests[position])
         for gallery, positions in batches.items():
-            top_k = max(requests[p][2] for p in positions)
-            queries = np.stack([np.asarray(requests[p][1], np.float32).reshape(-1) for p in positions])
-            scores, ids = self.galleries[gallery].search(queries, top_k)
+            index = self.galleries[gallery]
+            try:
+                queries = np.stack([np.asarray(requests[p][1], np.float32).reshape(-1) for p in positions])
+                scores, ids = index.search(queries, max(requests[p][2] for p in positions))
+            except Exception:  # noqa: BLE001 - find the query that failed; the others still get answers
+                for position in positions:
+                    results[position] = self._search_alone(index, requests[position])
+                continue
             for row, position in enumerate(positions):
                 wanted = requests[position][2]
                 results[position] = (scores[row, :wanted], ids[row, :wanted])
         return results
+
+    def _search_alone(self, index: GalleryIndex, request: tuple):
+        _, query, top_k, face_filter = request
+        try:
+            scores, ids = index.search(query, top_k, face_filter)
+        except Exception as error:  # noqa: BLE001 - answered to that request alone, as STORAGE_ERROR
+            logger.exception("shard %d failed a search", self.shard_id)
+            return ShardUnavailable(f"shard {self.shard_id} could not answer this search "
+                                    f"({type(error).__name__})")
+        return scores[0], ids[0]
 
     def list_ids(self, gallery: str, face_filter: FaceFilter | None, after_id: int | None, limit: int,
                  descending: bool = False) -> np.ndarray:
         index = self.galleries.get(gallery)
         return np.zeros(0, np.uint64) if index is None else index.list_ids(face_filter, after_id, limit, descending)
 
-    def configure(self, **tuning) -> None:
-        """Broadcast tuning (e.g. ``hnsw_ef_search``, ``ivf_nprobe``) to every gallery of the shard."""
+    def configure(self, tuning: dict) -> None:
+        """Apply index tuning (``IndexConfig.TUNABLE`` fields, already checked) to every gallery of the shard."""
         self.config = self.config.model_copy(update=tuning)
+        faiss.cvar.distance_compute_blas_threshold = self.config.blas_threshold
         for index in self.galleries.values():
             index.config = self.config
+
+
+def threads_for_this_node(config: IndexConfig) -> int:
+    """This node's cores divided among the shard replicas spread over the nodes that can hold them."""
+    import ray
+
+    replicas = config.num_shards * config.replicas_per_shard
+    if not ray.is_initialized():        # a shard used in-process (tests, benchmarks)
+        return max(1, (os.cpu_count() or 1) // replicas)
+    node_id = ray.get_runtime_context().get_node_id()
+    wanted = set(config.shard_bundle())
+    nodes = [node for node in ray.nodes()
+             if node["Alive"] and wanted <= {name for name, amount in node["Resources"].items() if amount > 0}]
+    cores = next((node["Resources"].get("CPU", 1) for node in nodes if node["NodeID"] == node_id), os.cpu_count())
+    replicas_here = -(-replicas // max(len(nodes), 1))
+    return max(1, int(cores // replicas_here))
 
 
 def shard_name(name_prefix: str, shard_id: int) -> str:

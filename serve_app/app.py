@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from index.config import IndexConfig
 from index.router import ShardRouter
 from models.deployments import DetectorDeployment, ExtractorDeployment
 from store.base import FaceStore
@@ -120,7 +121,7 @@ async def healthz() -> dict:
 
 
 # What /readyz shows of each shard replica.
-SHARD_FIELDS = ("state", "faces", "node", "huge_page_bytes")
+SHARD_FIELDS = ("state", "faces", "index_bytes", "threads", "rebuild_s", "node", "huge_page_bytes")
 
 
 @api.get("/readyz", tags=["operations"], summary="Models loaded, store and cache reachable, shards loaded")
@@ -186,6 +187,12 @@ class Ingress:
         router = ShardRouter.start(store, settings.index, detached=True)
         install(Services(settings, store, cache, router, detector, extractor))
 
+    async def reconfigure(self, user_config: dict) -> None:
+        """Serve calls this after ``__init__`` and whenever only the deployment's user_config changed
+        (``serve deploy`` of an edited config file): its ``index`` entry is index tuning for this
+        router and every shard replica (index.config.IndexConfig.TUNABLE), applied in place."""
+        await current().router.configure(user_config.get("index", {}))
+
 
 def deployment_options(section: DeploymentSettings, gpus_present: bool, batching: bool) -> dict:
     options = {
@@ -215,6 +222,8 @@ def build_app(settings: Settings, gpus_present: bool = False):
     extractor = ExtractorDeployment.options(
         **deployment_options(serve_settings.extractor, gpus_present, True)).bind(settings.models)
     ingress_options = deployment_options(serve_settings.ingress, False, False)
+    ingress_options["user_config"] = {"index": {name: getattr(settings.index, name)
+                                                for name in sorted(IndexConfig.TUNABLE)}}
     return Ingress.options(**ingress_options).bind(settings, detector, extractor)
 
 

@@ -100,6 +100,65 @@ def test_threshold_and_limit_cut_the_merged_results(cluster):
     assert [i for i, _ in hits] == [i for _, i in expected[:8]]
 
 
+def test_queries_batched_together_get_what_each_gets_alone(cluster):
+    """Mixed galleries, filters, top-k and thresholds in one batch: each query's answer is the one it gets
+    sent alone, and the exact one; under concurrent load the router does batch them."""
+    router, store = cluster(2, max_batch=64)
+    vectors_a, reference_a = enrol(store, router, "a", 1200, seed=1)
+    vectors_b, reference_b = enrol(store, router, "b", 700, seed=2)
+    rng = np.random.default_rng(9)
+    asks = []
+    for n, query in enumerate(np.concatenate([queries_near(vectors_a, 20, seed=4), queries_near(vectors_b, 20, seed=5)])):
+        gallery, reference = ("a", reference_a) if n < 20 else ("b", reference_b)
+        face_filter, top_k = FILTERS[n % len(FILTERS)], int(rng.choice([1, 3, 10, 40]))
+        expected = reference.top(query, top_k, face_filter)
+        middle = len(expected) // 2
+        # A floor between two results' scores, so float rounding cannot decide which side one falls.
+        floor = (expected[middle - 1][0] + expected[middle][0]) / 2 if n % 3 == 0 and middle else -np.inf
+        asks.append((gallery, query, top_k, face_filter, floor, [i for s, i in expected if s >= floor]))
+
+    async def together():
+        return await asyncio.gather(*(router.search(g, q, k, f, floor) for g, q, k, f, floor, _ in asks))
+
+    async def alone():
+        return [await router.search(g, q, k, f, floor) for g, q, k, f, floor, _ in asks]
+
+    batched, lone = asyncio.run(together()), asyncio.run(alone())
+    for ask, got_batched, got_alone in zip(asks, batched, lone):
+        assert [i for i, _ in got_batched] == [i for i, _ in got_alone] == ask[-1]
+        np.testing.assert_allclose([s for _, s in got_batched], [s for _, s in got_alone], atol=1e-5)
+    searched = asyncio.run(router.ready())
+    assert all(replica["threads"] >= 1 for replica in searched)
+
+
+def test_a_query_that_fails_on_a_shard_fails_alone(cluster):
+    """A query its shard cannot answer (here: a vector of the wrong dimension, which the service refuses
+    earlier) gets STORAGE_ERROR's ShardUnavailable; the queries batched with it get their answers."""
+    router, store = cluster(2)
+    vectors, reference = enrol(store, router, "ppl", 500)
+    queries = queries_near(vectors, 6, seed=7)
+
+    async def run():
+        good = [router.search("ppl", q, 5) for q in queries]
+        bad = router.search("ppl", np.ones(DIM + 3, np.float32), 5)
+        return await asyncio.gather(*good, bad, return_exceptions=True)
+
+    *answers, failure = asyncio.run(run())
+    assert isinstance(failure, ShardUnavailable), failure
+    for query, hits in zip(queries, answers):
+        assert [i for i, _ in hits] == [i for _, i in reference.top(query, 5, None)]
+
+
+def test_index_tuning_reaches_every_shard_and_refuses_what_cannot_change(cluster):
+    router, store = cluster(2, replicas=2)
+    asyncio.run(router.configure({"hnsw_ef_search": 300, "max_batch": 8}))
+    assert router.config.hnsw_ef_search == 300 and router.config.max_batch == 8
+    with pytest.raises(ValueError, match="num_shards"):
+        asyncio.run(router.configure({"num_shards": 4}))
+    with pytest.raises(ValueError):
+        asyncio.run(router.configure({"hnsw_ef_search": 0}))
+
+
 def test_listing_pages_across_shards_in_id_order(cluster):
     router, store = cluster(3)
     _, reference = enrol(store, router, "ppl", 600)

@@ -1,0 +1,211 @@
+"""1:N search as a client sees it, beside what one process can do with the same vectors (one run).
+
+    python -m bench.search_http [--faces 1000000] [--clients 1,8,32,64] [--hnsw-faces 0] [--num-cpus N]
+
+The service runs on its defaults (embedded store, 2 flat shards) on a local Ray; N faces are enrolled
+over HTTP (bulk add of ``facen:`` vectors); then 1 / 8 / 32 / 64 concurrent keep-alive clients search
+``GET /v2/galleries/<g>/faces?looks_like=facen:...&limit=1``, one query after another each. The clients
+are coroutines on one event loop (httpx), so the load generator costs little CPU.
+
+Beside it, after the service has stopped so that nothing competes: a numpy loop (one matrix-vector
+product and argmax per query, the way CompreFace searches), and FAISS flat in this process at batch =
+clients, over the same vectors. Then the restart of the shards to ready (``/readyz``), and index RAM per
+face against the raw vector. ``--hnsw-faces M`` adds the same over M faces with ``index.kind: hnsw``
+(recall@10 against exact).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from serve_app.config import load_settings
+from serve_app.faces import encode_facen
+
+from .data import clustered_unit_vectors, queries_near
+
+PORT, DIM, GALLERY = 18478, 128, "bench"
+BULK = 1000
+
+
+async def enrol(vectors: np.ndarray, gallery: str) -> float:
+    """Bulk-adds every vector over HTTP, 4 requests in flight; returns faces/s."""
+    started = time.perf_counter()
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{PORT}", timeout=300) as client:
+        (await client.post(f"/v2/galleries/{gallery}")).raise_for_status()
+        chunks = iter(range(0, len(vectors), BULK))
+
+        async def sender():
+            for start in chunks:
+                items = [{"id": start + i + 1, "from": "facen:" + encode_facen(vector)}
+                         for i, vector in enumerate(vectors[start:start + BULK])]
+                response = await client.post(f"/v2/galleries/{gallery}/faces", json={"faces": items})
+                response.raise_for_status()
+
+        await asyncio.gather(*(sender() for _ in range(4)))
+    return len(vectors) / (time.perf_counter() - started)
+
+
+async def search_load(probes: list[str], clients: int, total: int, gallery: str, top_k: int = 1):
+    """``total`` searches from ``clients`` concurrent clients; (queries/s, median ms, [face ids])."""
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{PORT}", timeout=120, limits=limits) as client:
+        async def one(index: int) -> tuple[float, list[int]]:
+            started = time.perf_counter()
+            response = await client.get(f"/v2/galleries/{gallery}/faces",
+                                        params={"looks_like": probes[index % len(probes)], "limit": top_k})
+            response.raise_for_status()
+            return time.perf_counter() - started, [int(face["id"]["face"]) for face in response.json()["faces"]]
+
+        async def run(count: int) -> list:
+            indices, results = iter(range(count)), [None] * count
+
+            async def client_loop():
+                for index in indices:
+                    results[index] = await one(index)
+
+            await asyncio.gather(*(client_loop() for _ in range(clients)))
+            return results
+
+        await run(clients)                                         # connections opened
+        started = time.perf_counter()
+        results = await run(total)
+        elapsed = time.perf_counter() - started
+    return total / elapsed, statistics.median(s for s, _ in results) * 1000, [ids for _, ids in results]
+
+
+def numpy_loop_rate(vectors: np.ndarray, queries: np.ndarray) -> float:
+    started = time.perf_counter()
+    for query in queries:
+        int(np.argmax(vectors @ query))
+    return len(queries) / (time.perf_counter() - started)
+
+
+def faiss_rate(index, queries: np.ndarray, batch: int) -> float:
+    index.search(queries[:batch], 1)
+    started = time.perf_counter()
+    for start in range(0, len(queries), batch):
+        index.search(queries[start:start + batch], 1)
+    return len(queries) / (time.perf_counter() - started)
+
+
+def restart_to_ready_s() -> float:
+    """Kills every shard replica (Ray restarts them; each rebuilds) and times /readyz back to 200."""
+    import ray
+
+    for info in ray.util.list_named_actors(all_namespaces=True):
+        if "-shard-" in info["name"]:
+            ray.kill(ray.get_actor(info["name"], namespace=info["namespace"]), no_restart=False)
+    started = time.perf_counter()
+    time.sleep(0.5)
+    with httpx.Client(base_url=f"http://127.0.0.1:{PORT}", timeout=30) as client:
+        while client.get("/readyz").status_code != 200:
+            time.sleep(0.2)
+    return time.perf_counter() - started
+
+
+def shard_states() -> list[dict]:
+    with httpx.Client(base_url=f"http://127.0.0.1:{PORT}", timeout=30) as client:
+        body = client.get("/readyz").json()
+    return [replica for shard in body["shards"] for replica in shard]
+
+
+def measure(label: str, vectors: np.ndarray, index_settings: dict, client_counts: list[int], scratch: Path,
+            recall_of=None) -> dict:
+    from ray import serve
+
+    from bench.serving import serve_with
+
+    settings = load_settings(port=PORT, store={"path": scratch / f"{label}.db"}, index=index_settings)
+    queries = queries_near(vectors, 512, seed=21)
+    probes = ["facen:" + encode_facen(query) for query in queries]
+    serve_with(settings)
+    figures = {"enrol_faces_per_s": asyncio.run(enrol(vectors, GALLERY))}
+    shard_states()
+    figures["http"] = {}
+    for clients in client_counts:
+        total = max(64, 16 * clients)
+        rate, median_ms, ids = asyncio.run(search_load(probes, clients, total, GALLERY,
+                                                       top_k=10 if recall_of else 1))
+        figures["http"][clients] = (rate, median_ms)
+        if recall_of is not None:
+            figures.setdefault("recall", recall_of(ids, queries))
+    figures["restart_s"] = restart_to_ready_s()
+    states = shard_states()
+    figures["index_bytes"] = sum(state.get("index_bytes", 0) for state in states)
+    serve.shutdown()
+    return figures
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--faces", type=int, default=1_000_000)
+    parser.add_argument("--clients", default="1,8,32,64")
+    parser.add_argument("--hnsw-faces", type=int, default=0, help="also measure HNSW over this many faces")
+    parser.add_argument("--num-cpus", type=int, default=os.cpu_count(), help="CPUs the local Ray may use")
+    args = parser.parse_args(argv)
+    client_counts = [int(part) for part in args.clients.split(",")]
+    scratch = Path(tempfile.mkdtemp())
+
+    import faiss
+    import ray
+
+    vectors = clustered_unit_vectors(args.faces, DIM, seed=20)
+    ray.init(address="local", num_cpus=args.num_cpus, namespace="facegrid-bench", include_dashboard=False,
+             logging_level="ERROR", log_to_driver=False)
+    try:
+        flat = measure("flat", vectors, {}, client_counts, scratch)
+        hnsw = hnsw_vectors = None
+        if args.hnsw_faces:
+            hnsw_vectors = clustered_unit_vectors(args.hnsw_faces, DIM, seed=22)
+            exact = faiss.IndexFlatIP(DIM)
+            exact.add(hnsw_vectors)
+
+            def recall(ids, queries):
+                truth = exact.search(queries, 10)[1] + 1          # face ids are positions + 1
+                found = [len(set(got) & set(truth[i % len(queries)].tolist())) / 10 for i, got in enumerate(ids)]
+                return float(np.mean(found))
+
+            hnsw = measure("hnsw", hnsw_vectors, {"kind": "hnsw"}, client_counts, scratch, recall)
+            del exact
+    finally:
+        ray.shutdown()
+
+    queries = queries_near(vectors, 512, seed=21)
+    numpy_rate = numpy_loop_rate(vectors, queries[:64])
+    hnsw_numpy_rate = numpy_loop_rate(hnsw_vectors, queries[:32]) if hnsw else None
+    index = faiss.IndexFlatIP(DIM)
+    index.add(vectors)
+    faiss.cvar.distance_compute_blas_threshold = 1
+    in_process = {clients: faiss_rate(index, queries, clients) for clients in client_counts}
+
+    print(f"1:N search, {args.faces:,} faces x {DIM}-d, flat, 2 shards (the defaults), "
+          f"enrolled over HTTP at {flat['enrol_faces_per_s']:,.0f} faces/s")
+    print(f"   numpy loop, one matrix-vector product per query: {numpy_rate:.1f} q/s")
+    print("   clients   facegrid over HTTP (median ms)   x numpy   FAISS flat in-process, batch = clients   HTTP/FAISS")
+    for clients in client_counts:
+        rate, median_ms = flat["http"][clients]
+        print(f"   {clients:7d}   {rate:10.1f} q/s ({median_ms:6.1f} ms)   {rate / numpy_rate:7.2f}x"
+              f"   {in_process[clients]:10.1f} q/s{'':26s}{rate / in_process[clients]:6.2f}x")
+    print(f"   shards killed -> /readyz 200 again (rebuild from the store): {flat['restart_s']:.1f} s")
+    raw = args.faces * DIM * 4
+    print(f"   index RAM {flat['index_bytes'] / 2 ** 20:,.0f} MiB = {flat['index_bytes'] / raw:.2f}x the raw vectors")
+    if hnsw:
+        print(f"\n   HNSW over {args.hnsw_faces:,} faces, recall@10 {hnsw['recall']:.3f} (against exact)")
+        for clients in client_counts:
+            rate, median_ms = hnsw["http"][clients]
+            print(f"   {clients:7d}   {rate:10.1f} q/s ({median_ms:6.1f} ms)   {rate / hnsw_numpy_rate:7.2f}x "
+                  f"the numpy loop over the same faces ({hnsw_numpy_rate:.1f} q/s)")
+        print(f"   shards killed -> /readyz 200 again: {hnsw['restart_s']:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
