@@ -120,9 +120,8 @@ def shard_states() -> list[dict]:
 
 def measure(label: str, vectors: np.ndarray, index_settings: dict, client_counts: list[int], scratch: Path,
             recall_of=None) -> dict:
-    from ray import serve
-
     from bench.serving import serve_with
+    from serve_app.app import stop_service
 
     settings = load_settings(port=PORT, store={"path": scratch / f"{label}.db"}, index=index_settings)
     queries = queries_near(vectors, 512, seed=21)
@@ -141,7 +140,7 @@ def measure(label: str, vectors: np.ndarray, index_settings: dict, client_counts
     figures["restart_s"] = restart_to_ready_s()
     states = shard_states()
     figures["index_bytes"] = sum(state.get("index_bytes", 0) for state in states)
-    serve.shutdown()
+    stop_service()
     return figures
 
 
@@ -159,6 +158,9 @@ def main(argv: list[str] | None = None) -> None:
     import ray
 
     vectors = clustered_unit_vectors(args.faces, DIM, seed=20)
+    from serve_app.app import ray_environment
+
+    os.environ.update(ray_environment(load_settings(serve={"ingress_drain_s": 1})))
     ray.init(address="local", num_cpus=args.num_cpus, namespace="facegrid-bench", include_dashboard=False,
              logging_level="ERROR", log_to_driver=False)
     try:

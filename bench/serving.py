@@ -251,8 +251,10 @@ def main(argv: list[str] | None = None) -> None:
         return min(len(items), args.requests) * warm_passes
 
     import ray
-    from ray import serve
 
+    from serve_app.app import ray_environment, stop_service
+
+    os.environ.update(ray_environment(load_settings(serve={"ingress_drain_s": 1})))
     ray.init(address="local", num_cpus=args.num_cpus, namespace="facegrid-bench", include_dashboard=False,
              logging_level="ERROR", log_to_driver=False)
     try:
@@ -265,14 +267,14 @@ def main(argv: list[str] | None = None) -> None:
         frame_batches = mean_batches(counts, batch_counts())
         four_batched, _ = hammer(photos, 4, args.requests, {"facen": "true"})
         alone_batched = median_ms(hammer(photos, 1, args.requests // 2, {"facen": "true"}, warm_up=1)[1])
-        serve.shutdown()
+        stop_service()
 
         serve_with(settings_for(1))
         sixteen_single, _ = hammer(photos, 16, args.requests, {"facen": "true"}, warm_up=warm(photos))
         frames_single, _ = hammer(frames, 16, args.requests, {"facen": "true"}, warm_up=warm(frames))
         four_single, _ = hammer(photos, 4, args.requests, {"facen": "true"})
         alone_single = median_ms(hammer(photos, 1, args.requests // 2, {"facen": "true"}, warm_up=1)[1])
-        serve.shutdown()
+        stop_service()
 
         overload, search_seconds = {}, {}
         serve_with(settings_for(4, queue=4, ongoing=2))
@@ -286,11 +288,11 @@ def main(argv: list[str] | None = None) -> None:
             retry = RETRY_AFTER_WITH_JITTER
             overload[retry] = hammer(photos, OVERLOAD_CLIENTS, OVERLOAD_REQUESTS, {}, retry)[1]
         search_seconds["during the jittered overload"] = searches_during(jittered_overload, probes)
-        serve.shutdown()
+        stop_service()
 
         serve_with(settings_for(16, spin_wait=True))
         eight_spinning, _ = hammer(photos, 8, args.requests, {"facen": "true"}, warm_up=warm(photos))
-        serve.shutdown()
+        stop_service()
     finally:
         ray.shutdown()
 

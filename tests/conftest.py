@@ -6,6 +6,7 @@ Tests that need ../shared/faces skip cleanly where it is absent; nothing from it
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +85,10 @@ def ray_session():
     listens on METRICS_PORT."""
     import ray
 
+    from serve_app.app import ray_environment
+
+    # Restarts in the tests wait out the drain of the Ingress replicas they stop.
+    os.environ.update(ray_environment(load_settings(serve={"ingress_drain_s": 1})))
     ray.init(address="local", num_cpus=2, include_dashboard=False, namespace="facegrid-tests", logging_level="ERROR",
              log_to_driver=False, _metrics_export_port=METRICS_PORT)
     yield ray
@@ -130,9 +135,8 @@ def service(request, ray_session, model_config, tmp_path_factory):
     """The real Ray Serve app on a test port, once on the embedded defaults and once on Cassandra +
     memcached; yields an HTTP client, the settings, the backends and a restart."""
     import httpx
-    from ray import serve
 
-    from serve_app.app import run, wait_until_ready
+    from serve_app.app import run, stop_service, wait_until_ready
 
     settings = service_settings_for(tmp_path_factory.mktemp("service"), request.param, request)
     base_url = f"http://127.0.0.1:{SERVICE_PORT}"
@@ -144,7 +148,7 @@ def service(request, ray_session, model_config, tmp_path_factory):
         return httpx.Client(base_url=base_url, timeout=120)
 
     def stop():
-        serve.shutdown()
+        stop_service()
         for info in ray_session.util.list_named_actors(all_namespaces=True):
             if info["name"].startswith("facegrid-"):
                 ray_session.kill(ray_session.get_actor(info["name"], namespace=info["namespace"]))

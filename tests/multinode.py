@@ -13,6 +13,7 @@ shard replicas, which ask for it), deploys the app with the given settings, prin
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 ANSWER = "@answer "
@@ -47,13 +48,13 @@ def running_replicas(deployment: str) -> int:
 
 def main() -> None:
     import ray
-    from ray import serve
     from ray.cluster_utils import Cluster
 
-    from serve_app.app import run, wait_until_ready
+    from serve_app.app import ray_environment, run, stop_service, wait_until_ready
     from serve_app.config import load_settings
 
     settings = load_settings(**json.loads(sys.argv[1]))
+    os.environ.update(ray_environment(settings))
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "_system_config": FAST_HEALTH_CHECKS})
     workers = {}
     for _ in range(WORKERS):
@@ -81,7 +82,7 @@ def main() -> None:
                 answer = {"error": f"{type(error).__name__}: {error}"}
             print(ANSWER + json.dumps(answer), flush=True)
     finally:
-        serve.shutdown()
+        stop_service()
         ray.shutdown()
         cluster.shutdown()
 

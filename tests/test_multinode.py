@@ -89,7 +89,9 @@ def multinode(model_config, tmp_path_factory):
         "store": {"path": str(tmp_path_factory.mktemp("multinode") / "faces.db")},
         "index": {"num_shards": 2, "replicas_per_shard": 2, "cpus_per_shard": 0,
                   "shard_resources": {"facegrid_index": 1}},
-        "serve": {"proxy_location": "HeadOnly",
+        # Its own HAProxy ports: the session's service may be running on this host too.
+        "serve": {"proxy_location": "HeadOnly", "haproxy_metrics_port": free_port(), "haproxy_stats_port": free_port(),
+                  "ingress_drain_s": 1,
                   "detector": {"min_replicas": DETECTOR_BOUNDS[0], "max_replicas": DETECTOR_BOUNDS[1],
                                "target_ongoing_requests": 1, "upscale_delay_s": 1, "downscale_delay_s": 3,
                                "num_cpus": 0.5, "max_ongoing_requests": 2, "max_queued_requests": 64},

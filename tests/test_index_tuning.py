@@ -1,0 +1,82 @@
+"""Index tuning on a running service, the way an operator changes it: the Ingress deployment's
+``user_config`` in a Serve config, deployed again (``serve deploy`` / ``serve run config.yaml``), which
+Serve applies in place; searched over HTTP before and after."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from bench.data import clustered_unit_vectors, queries_near
+from serve_app.faces import encode_facen
+from tests.conftest import SERVICE_PORT
+
+APP, PREFIX = "facegrid-tuning", "/tuning"
+FACES, DIM, PROBES = 4000, 128, 40
+
+
+def deploy(args: dict, ingress_user_config: dict | None) -> None:
+    """What ``serve run`` does with a config file: the controller applies the whole config."""
+    from ray.serve._private import api as serve_api
+    from ray.serve.schema import ServeDeploySchema
+
+    application = {"name": APP, "route_prefix": PREFIX, "import_path": "serve_app.app:app_builder", "args": args}
+    if ingress_user_config is not None:
+        application["deployments"] = [{"name": "Ingress", "user_config": ingress_user_config}]
+    client = serve_api.serve_start(http_options={"host": "127.0.0.1", "port": SERVICE_PORT})
+    client.deploy_apps(ServeDeploySchema.model_validate({"applications": [application]}))
+
+
+def recall_at_10(client, probes: np.ndarray, truth: np.ndarray) -> float:
+    found = []
+    for probe, expected in zip(probes, truth):
+        response = client.get("/v2/galleries/tuned/faces",
+                              params={"looks_like": "facen:" + encode_facen(probe), "limit": 10})
+        response.raise_for_status()
+        ids = {face["id"]["face"] for face in response.json()["faces"]}
+        found.append(len(ids & set(expected.tolist())) / 10)
+    return float(np.mean(found))
+
+
+@pytest.fixture
+def tuned_service(ray_session, tmp_path):
+    import httpx
+    from ray import serve
+
+    from serve_app.app import wait_until_ready
+
+    args = {"port": SERVICE_PORT, "store": {"path": str(tmp_path / "faces.db")},
+            "index": {"num_shards": 2, "cpus_per_shard": 0.1, "kind": "hnsw", "approximate_min_faces": 1000,
+                      "hnsw_m": 8, "hnsw_ef_construction": 40, "hnsw_ef_search": 1},
+            "serve": {"detector": {"num_cpus": 0.1}, "extractor": {"num_cpus": 0.1}, "ingress": {"num_cpus": 0.1}}}
+    deploy(args, None)
+    base_url = f"http://127.0.0.1:{SERVICE_PORT}{PREFIX}"
+    assert wait_until_ready(base_url, 240)
+    with httpx.Client(base_url=base_url, timeout=60) as client:
+        yield client, args
+    serve.delete(APP)
+    for info in ray_session.util.list_named_actors(all_namespaces=True):
+        if info["name"].startswith(f"{APP}-shard-"):
+            ray_session.kill(ray_session.get_actor(info["name"], namespace=info["namespace"]))
+
+
+def test_raising_ef_search_on_a_running_hnsw_gallery_raises_its_recall(tuned_service):
+    client, args = tuned_service
+    vectors = clustered_unit_vectors(FACES, DIM, seed=3)      # face-like: identities of a few photos each
+    client.post("/v2/galleries/tuned").raise_for_status()
+    for start in range(0, FACES, 1000):
+        items = [{"id": start + i + 1, "from": "facen:" + encode_facen(v)} for i, v in enumerate(vectors[start:start + 1000])]
+        assert client.post("/v2/galleries/tuned/faces", json={"faces": items}).status_code == 200
+    probes = queries_near(vectors, PROBES, seed=4)
+    truth = np.argsort(-(probes @ vectors.T), axis=1)[:, :10] + 1
+
+    narrow = recall_at_10(client, probes, truth)
+    deploy(args, {"index": {"hnsw_ef_search": 400}})          # only user_config changed: applied in place
+    deadline = time.monotonic() + 120
+    while recall_at_10(client, probes[:5], truth[:5]) < 0.9 and time.monotonic() < deadline:
+        time.sleep(1)                                         # the controller applies it shortly after
+    wide = recall_at_10(client, probes, truth)
+    assert narrow < 0.6 and wide >= 0.95, (narrow, wide)
+    assert sum(r["faces"] for shard in client.get("/readyz").json()["shards"] for r in shard) == FACES
