@@ -2,8 +2,7 @@
 
     python -m bench.search [--exact-faces 1000000] [--approx-faces 5000000] [--queries 512]
 
-0. FAISS's distance_compute_blas_threshold: flat search at batches of 1..256 with the library default vs
-   the threshold the shards set (1);
+0. a flat shard's search paths by batch size: numpy matrix product, FAISS's SIMD scan, FAISS's BLAS path;
 1. index RAM per face vs the raw vector bytes (in-process GalleryIndex, empty meta and typical meta);
 2. the embedded store: bulk write of N faces, then the rebuild of 2 shard actors from it;
 3. exact search over N faces x 128-d across 2 shard actors, single queries arriving concurrently,
@@ -44,25 +43,44 @@ def rss_bytes() -> int:
     return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def blas_threshold(count: int) -> None:
+def search_paths(count: int) -> None:
+    """Where each path of a flat shard is fastest: queries/s by batch size, one thread, over ``count`` faces
+    (one shard's share): FAISS's SIMD scan (below ``index.blas_threshold``; with faiss-cpu's own threshold,
+    128000, every realistic batch stays on it), FAISS's BLAS path, and for reference a numpy matrix product
+    with a partial sort (how a hand-written scan would do it)."""
+    import threadpoolctl
+
     vectors = clustered_unit_vectors(count, DIM, seed=10)
     queries = queries_near(vectors, 256, seed=11)
     index = faiss.IndexFlatIP(DIM)
     index.add(vectors)
     library_default = faiss.cvar.distance_compute_blas_threshold
-    index.search(queries[:64], TOP_K)                                   # warm-up
-    print(f"0. flat search, {count:,} faces, queries/s by batch size")
-    for threshold in (library_default, 1):
-        faiss.cvar.distance_compute_blas_threshold = threshold
-        rates = []
-        for batch in (1, 16, 64, 256):
-            repeats = max(2, 128 // batch)
-            started = time.perf_counter()
-            for _ in range(repeats):
-                index.search(queries[:batch], TOP_K)
-            rates.append(f"{batch}: {batch * repeats / (time.perf_counter() - started):7.0f}")
-        print(f"   blas threshold {threshold:<7} " + "   ".join(rates))
-    faiss.cvar.distance_compute_blas_threshold = 1
+    faiss.omp_set_num_threads(1)
+
+    def numpy_scan(batch: np.ndarray):
+        scores = batch @ vectors.T
+        return np.argpartition(scores, count - TOP_K, axis=1)[:, count - TOP_K:]
+
+    def rate(search, batch: int) -> float:
+        search(queries[:batch])                                         # warm-up
+        repeats = max(3, 64 // batch)
+        started = time.perf_counter()
+        for _ in range(repeats):
+            search(queries[:batch])
+        return batch * repeats / (time.perf_counter() - started)
+
+    paths = {"FAISS SIMD scan": (library_default, lambda q: index.search(q, TOP_K)),
+             "FAISS BLAS": (1, lambda q: index.search(q, TOP_K)),
+             "numpy matrix product": (library_default, numpy_scan)}
+    batches = (1, 2, 4, 8, 16, 64, 256)
+    print(f"0. flat search paths, {count:,} faces, one thread, queries/s by batch size "
+          f"({', '.join(str(b) for b in batches)})")
+    with threadpoolctl.threadpool_limits(1):
+        for name, (threshold, search) in paths.items():
+            faiss.cvar.distance_compute_blas_threshold = threshold
+            print(f"   {name:22s} " + "  ".join(f"{rate(search, batch):7.0f}" for batch in batches))
+    faiss.cvar.distance_compute_blas_threshold = IndexConfig().blas_threshold
+    faiss.omp_set_num_threads(os.cpu_count() or 1)
     print()
 
 
@@ -137,7 +155,7 @@ def approximate(count: int, num_queries: int, kind: str, tuning: dict, breadths:
     vectors = clustered_unit_vectors(count, DIM, seed=40)
     queries = queries_near(vectors, num_queries, seed=41)
     faiss.omp_set_num_threads(os.cpu_count() or 1)
-    faiss.cvar.distance_compute_blas_threshold = 1
+    faiss.cvar.distance_compute_blas_threshold = IndexConfig().blas_threshold
 
     def rate(index: GalleryIndex, repeats: int = REPEATS):
         return best_rate(lambda batch: index.search(batch, TOP_K)[1], queries, repeats)
@@ -248,8 +266,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--hnsw-ef-construction", type=int, default=None, help="default: IndexConfig's")
     parser.add_argument("--hnsw-storage", choices=("flat", "bf16"), default=None, help="default: IndexConfig's")
     parser.add_argument("--breadths", default="32,64,128", help="ef_search (hnsw) or nprobe (ivf) values")
-    parser.add_argument("--only", choices=("blas", "ram", "exact", "approximate"), default=None)
-    parser.add_argument("--blas-faces", type=int, default=500_000)
+    parser.add_argument("--only", choices=("paths", "ram", "exact", "approximate"), default=None)
+    parser.add_argument("--paths-faces", type=int, default=500_000)
     parser.add_argument("--index-cache", type=Path, default=None,
                         help="save the built approximate index here, and read it back on later runs")
     parser.add_argument("--probe", type=Path, default=None, help=argparse.SUPPRESS)
@@ -264,7 +282,7 @@ def main(argv: list[str] | None = None) -> None:
                   {**os.environ, **huge_pages.environment()})
     tuning = {key: value for key, value in (("hnsw_m", args.hnsw_m), ("hnsw_storage", args.hnsw_storage),
                                             ("hnsw_ef_construction", args.hnsw_ef_construction)) if value}
-    sections = {"blas": lambda: blas_threshold(args.blas_faces), "ram": lambda: ram_per_face(args.ram_faces),
+    sections = {"paths": lambda: search_paths(args.paths_faces), "ram": lambda: ram_per_face(args.ram_faces),
                 "exact": lambda: exact_sharded(args.exact_faces, args.queries),
                 "approximate": lambda: approximate(args.approx_faces, args.approx_queries, args.approx_kind,
                                                    tuning, breadths, args.index_cache)}

@@ -38,15 +38,11 @@ class IndexConfig(BaseModel):
         True, description="Start shard actors with malloc on transparent huge pages (index/huge_pages.py): "
                           "graph searches over large galleries miss the TLB far less.")
     use_gpu: bool = Field(True, description="Mirror flat indexes on a GPU when FAISS has one.")
-    numpy_max_batch: int = Field(
-        1, ge=0, description="Flat galleries: query batches up to this size scan the shard with one numpy "
-                             "matrix product and a partial sort; a lone query over 500k faces ran 66 q/s so "
-                             "against FAISS's 55 (SIMD) and 42 (BLAS) on one thread (bench/search.py).")
     blas_threshold: int = Field(
         4, ge=1, description="FAISS distance_compute_blas_threshold: query batches at least this large use "
-                             "BLAS, smaller ones FAISS's SIMD scan (faster for 2-3 queries, measured in "
-                             "bench/search.py). faiss-cpu 1.15 defaults to 128000, which keeps realistic "
-                             "batches off BLAS and makes batched flat search about 13x slower.")
+                             "BLAS, smaller ones FAISS's SIMD scan, each where it is faster on one thread "
+                             "(python -m bench.search --only paths). faiss-cpu 1.15 defaults to 128000, which "
+                             "keeps every realistic batch on the scan, about 7x slower at batch 256.")
     hedge_after_s: float = Field(
         0.25, ge=0, description="Router: a read one replica has not answered within this also goes to the "
                                 "next replica (a lost node's actors hang until Ray notices and restarts them).")
@@ -64,7 +60,7 @@ class IndexConfig(BaseModel):
     # decides how shards are built and placed, and changes with a restart.
     TUNABLE: ClassVar[frozenset[str]] = frozenset({
         "hnsw_ef_search", "hnsw_rerank_factor", "ivf_nprobe", "max_batch", "batches_in_flight",
-        "numpy_max_batch", "blas_threshold", "hedge_after_s", "shard_timeout_s"})
+        "blas_threshold", "hedge_after_s", "shard_timeout_s"})
 
     @classmethod
     def tuning(cls, values: dict) -> dict:

@@ -253,9 +253,7 @@ class GalleryIndex:
         if self.size == 0:
             return np.full((len(queries), 0), -np.inf, np.float32), np.zeros((len(queries), 0), np.uint64)
         filtered = face_filter is not None and not face_filter.is_empty
-        if self.kind == "flat" and not filtered and len(queries) <= self.config.numpy_max_batch:
-            scores, slots = self._scan(queries, top_k)
-        elif filtered or self.count < self.size:
+        if filtered or self.count < self.size:
             mask = self.passing(face_filter)
             bitmap = np.packbits(mask, bitorder="little")
             selector = faiss.IDSelectorBitmap(self.size, faiss.swig_ptr(bitmap))
@@ -269,23 +267,6 @@ class GalleryIndex:
         scores = np.where(found, scores, -np.inf).astype(np.float32)
         ids = np.where(found, self.ids[np.maximum(slots, 0)], np.uint64(0))
         return scores, ids
-
-    def _scan(self, queries: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top-k slots of a few queries over a flat index: one numpy matrix product over the vectors
-        FAISS holds (read in place, not copied), dead slots masked, then a partial sort. For a lone query
-        this is a matrix-vector product, which FAISS has no path for: its SIMD scan and its BLAS path were
-        both slower (IndexConfig.numpy_max_batch)."""
-        vectors = faiss.rev_swig_ptr(self.index.get_xb(), self.size * self.dim).reshape(self.size, self.dim)
-        scores = vectors @ queries[0][:, None] if len(queries) == 1 else vectors @ queries.T
-        scores = np.ascontiguousarray(scores.T)
-        if self.count < self.size:
-            scores[:, ~self.alive[:self.size]] = -np.inf
-        best = np.argpartition(scores, self.size - top_k, axis=1)[:, self.size - top_k:]
-        best_scores = np.take_along_axis(scores, best, 1)
-        order = np.argsort(-best_scores, axis=1, kind="stable")
-        slots = np.take_along_axis(best, order, 1)
-        scores = np.take_along_axis(best_scores, order, 1)
-        return scores, np.where(np.isfinite(scores), slots, -1)
 
     def list_ids(self, face_filter: FaceFilter | None, after_id: int | None, limit: int,
                  descending: bool = False) -> np.ndarray:
