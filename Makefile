@@ -27,6 +27,7 @@ test: install
 bench: install
 	$(BIN)/python -m bench.models
 	$(BIN)/python -m bench.serving
+	$(BIN)/python -m bench.search_http
 	bash cluster/services.sh start
 	$(BIN)/python -m bench.stores
 	$(BIN)/python -m bench.search
