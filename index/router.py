@@ -212,10 +212,15 @@ class ShardRouter:
         await asyncio.gather(*(self._write(s, "drop_gallery", gallery) for s in range(self.num_shards)))
 
     async def configure(self, tuning: dict) -> None:
-        """Apply index tuning (``IndexConfig.TUNABLE`` fields) here and on every replica of every shard."""
-        tuning = IndexConfig.tuning(tuning)
-        self.config = self.config.model_copy(update=tuning)
-        await asyncio.gather(*(self._write(s, "configure", tuning) for s in range(self.num_shards)))
+        """Apply index tuning (``IndexConfig.TUNABLE`` fields) here and on every replica of every shard.
+        Only values that differ from this router's are sent: the Ingress is configured with the settings'
+        own values when it starts, and waiting there on shards still rebuilding would hold its start up."""
+        changed = {name: value for name, value in IndexConfig.tuning(tuning).items()
+                   if getattr(self.config, name) != value}
+        if not changed:
+            return
+        self.config = self.config.model_copy(update=changed)
+        await asyncio.gather(*(self._write(s, "configure", changed) for s in range(self.num_shards)))
         self._dispatch()
 
     # ---- reads --------------------------------------------------------------------------------

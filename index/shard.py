@@ -60,7 +60,8 @@ class IndexShard:
 
         return {"shard": self.shard_id, "galleries": len(self.galleries),
                 "faces": sum(g.count for g in self.galleries.values()),
-                "index_bytes": sum(g.memory_bytes() for g in self.galleries.values()), "rebuild_s": self.rebuild_seconds, "threads": self.threads,
+                "index_bytes": sum(g.memory_bytes() for g in self.galleries.values()),
+                "rebuild_s": self.rebuild_seconds, "threads": self.threads,
                 "node": ray.get_runtime_context().get_node_id(), "huge_page_bytes": huge_pages.huge_page_bytes()}
 
     def add(self, gallery: str, face_ids: list[int], vectors: np.ndarray, metas: list[dict]) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import uuid
 
 from fastapi import FastAPI, Request
@@ -248,8 +249,6 @@ def ray_environment(settings: Settings) -> dict[str, str]:
 
 def run(settings: Settings, *, blocking: bool = False) -> None:
     """Start the application on the Ray this process is connected to (a local one if none)."""
-    import os
-
     import ray
 
     if not ray.is_initialized():
@@ -278,7 +277,6 @@ def stop_service() -> None:
         except ValueError:
             return
         time.sleep(0.2)
-
 
 
 def wait_until_ready(base_url: str, timeout_s: float) -> bool:
