@@ -28,6 +28,7 @@ bench: install
 	$(BIN)/python -m bench.models
 	$(BIN)/python -m bench.serving
 	$(BIN)/python -m bench.search_http
+	$(BIN)/python -m bench.restart
 	bash cluster/services.sh start
 	$(BIN)/python -m bench.stores
 	$(BIN)/python -m bench.search

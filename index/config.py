@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -37,7 +38,14 @@ class IndexConfig(BaseModel):
     huge_pages: bool = Field(
         True, description="Start shard actors with malloc on transparent huge pages (index/huge_pages.py): "
                           "graph searches over large galleries miss the TLB far less.")
-    use_gpu: bool = Field(True, description="Mirror flat indexes on a GPU when FAISS has one.")
+    gpus_per_shard: float = Field(
+        0, ge=0, description="GPUs (or a share of one) each shard replica reserves; with one, flat galleries are "
+                             "searched on it as gpu_search says.")
+    gpu_search: Literal["torch", "faiss", "off"] = Field(
+        "torch", description="How a shard replica with a GPU searches flat galleries. torch: the vectors kept in "
+                             "GPU memory (float32), one matrix product and top-k per batch, filters as masks "
+                             "(index/torch_search.py); faiss: FAISS's GPU index (a FAISS GPU build, e.g. "
+                             "faiss-gpu-cu13-cuvs), unfiltered searches only, the rest on the CPU; off: the CPU.")
     blas_threshold: int = Field(
         4, ge=1, description="FAISS distance_compute_blas_threshold: query batches at least this large use "
                              "BLAS, smaller ones FAISS's SIMD scan, each where it is faster on one thread "
@@ -53,6 +61,21 @@ class IndexConfig(BaseModel):
     batches_in_flight: int = Field(
         1, ge=1, description="Router: batches each shard replica is sent before the first answers; queries "
                              "arriving meanwhile wait and leave together in the next batch (no fixed wait).")
+    snapshots: bool = Field(
+        True, description="Shard replicas save their indexes to snapshot_dir and load them on start, replaying "
+                          "only what the store changed since, instead of rebuilding from the store.")
+    snapshot_dir: Path | None = Field(
+        None, description="Where shard replicas keep their snapshots, a directory per replica. Not set: "
+                          "'index-snapshots' beside the embedded store's file, or in the data directory with "
+                          "Cassandra. On a cluster, a volume every index node mounts, so that a replica "
+                          "restarted on another node finds its snapshot (else it rebuilds from the store).")
+    snapshot_interval_s: float = Field(
+        300, gt=0, description="A replica that took writes saves a snapshot this often; searches to it wait "
+                               "while it saves (about a second per 500 MB of index on one disk).")
+    snapshot_replay_margin_s: float = Field(
+        30, ge=0, description="A snapshot is brought up to date from the store's changes since it was taken, "
+                               "less this: longer than a write takes from the store to its shard, plus the "
+                               "clock skew between nodes.")
     compact_dead_fraction: float = Field(0.25, gt=0, lt=1, description="Rebuild a gallery index once this "
                                                                        "share of its slots are deleted faces.")
 
@@ -80,5 +103,5 @@ class IndexConfig(BaseModel):
 
     def shard_bundle(self) -> dict[str, float]:
         """The Ray resources one shard replica reserves."""
-        return {name: amount for name, amount in {"CPU": self.cpus_per_shard, **self.shard_resources}.items()
-                if amount > 0}
+        wanted = {"CPU": self.cpus_per_shard, "GPU": self.gpus_per_shard, **self.shard_resources}
+        return {name: amount for name, amount in wanted.items() if amount > 0}

@@ -12,6 +12,9 @@ than filtering a fixed top-k afterwards.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import faiss
 import numpy as np
 
@@ -94,8 +97,10 @@ def _gpu_count() -> int:
 
 
 class GalleryIndex:
-    def __init__(self, dim: int, config: IndexConfig):
-        self.dim, self.config = dim, config
+    def __init__(self, dim: int, config: IndexConfig, torch_device: str | None = None):
+        """``torch_device``: where flat searches run through torch (index/torch_search.py), e.g. "cuda"
+        for a shard given a GPU; None keeps them on FAISS."""
+        self.dim, self.config, self.torch_device = dim, config, torch_device
         self.kind = "flat"
         self.index = faiss.IndexFlatIP(dim)
         self.ids = np.zeros(_INITIAL_CAPACITY, np.uint64)
@@ -104,8 +109,8 @@ class GalleryIndex:
         self.slot_of = SlotLookup()
         self.columns: dict[str, MetaColumn] = {}
         self.size = 0                                # slots used, dead ones included
-        self._gpu_index = None
-        self._gpu_dirty = True
+        self._gpu_index = None          # FAISS's GPU copy, made on first use, then grown with each add
+        self._torch = None              # the torch copy, likewise
 
     # ---- writes -------------------------------------------------------------------------------
 
@@ -143,7 +148,12 @@ class GalleryIndex:
             for name, column in self.columns.items():
                 column.set(start + offset, meta.get(name) if meta else None)
         self.size += count
-        self._gpu_dirty = True
+        # The GPU copies take only the new rows; deletes leave them be (dead slots are masked or
+        # searched on the CPU), and a compaction starts them again.
+        if self._torch is not None:
+            self._torch.append(vectors)
+        if self._gpu_index is not None:
+            self._gpu_index.add(vectors)
         self._maybe_go_approximate()
 
     def remove(self, face_id: int) -> bool:
@@ -154,7 +164,6 @@ class GalleryIndex:
         self.meta[slot] = None
         for column in self.columns.values():
             column.set(slot, None)
-        self._gpu_dirty = True
         if self.size >= 1024 and self.dead_fraction >= self.config.compact_dead_fraction:
             self.compact()
         return True
@@ -186,7 +195,7 @@ class GalleryIndex:
         vectors = self._vectors()[live]
         ids = self.ids[live].tolist()
         metas = [self.meta[slot] or {} for slot in live]
-        self.__init__(self.dim, self.config)
+        self.__init__(self.dim, self.config, self.torch_device)
         self.add(ids, vectors, metas)
 
     # ---- approximate indexes ------------------------------------------------------------------
@@ -200,6 +209,7 @@ class GalleryIndex:
         self._build_approximate(vectors, self.config.kind)
         self.index.add(vectors)
         self.kind = self.config.kind
+        self._gpu_index = self._torch = None    # GPU copies serve flat galleries only
 
     def _build_approximate(self, training: np.ndarray, kind: str) -> None:
         if kind == "hnsw" and self.config.hnsw_storage == "bf16":
@@ -253,7 +263,10 @@ class GalleryIndex:
         if self.size == 0:
             return np.full((len(queries), 0), -np.inf, np.float32), np.zeros((len(queries), 0), np.uint64)
         filtered = face_filter is not None and not face_filter.is_empty
-        if filtered or self.count < self.size:
+        if self.kind == "flat" and self.torch_device is not None:
+            passing = self.passing(face_filter) if filtered or self.count < self.size else None
+            scores, slots = self._torch_mirror().search(queries, top_k, passing)
+        elif filtered or self.count < self.size:
             mask = self.passing(face_filter)
             bitmap = np.packbits(mask, bitorder="little")
             selector = faiss.IDSelectorBitmap(self.size, faiss.swig_ptr(bitmap))
@@ -293,17 +306,61 @@ class GalleryIndex:
             vectors += self.size * 16 + self.index.nlist * self.dim * 4     # list ids + direct map + centroids
         return int(vectors + self.ids.nbytes + self.alive.nbytes + self.slot_of.nbytes())
 
+    def vector(self, face_id: int) -> np.ndarray | None:
+        """The stored unit vector of a face, or None when the face is not here."""
+        slot = self.slot_of.get(int(face_id))
+        return None if slot is None else self.index.reconstruct(slot)
+
+    # ---- snapshots ----------------------------------------------------------------------------
+
+    def save(self, directory: Path, stem: str) -> list[Path]:
+        """Write the index, its slots' ids and alive bits, and its metas under ``stem``; returns the files.
+        Filter columns are not saved: they are rebuilt from the metas when a filter first needs them."""
+        files = [directory / f"{stem}.faiss", directory / f"{stem}.ids.npy", directory / f"{stem}.alive.npy",
+                 directory / f"{stem}.meta.json"]
+        faiss.write_index(self.index, str(files[0]))
+        np.save(files[1], self.ids[:self.size])
+        np.save(files[2], self.alive[:self.size])
+        files[3].write_text(json.dumps(self.meta))
+        return files
+
+    @classmethod
+    def load(cls, directory: Path, stem: str, dim: int, kind: str, config: IndexConfig) -> "GalleryIndex":
+        gallery = cls(dim, config)
+        gallery.index = faiss.read_index(str(directory / f"{stem}.faiss"))
+        gallery.kind = kind
+        ids = np.load(directory / f"{stem}.ids.npy", allow_pickle=False)
+        alive = np.load(directory / f"{stem}.alive.npy", allow_pickle=False)
+        gallery.meta = json.loads((directory / f"{stem}.meta.json").read_text())
+        if not gallery.index.ntotal == len(ids) == len(alive) == len(gallery.meta):
+            raise ValueError(f"gallery {stem}: {gallery.index.ntotal} vectors, {len(ids)} ids, {len(alive)} "
+                             f"alive bits and {len(gallery.meta)} metas")
+        gallery.size = len(ids)
+        gallery._grow(gallery.size)
+        gallery.ids[:gallery.size], gallery.alive[:gallery.size] = ids, alive
+        live = np.flatnonzero(alive)
+        gallery.slot_of.add(ids[live], live)
+        return gallery
+
     # ---- GPU ----------------------------------------------------------------------------------
 
     def _gpu_enabled(self) -> bool:
-        return self.config.use_gpu and _gpu_count() > 0
+        return self.config.gpu_search == "faiss" and _gpu_count() > 0
 
     def _gpu(self):
-        """A GPU copy of the flat index for unfiltered searches (FAISS GPU indexes take no ID
-        selectors, so filtered searches stay on the CPU index)."""
-        if self._gpu_index is None or self._gpu_dirty:
+        """FAISS's GPU copy of the flat index, for unfiltered searches of galleries with no dead slots
+        (FAISS GPU indexes take no ID selectors, so the others are searched on the CPU index)."""
+        if self._gpu_index is None:
             if not hasattr(self, "_gpu_resources"):
                 self._gpu_resources = faiss.StandardGpuResources()
             self._gpu_index = faiss.index_cpu_to_gpu(self._gpu_resources, 0, self.index)
-            self._gpu_dirty = False
         return self._gpu_index
+
+    def _torch_mirror(self):
+        if self._torch is None:
+            from .torch_search import TorchFlatMirror
+
+            self._torch = TorchFlatMirror(self.dim, self.torch_device)
+            if self.size:
+                self._torch.append(self._vectors())
+        return self._torch

@@ -1,15 +1,21 @@
 """``IndexShard``: the Ray actor holding one shard of every gallery.
 
-On start (and on every restart Ray makes after a crash) a shard rebuilds itself from the face store,
-reading only its own ``(gallery, shard)`` partitions, so rebuild time follows the shard's size, not the
-cluster's. The class is plain Python; ``shard_actor`` wraps it as a restartable actor.
+On start (and on every restart Ray makes after a crash) a shard replica loads its latest index snapshot
+(index/snapshot.py) and brings it up to date from the store's change log: the faces added, patched or
+deleted since the snapshot was taken, less a margin for writes then still on their way, are read back
+as the store holds them now. Without a usable snapshot it rebuilds from the face store, reading only its
+own ``(gallery, shard)`` partitions, so rebuild time follows the shard's size, not the cluster's. While
+it runs it saves a snapshot every ``snapshot_interval_s`` in which it took writes, and soon after a
+rebuild. The class is plain Python; ``shard_actor`` wraps it as a restartable actor.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
+from pathlib import Path
 
 import faiss
 import numpy as np
@@ -23,6 +29,8 @@ from .config import IndexConfig
 from .filters import FaceFilter
 from .gallery_index import GalleryIndex
 from .metrics import record_gallery_faces
+from .snapshot import Snapshot, SnapshotDirectory
+from .torch_search import torch_device
 
 REBUILD_PAGE = 5000
 
@@ -30,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 
 class IndexShard:
-    def __init__(self, shard_id: int, store: FaceStore, config: IndexConfig):
+    def __init__(self, shard_id: int, store: FaceStore, config: IndexConfig, snapshot_path: Path | None = None):
         self.shard_id, self.store, self.config = shard_id, store, config
         self.threads = config.threads_per_shard or threads_for_this_node(config)
         # FAISS's OpenMP and both BLAS libraries (numpy's and FAISS's own) use the same share of the node.
@@ -38,22 +46,122 @@ class IndexShard:
         threadpoolctl.threadpool_limits(self.threads)
         faiss.cvar.distance_compute_blas_threshold = config.blas_threshold
         self.galleries: dict[str, GalleryIndex] = {}
-        self.rebuild_seconds = self.rebuild()
+        self.torch_device = torch_device(config.gpu_search, config.gpus_per_shard)
+        self.snapshots = SnapshotDirectory(snapshot_path) if snapshot_path is not None else None
+        self.last_snapshot: dict | None = None
+        # Writes this replica holds that its snapshot lacks: after a rebuild, or a catch-up that re-read
+        # faces, it saves soon, so that its next start is a load with little to replay.
+        self.unsaved, self.replayed = False, 0
+        self.started_at, started = time.time(), time.perf_counter()
+        snapshot = self.snapshots.load(shard_id, store.store_id, config) if self.snapshots else None
+        if snapshot is None:
+            self.rebuild()
+            self.started_from = "rebuild"
+        else:
+            self.started_from = "snapshot"
+            self.replayed = self.catch_up(snapshot)
+        self.rebuild_seconds = time.perf_counter() - started
+        self._start_snapshot_timer()
 
-    def rebuild(self) -> float:
-        """Load this shard's partition of every gallery from the store; returns the seconds it took."""
-        started = time.perf_counter()
+    def rebuild(self) -> None:
+        """Load this shard's partition of every gallery from the store."""
         self.galleries = {}
         for gallery in self.store.list_galleries():
-            after = None
+            self._load_partition(gallery.name)
+
+    def _load_partition(self, gallery: str) -> None:
+        self.galleries.pop(gallery, None)
+        after = None
+        while True:
+            page = self.store.scan_partition(gallery, self.shard_id, after_id=after, limit=REBUILD_PAGE)
+            if not page:
+                break
+            self.add(gallery, [f.face_id for f in page], np.stack([f.facen for f in page]), [f.meta for f in page])
+            after = page[-1].face_id
+
+    def catch_up(self, snapshot: Snapshot) -> int:
+        """Take the snapshot's galleries and apply what the store changed since; returns the faces re-read.
+        A gallery the snapshot lacks, holds from an earlier life (deleted and created again), or whose
+        changes the store's log no longer reaches back to, is loaded whole from the store instead."""
+        since = snapshot.stamp - self.config.snapshot_replay_margin_s
+        self.galleries, replayed = {}, 0
+        for gallery in self.store.list_galleries():
+            index = snapshot.galleries.get(gallery.name)
+            changed = None
+            if index is not None and snapshot.generations.get(gallery.name) == gallery.created_at:
+                changed = self.store.changed_since(gallery.name, self.shard_id, since)
+            if changed is None:
+                self._load_partition(gallery.name)
+                continue
+            index.torch_device = self.torch_device
+            self.galleries[gallery.name] = index
+            self._replay(gallery.name, index, sorted(changed))
+            replayed += len(changed)
+        for gallery, index in self.galleries.items():
+            record_gallery_faces(gallery, self.shard_id, index.count)
+        return replayed
+
+    def _replay(self, gallery: str, index: GalleryIndex, face_ids: list[int]) -> None:
+        """Make the index hold each of ``face_ids`` exactly as the store does now (or not at all)."""
+        self.unsaved = self.unsaved or bool(face_ids)
+        for start in range(0, len(face_ids), REBUILD_PAGE):
+            chunk = face_ids[start:start + REBUILD_PAGE]
+            stored = self.store.get_faces(gallery, chunk)
+            fresh = []
+            for face_id in chunk:
+                face, held = stored.get(face_id), index.vector(face_id)
+                if held is not None and face is not None and np.array_equal(held, face.facen):
+                    index.update_meta(face_id, face.meta)
+                    continue
+                if held is not None:            # deleted, or deleted and added again with another vector
+                    index.remove(face_id)
+                if face is not None:
+                    fresh.append(face)
+            if fresh:
+                self.add(gallery, [f.face_id for f in fresh], np.stack([f.facen for f in fresh]),
+                         [f.meta for f in fresh])
+
+    # ---- snapshots ----------------------------------------------------------------------------
+
+    def save_snapshot(self, only_if_unsaved: bool = False) -> dict | None:
+        """Save every gallery of this replica as its current snapshot; returns what was saved. Searches
+        wait meanwhile (an actor does one thing at a time), and the state saved is the one between two
+        calls, so the stamp taken first is earlier than any write the snapshot lacks."""
+        if self.snapshots is None or (only_if_unsaved and not self.unsaved):
+            return None
+        started, stamp = time.perf_counter(), time.time()
+        generations = {g.name: g.created_at for g in self.store.list_galleries()}
+        galleries = {name: index for name, index in self.galleries.items() if name in generations}
+        try:
+            path = self.snapshots.save(Snapshot(stamp, galleries, generations), self.shard_id,
+                                       self.store.store_id, self.config)
+            self.store.prune_changes()
+        except Exception:  # noqa: BLE001 - a failed save (disk full...) leaves the last one; serving goes on
+            logger.exception("shard %d could not save its index snapshot", self.shard_id)
+            return None
+        self.unsaved = False
+        self.last_snapshot = {"path": str(path), "stamp": stamp, "seconds": time.perf_counter() - started,
+                              "faces": sum(index.count for index in galleries.values())}
+        return self.last_snapshot
+
+    def _start_snapshot_timer(self) -> None:
+        """Under Ray, a thread asks this actor, through its own queue, to save when it has unsaved writes."""
+        import ray
+
+        if self.snapshots is None or not ray.is_initialized():
+            return
+        try:
+            actor = ray.get_runtime_context().current_actor
+        except RuntimeError:        # an IndexShard used in a driver or a task, not as an actor
+            return
+
+        def tick():
+            wait = 1.0 if self.unsaved else self.config.snapshot_interval_s
             while True:
-                page = self.store.scan_partition(gallery.name, self.shard_id, after_id=after, limit=REBUILD_PAGE)
-                if not page:
-                    break
-                self.add(gallery.name, [f.face_id for f in page], np.stack([f.facen for f in page]),
-                         [f.meta for f in page])
-                after = page[-1].face_id
-        return time.perf_counter() - started
+                time.sleep(wait)
+                actor.save_snapshot.remote(only_if_unsaved=True)
+                wait = self.config.snapshot_interval_s
+        threading.Thread(target=tick, name="snapshot-timer", daemon=True).start()
 
     def ready(self) -> dict:
         import ray
@@ -61,14 +169,17 @@ class IndexShard:
         return {"shard": self.shard_id, "galleries": len(self.galleries),
                 "faces": sum(g.count for g in self.galleries.values()),
                 "index_bytes": sum(g.memory_bytes() for g in self.galleries.values()),
-                "rebuild_s": self.rebuild_seconds, "threads": self.threads,
+                "started_at": self.started_at, "rebuild_s": self.rebuild_seconds, "started_from": self.started_from,
+                "replayed": self.replayed, "threads": self.threads,
+                "search_device": self.torch_device or "cpu",
+                "snapshot_age_s": None if self.last_snapshot is None else time.time() - self.last_snapshot["stamp"],
                 "node": ray.get_runtime_context().get_node_id(), "huge_page_bytes": huge_pages.huge_page_bytes()}
 
     def add(self, gallery: str, face_ids: list[int], vectors: np.ndarray, metas: list[dict]) -> int:
         vectors = np.asarray(vectors, np.float32)
         index = self.galleries.get(gallery)
         if index is None:
-            index = self.galleries[gallery] = GalleryIndex(vectors.shape[1], self.config)
+            index = self.galleries[gallery] = GalleryIndex(vectors.shape[1], self.config, self.torch_device)
         fresh = [i for i, face_id in enumerate(face_ids) if face_id not in index.slot_of]
         if len(fresh) < len(face_ids):
             # A retried add (replica catching up, repair from the store) must not duplicate a face.
@@ -76,6 +187,7 @@ class IndexShard:
             vectors, metas = vectors[fresh], [metas[i] for i in fresh]
         if face_ids:
             index.add(face_ids, vectors, metas)
+            self.unsaved = True
         record_gallery_faces(gallery, self.shard_id, index.count)
         return index.count
 
@@ -83,15 +195,19 @@ class IndexShard:
         index = self.galleries.get(gallery)
         removed = index is not None and index.remove(face_id)
         if removed:
+            self.unsaved = True
             record_gallery_faces(gallery, self.shard_id, index.count)
         return removed
 
     def update_meta(self, gallery: str, face_id: int, meta: dict) -> bool:
         index = self.galleries.get(gallery)
-        return index is not None and index.update_meta(face_id, meta)
+        updated = index is not None and index.update_meta(face_id, meta)
+        self.unsaved = self.unsaved or updated
+        return updated
 
     def drop_gallery(self, gallery: str) -> None:
         if self.galleries.pop(gallery, None) is not None:
+            self.unsaved = True
             record_gallery_faces(gallery, self.shard_id, 0)
 
     def count(self, gallery: str) -> int:
@@ -169,6 +285,27 @@ def threads_for_this_node(config: IndexConfig) -> int:
     return max(1, int(cores // replicas_here))
 
 
+def save_snapshots_of_running_shards(timeout_s: float = 300) -> int:
+    """Ask every shard replica on this Ray cluster to save what its snapshot lacks, and wait (a planned
+    stop: the next start then has nothing to replay). Returns how many replicas saved."""
+    import re
+
+    import ray
+
+    replicas = [ray.get_actor(info["name"], namespace=info["namespace"])
+                for info in ray.util.list_named_actors(all_namespaces=True)
+                if re.fullmatch(r".+-shard-\d+-\d+", info["name"])]
+    calls = [replica.save_snapshot.remote(only_if_unsaved=True) for replica in replicas]
+    done, _ = ray.wait(calls, num_returns=len(calls), timeout=timeout_s)
+    saved = 0
+    for call in done:
+        try:
+            saved += ray.get(call) is not None
+        except ray.exceptions.RayError:      # a replica that died meanwhile rebuilds or loads on restart
+            pass
+    return saved
+
+
 def shard_name(name_prefix: str, shard_id: int) -> str:
     """The name of a shard's placement group, and the stem of its replicas' actor names."""
     return f"{name_prefix}-shard-{shard_id}"
@@ -183,7 +320,8 @@ def shard_actor(shard_id: int, replica: int, store: FaceStore, config: IndexConf
     """Start (or find) the named, restartable actor for one replica of one shard.
 
     Ray restarts a crashed shard without limit and retries calls made to it meanwhile; the restart runs
-    ``__init__`` again, which rebuilds the shard from the store. ``detached`` keeps shards alive beyond
+    ``__init__`` again, which loads the replica's snapshot (from ``config.snapshot_dir`` when snapshots
+    are on) or rebuilds the shard from the store. ``detached`` keeps shards alive beyond
     the process that created them (the service); tests leave them tied to the driver. Lone replicas are
     spread over the nodes; the replicas of one shard share a placement group that spreads them over
     distinct nodes, so that losing a node leaves every shard a live replica whenever the cluster has
@@ -201,10 +339,17 @@ def shard_actor(shard_id: int, replica: int, store: FaceStore, config: IndexConf
     return ray.remote(IndexShard).options(
         name=replica_name(name_prefix, shard_id, replica), get_if_exists=True,
         lifetime="detached" if detached else None, max_restarts=-1, max_task_retries=-1,
-        num_cpus=config.cpus_per_shard, resources=config.shard_resources, scheduling_strategy=placement,
+        num_cpus=config.cpus_per_shard, num_gpus=config.gpus_per_shard, resources=config.shard_resources, scheduling_strategy=placement,
         # env_vars merge with the job's runtime environment rather than replace it.
         runtime_env={"env_vars": huge_pages.environment()} if config.huge_pages else None,
-    ).remote(shard_id, store, config)
+    ).remote(shard_id, store, config, snapshot_path(config, name_prefix, shard_id, replica))
+
+
+def snapshot_path(config: IndexConfig, name_prefix: str, shard_id: int, replica: int) -> Path | None:
+    """Where one replica keeps its snapshots, or None when snapshots are off."""
+    if not config.snapshots or config.snapshot_dir is None:
+        return None
+    return Path(config.snapshot_dir) / replica_name(name_prefix, shard_id, replica)
 
 
 def shard_placement_group(name: str, config: IndexConfig, detached: bool):

@@ -122,7 +122,8 @@ async def healthz() -> dict:
 
 
 # What /readyz shows of each shard replica.
-SHARD_FIELDS = ("state", "faces", "index_bytes", "threads", "rebuild_s", "node", "huge_page_bytes")
+SHARD_FIELDS = ("state", "faces", "index_bytes", "threads", "rebuild_s", "started_from", "replayed",
+                "snapshot_age_s", "node", "huge_page_bytes")
 
 
 @api.get("/readyz", tags=["operations"], summary="Models loaded, store and cache reachable, shards loaded")
@@ -167,8 +168,10 @@ def open_store(settings: Settings) -> FaceStore:
         return CassandraFaceStore(c.hosts, c.port, c.keyspace, settings.index.num_shards,
                                   replication_factor=c.replication_factor, read_consistency=c.read_consistency,
                                   write_consistency=c.write_consistency, max_in_flight=c.max_in_flight,
-                                  request_timeout_s=c.request_timeout_s, page_size=c.page_size)
-    return SqliteFaceStore(settings.store.path, settings.index.num_shards, settings.store.busy_timeout_s)
+                                  request_timeout_s=c.request_timeout_s, page_size=c.page_size,
+                                  change_log_retention_s=settings.store.change_log_retention_s)
+    return SqliteFaceStore(settings.store.path, settings.index.num_shards, settings.store.busy_timeout_s,
+                           settings.store.change_log_retention_s)
 
 
 def open_cache(settings: Settings) -> DetectionCache:
@@ -263,12 +266,16 @@ def run(settings: Settings, *, blocking: bool = False) -> None:
 def stop_service() -> None:
     """Stop every Serve application and return once Serve's controller is gone, so that the next
     ``run`` on this Ray starts a fresh one (the controller outlives ``serve.shutdown`` by a few seconds
-    while its replicas drain, and a ``run`` in that window attaches to the dying one)."""
+    while its replicas drain, and a ``run`` in that window attaches to the dying one). Shard replicas
+    first save the writes their snapshots lack, so the next start loads them with nothing to replay."""
     import time
 
     import ray
     from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
 
+    from index.shard import save_snapshots_of_running_shards
+
+    save_snapshots_of_running_shards()
     serve.shutdown()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -12,10 +12,11 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, YamlConfigSettingsSource
 
 from index.config import IndexConfig
+from store.base import CHANGE_LOG_RETENTION_S
 from models.config import ModelConfig, default_data_dir
 
 
@@ -43,6 +44,10 @@ class StoreSettings(_Section):
     path: Path = Field(default_factory=lambda: default_data_dir() / "faces.db",
                        description="SQLite file of the embedded face store.")
     busy_timeout_s: float = Field(30, gt=0, description="How long a write waits for another writer's lock.")
+    change_log_retention_s: float = Field(
+        CHANGE_LOG_RETENTION_S, gt=0, description="How long the store keeps its log of changed faces, from which "
+                                                   "index snapshots are brought up to date; a snapshot older "
+                                                   "than this is rebuilt from the faces.")
     cassandra: CassandraSettings = Field(default_factory=CassandraSettings)
 
 
@@ -126,6 +131,13 @@ class Settings(BaseSettings):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     url_fetch: UrlFetchSettings = Field(default_factory=UrlFetchSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
+
+    @model_validator(mode="after")
+    def _snapshots_beside_the_store(self) -> "Settings":
+        if self.index.snapshot_dir is None:
+            home = self.store.path.parent if self.store.kind == "embedded" else default_data_dir()
+            self.index = self.index.model_copy(update={"snapshot_dir": home / "index-snapshots"})
+        return self
 
 
 def load_settings(config_path: Path | None = None, **overrides) -> Settings:

@@ -18,6 +18,9 @@ import numpy as np
 from .errors import FacegridError, InvalidFace
 
 MAX_FACE_ID = 2 ** 64 - 1
+# How long a store keeps its change log (the faces each write touched): an index snapshot older than
+# this cannot be brought up to date from it and is rebuilt from the faces instead.
+CHANGE_LOG_RETENTION_S = 7 * 24 * 3600.0
 GALLERY_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -105,6 +108,7 @@ class FaceStore(Protocol):
     """Durable galleries and faces. Every write is durable when the call returns."""
 
     num_shards: int
+    store_id: str                # made once when the store is first laid out: tells one store from another
 
     def create_gallery(self, name: str) -> GalleryRecord:
         """Raises GalleryExists."""
@@ -126,6 +130,12 @@ class FaceStore(Protocol):
     def scan_partition(self, gallery: str, shard: int, after_id: int | None = None,
                        limit: int = 1000) -> list[FaceRecord]:
         """Faces of one (gallery, shard) partition in id order, after ``after_id``."""
+    def changed_since(self, gallery: str, shard: int, since: float) -> set[int] | None:
+        """Ids of the (gallery, shard) partition's faces added, patched or deleted at or after the time
+        ``since`` (seconds since the epoch, the writers' clocks); None when the change log no longer
+        reaches back that far. Deleting a gallery deletes its log."""
+    def prune_changes(self) -> None:
+        """Forget changes older than the log's retention."""
     def count_faces(self, gallery: str) -> int: ...
     def close(self) -> None: ...
 

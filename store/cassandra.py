@@ -6,6 +6,10 @@ so a shard rebuild is a single-partition scan and a gallery delete is S partitio
 
 Uniqueness (CONFLICT) and the gallery's dimension use lightweight transactions (``IF NOT EXISTS``,
 ``IF dim = null``); a meta patch is a compare-and-set loop, so concurrent patches never lose a key.
+Every write first notes the faces it touches in ``face_changes ((gallery, shard), changed_at, id)``,
+kept ``change_log_retention_s`` by a TTL, from which an index snapshot is brought up to date
+(``changed_since``). The note goes first because the face write itself is conditional and cannot share a
+batch with another table: a note for a write that then fails only makes a snapshot re-read that face.
 Bulk work runs with at most ``max_in_flight`` requests outstanding. Every driver failure becomes
 ``StoreUnavailable`` (the API's STORAGE_ERROR). Ids are unsigned 64-bit, stored shifted by 2**63 into
 Cassandra's signed bigint, which keeps their order.
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from typing import Sequence
 
 import numpy as np
@@ -22,9 +27,10 @@ from cassandra import ConsistencyLevel, DriverException, RequestExecutionExcepti
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable
 from cassandra.concurrent import execute_concurrent, execute_concurrent_with_args
 from cassandra.policies import DCAwareRoundRobinPolicy, ExponentialReconnectionPolicy, TokenAwarePolicy
-from cassandra.query import BatchStatement
+from cassandra.query import BatchStatement, BatchType
 
-from .base import FaceRecord, GalleryRecord, check_face_id, check_facen, check_gallery_name, check_meta, shard_of
+from .base import (CHANGE_LOG_RETENTION_S, FaceRecord, GalleryRecord, check_face_id, check_facen,
+                   check_gallery_name, check_meta, shard_of)
 from .errors import FaceExists, FaceNotFound, FacegridError, GalleryExists, GalleryNotFound, StoreUnavailable
 
 _ID_SHIFT = 2 ** 63
@@ -43,11 +49,14 @@ class CassandraFaceStore:
     def __init__(self, hosts: Sequence[str], port: int, keyspace: str, num_shards: int, *,
                  replication_factor: int = 1, read_consistency: str = "LOCAL_QUORUM",
                  write_consistency: str = "LOCAL_QUORUM", max_in_flight: int = 64,
-                 request_timeout_s: float = 10.0, page_size: int = 5000):
+                 request_timeout_s: float = 10.0, page_size: int = 5000,
+                 change_log_retention_s: float = CHANGE_LOG_RETENTION_S):
         self._args = (tuple(hosts), port, keyspace, num_shards)
         self._options = dict(replication_factor=replication_factor, read_consistency=read_consistency,
                              write_consistency=write_consistency, max_in_flight=max_in_flight,
-                             request_timeout_s=request_timeout_s, page_size=page_size)
+                             request_timeout_s=request_timeout_s, page_size=page_size,
+                             change_log_retention_s=change_log_retention_s)
+        self.change_log_retention_s = change_log_retention_s
         self.num_shards, self.keyspace = num_shards, keyspace
         self.max_in_flight, self.page_size = max_in_flight, page_size
         self._read, self._write = _level(read_consistency), _level(write_consistency)
@@ -86,6 +95,8 @@ class CassandraFaceStore:
         execute(f"CREATE TABLE IF NOT EXISTS {self.keyspace}.faces (gallery text, shard int, id bigint, "
                 "facen blob, meta text, features text, created_at double, PRIMARY KEY ((gallery, shard), id)) "
                 "WITH CLUSTERING ORDER BY (id ASC)")
+        execute(f"CREATE TABLE IF NOT EXISTS {self.keyspace}.face_changes (gallery text, shard int, "
+                "changed_at timestamp, id bigint, PRIMARY KEY ((gallery, shard), changed_at, id))")
 
     def _prepare(self) -> None:
         ks, prepare = self.keyspace, self._session.prepare
@@ -110,13 +121,21 @@ class CassandraFaceStore:
             "scan_first": prepare(f"SELECT id, facen, meta, features, created_at FROM {ks}.faces "
                                   "WHERE gallery = ? AND shard = ? AND id >= ? LIMIT ?"),
             "count": prepare(f"SELECT COUNT(*) FROM {ks}.faces WHERE gallery = ? AND shard = ?"),
+            "change_put": prepare(f"INSERT INTO {ks}.face_changes (gallery, shard, changed_at, id) "
+                                  "VALUES (?, ?, ?, ?) USING TTL ?"),
+            "changes": prepare(f"SELECT id FROM {ks}.face_changes WHERE gallery = ? AND shard = ? "
+                               "AND changed_at >= ?"),
+            "changes_del": prepare(f"DELETE FROM {ks}.face_changes WHERE gallery = ? AND shard = ?"),
         }
-        for name in ("layout_get", "gallery_get", "gallery_all", "face_get", "scan", "scan_first", "count"):
+        for name in ("layout_get", "gallery_get", "gallery_all", "face_get", "scan", "scan_first", "count",
+                     "changes"):
             self._q[name].consistency_level = self._read
-        for name in ("scan", "scan_first"):
+        for name in ("scan", "scan_first", "changes"):
             self._q[name].fetch_size = self.page_size
 
     def _check_layout(self) -> None:
+        self._session.execute(self._q["layout_put"], ("store_id", uuid.uuid4().hex))
+        self.store_id = self._session.execute(self._q["layout_get"], ("store_id",)).one().value
         self._session.execute(self._q["layout_put"], ("num_shards", str(self.num_shards)))
         stored = self._session.execute(self._q["layout_get"], ("num_shards",)).one()
         if stored is not None and int(stored.value) != self.num_shards:
@@ -167,7 +186,9 @@ class CassandraFaceStore:
     def delete_gallery(self, name: str) -> None:
         def work():
             self._gallery(name)
-            self._concurrently(self._q["partition_del"], [(name, shard) for shard in range(self.num_shards)])
+            partitions = [(name, shard) for shard in range(self.num_shards)]
+            self._concurrently(self._q["partition_del"], partitions)
+            self._concurrently(self._q["changes_del"], partitions)
             self._session.execute(self._q["gallery_del"], (name,))
         self._run(work)
 
@@ -219,11 +240,27 @@ class CassandraFaceStore:
                     positions.append(position)
                 except FacegridError as error:
                     results[position] = error
+            self._note_changes([row[:3] for row in rows])
             for row, existed in self._insert_new(rows):
                 if existed:
                     results[positions[row]] = FaceExists(rows[row][0], rows[row][2] + _ID_SHIFT)
             return results
         return self._run(work)
+
+    def _note_changes(self, keys: list[tuple[str, int, int]]) -> None:
+        """Log the (gallery, shard, stored id) keys about to be written, one unlogged batch per partition."""
+        now, ttl = int(time.time() * 1000), max(1, int(self.change_log_retention_s))
+        partitions: dict[tuple[str, int], list[int]] = {}
+        for gallery, shard, row_id in keys:
+            partitions.setdefault((gallery, shard), []).append(row_id)
+        batches = []
+        for (gallery, shard), row_ids in partitions.items():
+            for start in range(0, len(row_ids), _ROWS_PER_BATCH * 4):
+                batch = BatchStatement(BatchType.UNLOGGED)
+                for row_id in row_ids[start:start + _ROWS_PER_BATCH * 4]:
+                    batch.add(self._q["change_put"], (gallery, shard, now, row_id, ttl))
+                batches.append((batch, None))
+        execute_concurrent(self._session, batches, concurrency=self.max_in_flight, raise_on_first_error=True)
 
     def _insert_new(self, rows: list[tuple]):
         """Insert rows that do not exist yet, as conditional batches per partition; yields (row index,
@@ -284,6 +321,7 @@ class CassandraFaceStore:
         def work():
             self._gallery(gallery)
             key = self._key(gallery, check_face_id(face_id))
+            self._note_changes([key])
             for _ in range(_META_RETRIES):
                 row = self._session.execute(self._q["face_get"], key).one()
                 if row is None:
@@ -298,7 +336,9 @@ class CassandraFaceStore:
     def delete_face(self, gallery: str, face_id: int) -> None:
         def work():
             self._gallery(gallery)
-            if not self._session.execute(self._q["face_del"], self._key(gallery, check_face_id(face_id))).was_applied:
+            key = self._key(gallery, check_face_id(face_id))
+            self._note_changes([key])
+            if not self._session.execute(self._q["face_del"], key).was_applied:
                 raise FaceNotFound(gallery, face_id)
         self._run(work)
 
@@ -310,6 +350,16 @@ class CassandraFaceStore:
             statement, bound = self._q["scan"], after_id - _ID_SHIFT
         rows = self._run(lambda: list(self._session.execute(statement, (gallery, shard, bound, limit))))
         return [self._record(gallery, row) for row in rows]
+
+    def changed_since(self, gallery: str, shard: int, since: float) -> set[int] | None:
+        if since < time.time() - self.change_log_retention_s:
+            return None
+        bound = int(since * 1000)        # a CQL timestamp: milliseconds, as the notes were written
+        rows = self._run(lambda: list(self._session.execute(self._q["changes"], (gallery, shard, bound))))
+        return {row.id + _ID_SHIFT for row in rows}
+
+    def prune_changes(self) -> None:
+        """Nothing to do: the log's rows expire by their TTL."""
 
     def count_faces(self, gallery: str) -> int:
         def work():

@@ -6,12 +6,17 @@ shard actor) opens its own connection; a lock serialises the threads of one proc
 
 Face ids are unsigned 64-bit and SQLite integers are signed, so ids are stored shifted by 2**63, which
 keeps their order (keyset paging by id relies on it).
+
+Every write also notes the face it touched in ``face_changes``, in the same transaction, so an index
+snapshot can be brought up to date by reading back only what changed after it (``changed_since``). The
+log keeps ``change_log_retention_s`` of history; a snapshot older than that is rebuilt instead.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import uuid
 import threading
 import time
 from pathlib import Path
@@ -19,8 +24,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .base import (FaceRecord, GalleryRecord, check_face_id, check_facen, check_gallery_name, check_meta,
-                   shard_of)
+from .base import (CHANGE_LOG_RETENTION_S, FaceRecord, GalleryRecord, check_face_id, check_facen,
+                   check_gallery_name, check_meta, shard_of)
 from .errors import (FaceExists, FaceNotFound, FacegridError, GalleryExists, GalleryNotFound,
                      StoreUnavailable)
 
@@ -34,6 +39,9 @@ CREATE TABLE IF NOT EXISTS faces (
     gallery TEXT NOT NULL, shard INTEGER NOT NULL, id INTEGER NOT NULL,
     facen BLOB NOT NULL, meta TEXT NOT NULL, features TEXT NOT NULL, created_at REAL NOT NULL,
     PRIMARY KEY (gallery, shard, id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS face_changes (
+    gallery TEXT NOT NULL, shard INTEGER NOT NULL, changed_at REAL NOT NULL, id INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS face_changes_by_time ON face_changes (gallery, shard, changed_at);
 """
 
 
@@ -46,9 +54,11 @@ def _from_row_id(row_id: int) -> int:
 
 
 class SqliteFaceStore:
-    def __init__(self, path: Path, num_shards: int, busy_timeout_s: float = 30):
+    def __init__(self, path: Path, num_shards: int, busy_timeout_s: float = 30,
+                 change_log_retention_s: float = CHANGE_LOG_RETENTION_S):
         self.path = Path(path)
         self.num_shards, self.busy_timeout_s = num_shards, busy_timeout_s
+        self.change_log_retention_s = change_log_retention_s
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         try:
@@ -63,9 +73,11 @@ class SqliteFaceStore:
 
     def __reduce__(self):
         # Crossing to another process (a Ray actor) opens a fresh connection there.
-        return type(self), (self.path, self.num_shards, self.busy_timeout_s)
+        return type(self), (self.path, self.num_shards, self.busy_timeout_s, self.change_log_retention_s)
 
     def _check_layout(self) -> None:
+        self._db.execute("INSERT OR IGNORE INTO layout VALUES ('store_id', ?)", (uuid.uuid4().hex,))
+        self.store_id = self._db.execute("SELECT value FROM layout WHERE key = 'store_id'").fetchone()[0]
         row = self._db.execute("SELECT value FROM layout WHERE key = 'num_shards'").fetchone()
         if row is None:
             self._db.execute("INSERT OR IGNORE INTO layout VALUES ('num_shards', ?)", (str(self.num_shards),))
@@ -118,6 +130,7 @@ class SqliteFaceStore:
         def work(db):
             self._gallery(db, name)
             db.execute("DELETE FROM faces WHERE gallery = ?", (name,))
+            db.execute("DELETE FROM face_changes WHERE gallery = ?", (name,))
             db.execute("DELETE FROM galleries WHERE name = ?", (name,))
         self._run(work, write=True)
 
@@ -155,6 +168,11 @@ class SqliteFaceStore:
                 json.dumps(meta), json.dumps(face.features), face.created_at or time.time()))
         except sqlite3.IntegrityError:
             raise FaceExists(face.gallery, face_id) from None
+        self._note_change(db, face.gallery, face_id)
+
+    def _note_change(self, db, gallery: str, face_id: int) -> None:
+        db.execute("INSERT INTO face_changes VALUES (?, ?, ?, ?)",
+                   (gallery, shard_of(gallery, face_id, self.num_shards), time.time(), _to_row_id(face_id)))
 
     def _face(self, db, gallery: str, face_id: int) -> FaceRecord:
         self._gallery(db, gallery)
@@ -197,6 +215,7 @@ class SqliteFaceStore:
             db.execute("UPDATE faces SET meta = ? WHERE gallery = ? AND shard = ? AND id = ?",
                        (json.dumps(merged), gallery, shard_of(gallery, face_id, self.num_shards),
                         _to_row_id(face_id)))
+            self._note_change(db, gallery, face_id)
             return FaceRecord(gallery, face_id, face.facen, merged, face.features, face.created_at)
         return self._run(work, write=True)
 
@@ -205,6 +224,7 @@ class SqliteFaceStore:
             self._face(db, gallery, face_id)
             db.execute("DELETE FROM faces WHERE gallery = ? AND shard = ? AND id = ?",
                        (gallery, shard_of(gallery, face_id, self.num_shards), _to_row_id(face_id)))
+            self._note_change(db, gallery, face_id)
         self._run(work, write=True)
 
     def scan_partition(self, gallery: str, shard: int, after_id: int | None = None,
@@ -216,6 +236,18 @@ class SqliteFaceStore:
             f"WHERE gallery = ? AND shard = ? AND id {operator} ? ORDER BY id LIMIT ?",
             (gallery, shard, bound, limit)).fetchall())
         return [self._record(gallery, row) for row in rows]
+
+    def changed_since(self, gallery: str, shard: int, since: float) -> set[int] | None:
+        if since < time.time() - self.change_log_retention_s:
+            return None
+        rows = self._run(lambda db: db.execute(
+            "SELECT DISTINCT id FROM face_changes WHERE gallery = ? AND shard = ? AND changed_at >= ?",
+            (gallery, shard, since)).fetchall())
+        return {_from_row_id(row_id) for (row_id,) in rows}
+
+    def prune_changes(self) -> None:
+        horizon = time.time() - self.change_log_retention_s
+        self._run(lambda db: db.execute("DELETE FROM face_changes WHERE changed_at < ?", (horizon,)), write=True)
 
     def count_faces(self, gallery: str) -> int:
         def work(db):

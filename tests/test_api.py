@@ -635,11 +635,21 @@ def test_custom_metrics_reach_the_prometheus_export(api, people, filtered, metri
 
 
 def test_zz_restart_keeps_every_acknowledged_face(service, people, filtered):
-    before = {g["name"]: g["number_of_elements"] for g in service.client.get("/v2/galleries").json()["galleries"]}
+    api = service.client
+    gone, kept = sorted(filtered)[:2]
+    assert api.delete(f"/v2/galleries/filtered/faces/{gone}").status_code == 200
+    probe = api.get(f"/v2/galleries/filtered/faces/{kept}").json()
+    before = {g["name"]: g["number_of_elements"] for g in api.get("/v2/galleries").json()["galleries"]}
     service.restart()
     api = service.client
+    shards = [replica for replicas in api.get("/readyz").json()["shards"] for replica in replicas]
+    assert [replica["started_from"] for replica in shards] == ["snapshot"] * len(shards)   # saved on stop
     after = {g["name"]: g["number_of_elements"] for g in api.get("/v2/galleries").json()["galleries"]}
-    assert after == before and after["people"] == len(people) and after["filtered"] == len(filtered)
+    assert after == before and after["people"] == len(people) and after["filtered"] == len(filtered) - 1
+    assert api.get(f"/v2/galleries/filtered/faces/{gone}").status_code == 404
+    assert api.get(f"/v2/galleries/filtered/faces/{kept}").json() == probe
     probe_id = sorted(filtered)[3]
     found = api.get("/v2/galleries/filtered/faces", params={"looks_like": f"face:filtered/{probe_id}", "limit": 1})
     assert found.json()["faces"][0]["id"]["face"] == probe_id
+    listed = api.get("/v2/galleries/filtered/faces", params={"limit": 500}).json()["faces"]
+    assert gone not in {face["id"]["face"] for face in listed}

@@ -162,3 +162,29 @@ def test_slot_lookup_agrees_with_a_dict_through_merges_and_removals():
     assert len(lookup) == len(truth)
     assert all(lookup.get(face_id) == slot for face_id, slot in truth.items())
     assert lookup.get(12345) is None
+
+
+def test_the_torch_search_path_is_exact_and_copies_each_row_once():
+    """The path a shard with a GPU takes (index/torch_search.py), run here on torch's CPU device: the
+    same code, and the same answers as the exact reference, filters and deletes included."""
+    pytest.importorskip("torch")
+    vectors = clustered_unit_vectors(3000, DIM, seed=13)
+    metas = random_meta(3000, seed=14)
+    index, reference = GalleryIndex(DIM, IndexConfig(), torch_device="cpu"), Reference()
+    index.add(list(range(1000)), vectors[:1000], metas[:1000])
+    index.search(vectors[:1], 1)                                  # makes the copy on the device
+    for start in range(1000, 3000, 500):                          # adds after it: only their rows go over
+        index.add(list(range(start, start + 500)), vectors[start:start + 500], metas[start:start + 500])
+    assert index._torch.rows_copied == 3000
+    reference.faces = {i: (vectors[i], metas[i]) for i in range(3000)}
+    for face_id in range(0, 3000, 7):
+        index.remove(face_id)
+        del reference.faces[face_id]
+    assert index._torch.rows_copied == 3000                       # deletes are masked, not copied
+    check_against(index, reference, queries_near(vectors, 8, seed=15))
+    for face_id in range(1, 3000, 3):                             # past compact_dead_fraction: compacted
+        if face_id in reference.faces:
+            index.remove(face_id)
+            del reference.faces[face_id]
+    check_against(index, reference, queries_near(vectors, 8, seed=16))
+    assert index._torch.rows_copied == index.size                 # copied again, once, after the compaction

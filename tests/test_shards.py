@@ -200,6 +200,39 @@ def test_a_killed_shard_rebuilds_from_the_store_while_the_others_answer(cluster,
     assert_exact(router, "ppl", reference, queries_near(vectors, 6, seed=7))
 
 
+def test_a_killed_shard_restarts_from_its_snapshot_with_the_writes_made_since(cluster, ray_session, tmp_path):
+    # No margin: what the snapshot holds was written before it, so only the writes below are replayed.
+    router, store = cluster(2, snapshot_dir=tmp_path / "snapshots", snapshot_replay_margin_s=0)
+    vectors, reference = enrol(store, router, "ppl", 3000)
+    saved = ray_session.get([replica.save_snapshot.remote() for replica in itertools.chain(*router.replicas)])
+    assert sum(snapshot["faces"] for snapshot in saved) == 3000
+    gone = sorted(reference.faces)[:40]
+    for face_id in gone:
+        store.delete_face("ppl", face_id)
+        asyncio.run(router.remove("ppl", face_id))
+        del reference.faces[face_id]
+    patched = sorted(reference.faces)[:40]
+    for face_id in patched:
+        face = store.update_meta("ppl", face_id, {"name": "zed"})
+        asyncio.run(router.update_meta("ppl", face_id, face.meta))
+        reference.faces[face_id] = (face.facen, face.meta)
+    added = [FaceRecord("ppl", 1_000_000 + i, v, {"name": "new"})
+             for i, v in enumerate(clustered_unit_vectors(50, DIM, seed=11))]
+    assert store.add_faces(added) == [None] * len(added)
+    asyncio.run(router.add(added))
+    reference.faces.update({f.face_id: (f.facen, f.meta) for f in added})
+
+    first_start = asyncio.run(router.ready())[0]["started_at"]
+    ray_session.kill(router.replicas[0][0], no_restart=False)
+    deadline = time.monotonic() + 60
+    while (restarted := asyncio.run(router.ready())[0])["started_at"] == first_start:   # the kill takes a moment
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert restarted["started_from"] == "snapshot" and 0 < restarted["replayed"] <= len(gone + patched + added)
+    assert sum(r["faces"] for r in asyncio.run(router.ready())) == len(reference.faces)
+    assert_exact(router, "ppl", reference, queries_near(vectors, 6, seed=7))
+
+
 def test_reads_fail_over_to_a_live_replica(cluster, ray_session):
     router, store = cluster(1, replicas=2)
     vectors, reference = enrol(store, router, "ppl", 300)

@@ -217,3 +217,27 @@ def test_a_large_bulk_add_with_some_existing_ids_adds_exactly_the_new_ones(store
     assert [i for i, r in enumerate(results) if r is not None] == list(range(0, 300, 7))
     assert store.count_faces("ppl") == 300
     assert store.get_face("ppl", 8).meta == {"i": 8} and store.get_face("ppl", 7).meta == {}
+
+
+def test_the_change_log_names_every_face_written_since_a_time(store):
+    import time
+
+    store.create_gallery("ppl")
+    assert store.add_faces([FaceRecord("ppl", i, unit(i)) for i in range(1, 7)]) == [None] * 6
+    time.sleep(0.05)
+    since = time.time()
+    time.sleep(0.05)
+    assert store.add_faces([FaceRecord("ppl", 7, unit(7))]) == [None]
+    store.update_meta("ppl", 2, {"name": "ann"})
+    store.delete_face("ppl", 3)
+    changed = set()
+    for shard in range(store.num_shards):
+        part = store.changed_since("ppl", shard, since)
+        assert all(shard_of("ppl", face_id, store.num_shards) == shard for face_id in part)
+        changed |= part
+    assert changed == {2, 3, 7}
+    assert store.changed_since("ppl", 0, time.time() - 30 * 24 * 3600) is None     # beyond the log's reach
+    store.delete_gallery("ppl")
+    store.create_gallery("ppl")
+    assert all(store.changed_since("ppl", shard, since - 1) == set() for shard in range(store.num_shards))
+    assert isinstance(store.store_id, str) and len(store.store_id) == 32
