@@ -22,6 +22,7 @@ run: install
 test: install
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	bash cluster/services.sh start
+	bash cluster/browser.sh
 	$(BIN)/python -m pytest
 
 bench: install

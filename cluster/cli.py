@@ -1,4 +1,5 @@
-"""The ``facegrid`` command: ``setup`` (fetch, verify and convert the models), ``serve`` and ``eval``."""
+"""The ``facegrid`` command: ``setup`` (fetch, verify and convert the models), ``serve``, ``eval`` and
+``import`` (enrol photos into a running service over HTTP)."""
 
 from __future__ import annotations
 
@@ -81,6 +82,26 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_import(args) -> int:
+    import asyncio
+
+    from .importer import import_photos
+
+    source = Path(args.source)
+    if not source.exists():
+        print(f"facegrid import: {source} does not exist", file=sys.stderr)
+        return 2
+    settings = _settings(args)
+    url = args.url or f"http://{settings.host}:{settings.port}"
+    report = asyncio.run(import_photos(source, args.gallery, url, token=args.token or settings.auth_token,
+                                       create=not args.no_create, several=args.several,
+                                       concurrency=args.concurrency, progress=not args.quiet))
+    print("\n".join(report.lines()))
+    if args.report:
+        report.write(Path(args.report))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facegrid", description="Face recognition service (FindFace /v2 API).")
     parser.add_argument("--config", type=Path, default=None, help="YAML settings file (else FACEGRID_CONFIG).")
@@ -96,6 +117,20 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--subset", help="Comma-separated file-name prefixes: also report the pairs among "
                                              "those photos apart (e.g. the photos added second to ../shared/faces).")
     evaluation.set_defaults(run=cmd_eval)
+    importing = commands.add_parser("import", help="Enrol a folder of photos (or a CSV: path,id[,meta],...) into "
+                                                   "a gallery of a running service, over its HTTP API.")
+    importing.add_argument("source", help="A folder of photos, or a CSV with columns path, id and optionally meta "
+                                          "(a JSON object); other columns become string meta fields.")
+    importing.add_argument("--gallery", required=True)
+    importing.add_argument("--url", help="The service (default: host and port of the settings).")
+    importing.add_argument("--token", help="Bearer token (default: auth_token of the settings).")
+    importing.add_argument("--no-create", action="store_true", help="Fail if the gallery does not exist.")
+    importing.add_argument("--several", choices=("largest", "skip"), default="largest",
+                           help="A photo with several faces: enrol the largest (default), or skip it.")
+    importing.add_argument("--concurrency", type=int, default=4, help="Photos in flight at once.")
+    importing.add_argument("--report", help="Write the per-photo report to this CSV file.")
+    importing.add_argument("--quiet", action="store_true", help="No progress bar.")
+    importing.set_defaults(run=cmd_import)
     return parser
 
 

@@ -15,7 +15,7 @@ import uuid
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -29,13 +29,15 @@ from store.sqlite import SqliteFaceStore
 
 from .config import DeploymentSettings, Settings, load_settings
 from .errors import BadParam, NotImplementedHere, OverCapacity, RouteNotFound, Unauthorized, describe
+from .docs import install_docs
+from .images import drain_body
 from .routes import detect, faces, galleries, search, verify
 from .services import Services, current, install, installed
 
 log = logging.getLogger("facegrid")
 OPEN_PATHS = ("/healthz", "/readyz", "/v2/docs", "/v2/openapi.json")
 
-api = FastAPI(title="facegrid", version="0.1.0", docs_url="/v2/docs", openapi_url="/v2/openapi.json",
+api = FastAPI(title="facegrid", version="0.1.0", docs_url=None, openapi_url="/v2/openapi.json",
               redoc_url=None, redirect_slashes=False,
               description="The FindFace Enterprise Server biometric API (/v2), on Ray.")
 for module in (detect, verify, galleries, faces, search):
@@ -58,6 +60,14 @@ class EdgeMiddleware:
             if len(path) > 1 and path.endswith("/"):
                 scope = dict(scope, path=path.rstrip("/"), raw_path=path.rstrip("/").encode())
             services = installed()
+            if services is not None and _declared_length(scope) > services.settings.limits.max_body_bytes:
+                # Answered before routing, the whole upload read first: a route that never reads its
+                # body would otherwise close the connection on a client still sending.
+                await drain_body(receive)
+                limit = services.settings.limits.max_body_bytes
+                await _error_response(BadParam(f"the body is larger than {limit} bytes", "body",
+                                               str(_declared_length(scope))))(scope, receive, send)
+                return
             token = services.settings.auth_token if services else None
             if token and not scope["path"].startswith(OPEN_PATHS):
                 given = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
@@ -76,6 +86,11 @@ class EdgeMiddleware:
                     services.release()
                 return
         await self.app(scope, receive, send)
+
+
+def _declared_length(scope) -> int:
+    value = dict(scope["headers"]).get(b"content-length", b"")
+    return int(value) if value.isdigit() else 0
 
 
 api.add_middleware(EdgeMiddleware)
@@ -154,9 +169,7 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse(body, 200 if ready else 503)
 
 
-@api.get("/v2/docs/v2/overview.html", include_in_schema=False)
-async def overview() -> RedirectResponse:
-    return RedirectResponse("/v2/docs")
+install_docs(api, "/v2/openapi.json")
 
 
 def open_store(settings: Settings) -> FaceStore:
@@ -169,9 +182,10 @@ def open_store(settings: Settings) -> FaceStore:
                                   replication_factor=c.replication_factor, read_consistency=c.read_consistency,
                                   write_consistency=c.write_consistency, max_in_flight=c.max_in_flight,
                                   request_timeout_s=c.request_timeout_s, page_size=c.page_size,
-                                  change_log_retention_s=settings.store.change_log_retention_s)
+                                  change_log_retention_s=settings.store.change_log_retention_s,
+                                  meta_rules=settings.limits.meta)
     return SqliteFaceStore(settings.store.path, settings.index.num_shards, settings.store.busy_timeout_s,
-                           settings.store.change_log_retention_s)
+                           settings.store.change_log_retention_s, settings.limits.meta)
 
 
 def open_cache(settings: Settings) -> DetectionCache:

@@ -8,15 +8,17 @@ Unknown keys are errors.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, YamlConfigSettingsSource
 
 from index.config import IndexConfig
 from store.base import CHANGE_LOG_RETENTION_S
+from store.meta import MetaRules
 from models.config import ModelConfig, default_data_dir
 
 
@@ -68,16 +70,28 @@ class LimitSettings(_Section):
     max_limit: int = Field(1000, ge=1, description="Largest limit a client may ask for.")
     max_bulk_faces: int = Field(1000, ge=1, description="Most faces in one bulk add.")
     allow_return_facen: bool = Field(False, description="Allow facen in responses (return_facen, GET).")
+    meta: MetaRules = Field(default_factory=MetaRules, description="Bounds on a face's meta, and the optional "
+                                                                   "typed meta scheme (store/meta.py).")
 
 
 class UrlFetchSettings(_Section):
     timeout_s: float = Field(10.0, gt=0, description="Whole download of a text/x-url image.")
     max_bytes: int = Field(32 * 2 ** 20, ge=1024, description="Largest image downloaded from a URL.")
+    allowed_networks: list[str] = Field(
+        default_factory=list, description="Networks images may be fetched from although they are not globally "
+                                          "routable (e.g. the site's own image server, 10.1.2.0/24). Every other "
+                                          "such address is refused: loopback, private, link-local, shared, "
+                                          "multicast, reserved, and these written inside IPv6 (IPv4-mapped, "
+                                          "-compatible, 6to4, Teredo, NAT64).")
     denied_networks: list[str] = Field(
-        default_factory=lambda: ["0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
-                                 "172.16.0.0/12", "192.168.0.0/16", "224.0.0.0/4", "240.0.0.0/4", "::/128",
-                                 "::1/128", "fc00::/7", "fe80::/10", "ff00::/8"],
-        description="URLs resolving into these networks are refused (loopback, private, link-local...).")
+        default_factory=list, description="Networks refused although globally routable.")
+
+    @field_validator("allowed_networks", "denied_networks")
+    @classmethod
+    def _networks(cls, networks: list[str]) -> list[str]:
+        for network in networks:
+            ipaddress.ip_network(network, strict=False)      # a ValueError names the bad entry
+        return networks
 
 
 class DeploymentSettings(_Section):

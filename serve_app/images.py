@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from dataclasses import dataclass
 
@@ -28,17 +29,39 @@ class DecodedImage:
     orientation: int       # EXIF orientation of the received image (1 when none)
 
 
+# How long the rest of a body over its limit is read and dropped before the 400 answer: a client that is
+# still uploading would otherwise meet a closed connection (a reset) instead of the answer.
+OVERSIZED_DRAIN_S = 10.0
+
+
 async def read_body(request: Request, max_bytes: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
-        raise BadParam(f"the body is larger than {max_bytes} bytes", "body", declared)
+        await _refuse_oversized(request, max_bytes, declared)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > max_bytes:
-            raise BadParam(f"the body is larger than {max_bytes} bytes", "body", size)
+            await _refuse_oversized(request, max_bytes, f"over {max_bytes}")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def _refuse_oversized(request: Request, max_bytes: int, size: str):
+    await drain_body(request.receive)
+    raise BadParam(f"the body is larger than {max_bytes} bytes", "body", size)
+
+
+async def drain_body(receive) -> None:
+    """Read and drop what is left of a request body (ASGI ``receive``), for at most OVERSIZED_DRAIN_S."""
+    try:
+        async with asyncio.timeout(OVERSIZED_DRAIN_S):
+            while True:
+                message = await receive()
+                if message["type"] != "http.request" or not message.get("more_body", False):
+                    return
+    except TimeoutError:
+        pass
 
 
 async def image_bytes(request: Request, limits: LimitSettings, url_fetch: UrlFetchSettings) -> bytes:
@@ -50,11 +73,12 @@ async def image_bytes(request: Request, limits: LimitSettings, url_fetch: UrlFet
         url = (await read_body(request, 8192)).decode("utf-8", "replace").strip()
         return await fetch_url(url, url_fetch)
     if content_type == "multipart/form-data":
-        if int(request.headers.get("content-length") or 0) > limits.max_body_bytes:
-            raise BadParam(f"the body is larger than {limits.max_body_bytes} bytes", "body",
-                           request.headers.get("content-length"))
+        data = await read_body(request, limits.max_body_bytes)      # bounded, however the body is sent
+
+        async def replay():
+            return {"type": "http.request", "body": data, "more_body": False}
         try:
-            form = await request.form()
+            form = await Request(request.scope, replay).form()
         except Exception as error:  # noqa: BLE001 - any parse failure is the client's malformed body
             raise MalformedRequest(f"the multipart body cannot be read: {error}") from None
         part = form.get("photo") or form.get("image")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from store.cache import find_detection
 from store.errors import FaceNotFound, GalleryNotFound
 
 from .errors import BadParam, SourceGalleryNotFound, SourceNotFound
@@ -35,9 +36,9 @@ async def resolve(source: str | None, services: Services, param: str) -> Resolve
         raise BadParam(f"{param} is required: detection:<id>, face:<gallery>/<id> or facen:<base64>", param, "")
     kind, _, rest = source.partition(":")
     if kind == "detection" and rest:
-        record = await services.cache.get(rest)
+        record = await find_detection(services.cache, rest)
         if record is None:
-            raise SourceNotFound(f"detection {rest!r} does not exist or has expired")
+            raise SourceNotFound(f"detection {rest[:40]!r} does not exist or has expired")
         # Records cached before vectors carried their model hold the model of unlabelled galleries.
         primary = record.get("model", services.settings.models.unlabelled_gallery_model)
         facens = {primary: decode_facen(record["facen"], param)}

@@ -59,34 +59,6 @@ def check_face_id(face_id) -> int:
     return face_id
 
 
-def check_meta(meta) -> dict:
-    """Meta is a JSON object of strings, integers, or lists of strings or of integers."""
-    if not isinstance(meta, dict):
-        raise InvalidFace("meta must be a JSON object", "meta", str(meta)[:200])
-    for key, value in meta.items():
-        if not isinstance(key, str) or not key:
-            raise InvalidFace("meta keys must be non-empty strings", "meta", str(key))
-        if _scalar_kind(value) is None:
-            if not isinstance(value, list):
-                raise InvalidFace(f"meta {key!r} must be a string, an integer or a list of them",
-                                  f"meta.{key}", str(value)[:200])
-            kinds = {_scalar_kind(item) for item in value}
-            if None in kinds or len(kinds) > 1:
-                raise InvalidFace(f"meta {key!r} must be a list of strings or a list of integers",
-                                  f"meta.{key}", str(value)[:200])
-    return meta
-
-
-def _scalar_kind(value) -> str | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return "int"
-    if isinstance(value, str):
-        return "str"
-    return None
-
-
 def check_facen(facen, gallery: GalleryRecord, model: str | None = None) -> np.ndarray:
     """The vector, unit length, if it fits the gallery: its length, and its model where both are known."""
     vector = np.asarray(facen, dtype=np.float32).reshape(-1)

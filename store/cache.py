@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import secrets
 import time
 from collections import OrderedDict
@@ -17,13 +18,26 @@ from typing import Protocol
 
 from .errors import CacheUnavailable
 
+logger = logging.getLogger(__name__)
+
 _ID_ALPHABET = "0123456789abcdefghijklmnopqrstuv"
+_ID_LENGTH = 20
+_ID_CHARACTERS = frozenset(_ID_ALPHABET)
 
 
 def new_detection_id() -> str:
     """20 characters of lowercase base32: 100 random bits, URL-safe, like FindFace's ids."""
     number = secrets.randbits(100)
-    return "".join(_ID_ALPHABET[(number >> (5 * i)) & 31] for i in range(20))
+    return "".join(_ID_ALPHABET[(number >> (5 * i)) & 31] for i in range(_ID_LENGTH))
+
+
+async def find_detection(cache: "DetectionCache", detection_id: str) -> dict | None:
+    """The cached detection, or None. An id of another shape than ``new_detection_id`` makes is never
+    looked up: it cannot exist, and a cache server must not see a client's whitespace, control
+    characters or kilobytes as a key (memcached answers those as errors, which read as an outage)."""
+    if len(detection_id) != _ID_LENGTH or not _ID_CHARACTERS.issuperset(detection_id):
+        return None
+    return await cache.get(detection_id)
 
 
 class DetectionCache(Protocol):
@@ -149,7 +163,10 @@ class MemcachedDetectionCache:
         try:
             return work()
         except (MemcacheError, OSError) as error:
-            raise CacheUnavailable(f"memcached is unavailable: {type(error).__name__}: {error}") from None
+            # The client hears only that the cache is down; the driver's words, which may quote keys,
+            # go to the operators' log.
+            logger.warning("memcached failed: %s: %s", type(error).__name__, error)
+            raise CacheUnavailable(f"the detection cache is unavailable ({type(error).__name__})") from None
 
     def _put(self, records: dict[str, dict], ttl_s: float) -> None:
         for detection_id, record in records.items():

@@ -18,6 +18,7 @@ Cassandra's signed bigint, which keeps their order.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from typing import Sequence
@@ -30,8 +31,11 @@ from cassandra.policies import DCAwareRoundRobinPolicy, ExponentialReconnectionP
 from cassandra.query import BatchStatement, BatchType
 
 from .base import (CHANGE_LOG_RETENTION_S, FaceRecord, GalleryRecord, check_face_id, check_facen,
-                   check_gallery_name, check_meta, shard_of)
+                   check_gallery_name, shard_of)
 from .errors import FaceExists, FaceNotFound, FacegridError, GalleryExists, GalleryNotFound, StoreUnavailable
+from .meta import MetaRules
+
+logger = logging.getLogger(__name__)
 
 _ID_SHIFT = 2 ** 63
 _DRIVER_ERRORS = (DriverException, RequestExecutionException, NoHostAvailable, OSError)
@@ -50,13 +54,14 @@ class CassandraFaceStore:
                  replication_factor: int = 1, read_consistency: str = "LOCAL_QUORUM",
                  write_consistency: str = "LOCAL_QUORUM", max_in_flight: int = 64,
                  request_timeout_s: float = 10.0, page_size: int = 5000,
-                 change_log_retention_s: float = CHANGE_LOG_RETENTION_S):
+                 change_log_retention_s: float = CHANGE_LOG_RETENTION_S, meta_rules: MetaRules | None = None):
         self._args = (tuple(hosts), port, keyspace, num_shards)
         self._options = dict(replication_factor=replication_factor, read_consistency=read_consistency,
                              write_consistency=write_consistency, max_in_flight=max_in_flight,
                              request_timeout_s=request_timeout_s, page_size=page_size,
-                             change_log_retention_s=change_log_retention_s)
+                             change_log_retention_s=change_log_retention_s, meta_rules=meta_rules)
         self.change_log_retention_s = change_log_retention_s
+        self.meta_rules = meta_rules or MetaRules()
         self.num_shards, self.keyspace = num_shards, keyspace
         self.max_in_flight, self.page_size = max_in_flight, page_size
         self._read, self._write = _level(read_consistency), _level(write_consistency)
@@ -148,7 +153,8 @@ class CassandraFaceStore:
         try:
             return work()
         except _DRIVER_ERRORS as error:
-            raise StoreUnavailable(f"Cassandra is unavailable: {type(error).__name__}: {error}"[:500]) from None
+            logger.warning("Cassandra failed: %s: %s", type(error).__name__, error)
+            raise StoreUnavailable(f"the face store is unavailable ({type(error).__name__})") from None
 
     def _gallery(self, name: str) -> GalleryRecord:
         row = self._session.execute(self._q["gallery_get"], (name,)).one()
@@ -226,7 +232,7 @@ class CassandraFaceStore:
                         raise gallery
                     face_id = check_face_id(face.face_id)
                     vector = check_facen(face.facen, gallery, face.model)
-                    meta = check_meta(face.meta)
+                    meta = self.meta_rules.check(face.meta, new_face=True)
                     if gallery.dim is None:
                         gallery = galleries[face.gallery] = self._fix_dim(gallery, vector.size, face.model)
                         vector = check_facen(face.facen, gallery, face.model)
@@ -316,7 +322,7 @@ class CassandraFaceStore:
         return self._run(work)
 
     def update_meta(self, gallery: str, face_id: int, meta: dict) -> FaceRecord:
-        check_meta(meta)
+        self.meta_rules.check(meta, new_face=False)
 
         def work():
             self._gallery(gallery)
@@ -327,7 +333,7 @@ class CassandraFaceStore:
                 if row is None:
                     raise FaceNotFound(gallery, face_id)
                 face = self._record(gallery, row)
-                merged = {**face.meta, **meta}
+                merged = self.meta_rules.check({**face.meta, **meta}, new_face=False)
                 if self._session.execute(self._q["face_meta"], (json.dumps(merged), *key, row.meta)).was_applied:
                     return FaceRecord(gallery, face_id, face.facen, merged, face.features, face.created_at)
             raise StoreUnavailable(f"face {face_id}: meta kept changing under {_META_RETRIES} attempts")

@@ -15,19 +15,23 @@ log keeps ``change_log_retention_s`` of history; a snapshot older than that is r
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
-import uuid
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from .base import (CHANGE_LOG_RETENTION_S, FaceRecord, GalleryRecord, check_face_id, check_facen,
-                   check_gallery_name, check_meta, shard_of)
+                   check_gallery_name, shard_of)
 from .errors import (FaceExists, FaceNotFound, FacegridError, GalleryExists, GalleryNotFound,
                      StoreUnavailable)
+from .meta import MetaRules
+
+logger = logging.getLogger(__name__)
 
 _ID_SHIFT = 2 ** 63
 
@@ -55,8 +59,9 @@ def _from_row_id(row_id: int) -> int:
 
 class SqliteFaceStore:
     def __init__(self, path: Path, num_shards: int, busy_timeout_s: float = 30,
-                 change_log_retention_s: float = CHANGE_LOG_RETENTION_S):
+                 change_log_retention_s: float = CHANGE_LOG_RETENTION_S, meta_rules: MetaRules | None = None):
         self.path = Path(path)
+        self.meta_rules = meta_rules or MetaRules()
         self.num_shards, self.busy_timeout_s = num_shards, busy_timeout_s
         self.change_log_retention_s = change_log_retention_s
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -73,7 +78,8 @@ class SqliteFaceStore:
 
     def __reduce__(self):
         # Crossing to another process (a Ray actor) opens a fresh connection there.
-        return type(self), (self.path, self.num_shards, self.busy_timeout_s, self.change_log_retention_s)
+        return type(self), (self.path, self.num_shards, self.busy_timeout_s, self.change_log_retention_s,
+                            self.meta_rules)
 
     def _check_layout(self) -> None:
         self._db.execute("INSERT OR IGNORE INTO layout VALUES ('store_id', ?)", (uuid.uuid4().hex,))
@@ -98,7 +104,8 @@ class SqliteFaceStore:
                 self._db.execute("COMMIT")
                 return result
             except sqlite3.Error as error:
-                raise StoreUnavailable(f"face store error: {error}") from None
+                logger.warning("SQLite failed: %s", error)
+                raise StoreUnavailable(f"the face store is unavailable ({type(error).__name__})") from None
 
     @staticmethod
     def _gallery(db, name: str) -> GalleryRecord:
@@ -155,7 +162,7 @@ class SqliteFaceStore:
         gallery = galleries.get(face.gallery) or self._gallery(db, face.gallery)
         face_id = check_face_id(face.face_id)
         vector = check_facen(face.facen, gallery, face.model)
-        meta = check_meta(face.meta)
+        meta = self.meta_rules.check(face.meta, new_face=True)
         if gallery.dim is None:
             db.execute("UPDATE galleries SET dim = ?, model = ? WHERE name = ?",
                        (vector.size, face.model, gallery.name))
@@ -207,11 +214,11 @@ class SqliteFaceStore:
         return self._run(work)
 
     def update_meta(self, gallery: str, face_id: int, meta: dict) -> FaceRecord:
-        check_meta(meta)
+        self.meta_rules.check(meta, new_face=False)
 
         def work(db):
             face = self._face(db, gallery, face_id)
-            merged = {**face.meta, **meta}
+            merged = self.meta_rules.check({**face.meta, **meta}, new_face=False)
             db.execute("UPDATE faces SET meta = ? WHERE gallery = ? AND shard = ? AND id = ?",
                        (json.dumps(merged), gallery, shard_of(gallery, face_id, self.num_shards),
                         _to_row_id(face_id)))

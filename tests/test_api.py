@@ -20,7 +20,7 @@ from PIL import Image
 from bench.data import clustered_unit_vectors, random_meta
 from index.filters import FaceFilter
 from store.base import FaceRecord
-from tests.conftest import run_services
+from tests.conftest import SERVICE_PORT, run_services
 
 CONTENT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
 
@@ -177,7 +177,9 @@ def test_image_urls_are_fetched_directly_and_safely(api, faces_dir):
             return api.post("/v2/detect", content=url, headers={"Content-Type": "text/x-url"})
         assert len(by_url(f"{base}/photo.jpg").json()["faces"]) == 1
         expect_error(by_url(f"{base}/moved"), 503, "EXTRACTION_ERROR")
-        expect_error(by_url(f"http://127.0.0.2:{server.server_port}/photo.jpg"), 400, "BAD_PARAM", "url")
+        for refused_host in ("127.0.0.2", "[::1]", "[::ffff:127.0.0.2]", "[::127.0.0.1]", "[::ffff:7f00:2]",
+                             "[64:ff9b::7f00:2]", "[2002:7f00:2::]", "0x7f000002", "2130706434"):
+            expect_error(by_url(f"http://{refused_host}:{server.server_port}/photo.jpg"), 400, "BAD_PARAM", "url")
         expect_error(by_url("ftp://example.invalid/x.jpg"), 400, "BAD_PARAM", "url")
     finally:
         server.shutdown()
@@ -471,6 +473,20 @@ def test_request_errors_get_the_spec_codes(api, faces_dir):
                  400, "BAD_PARAM", "body")
 
 
+def test_a_body_over_the_limit_is_answered_not_reset_however_it_is_sent(api):
+    """Six times the limit, declared or chunked: the client finishes its upload and reads a 400."""
+    big = b"\xff" * (6 * api_limits(api).max_body_bytes)
+
+    def chunked():
+        for start in range(0, len(big), 2 ** 20):
+            yield big[start:start + 2 ** 20]
+    for path, content_type in (("/v2/detect", "image/jpeg"), ("/v2/galleries/people/faces", "application/json"),
+                               ("/v2/detect", "multipart/form-data; boundary=x")):
+        for body in (big, chunked()):
+            expect_error(api.post(path, content=body, headers={"Content-Type": content_type}), 400, "BAD_PARAM", "body")
+    expect_error(api.post("/v2/verify", content=big), 400, "BAD_PARAM", "body")    # a route that reads no body
+
+
 def test_trailing_slashes_docs_and_health(api):
     assert api.get("/v2/galleries/").status_code == 200
     assert api.get("/healthz").json() == {"status": "ok"}
@@ -480,7 +496,7 @@ def test_trailing_slashes_docs_and_health(api):
     assert replicas and all(r["state"] == "ready" and r["huge_page_bytes"] >= 0 for r in replicas)
     assert "/v2/detect" in api.get("/v2/openapi.json").json()["paths"]
     assert api.get("/v2/docs").status_code == 200
-    assert api.get("/v2/docs/v2/overview.html", follow_redirects=False).headers["location"] == "/v2/docs"
+    assert api.get("/v2/docs/v2/overview.html").text == api.get("/v2/docs").text
 
 
 def wait_until(check, seconds: float = 90) -> bool:
@@ -527,7 +543,7 @@ def test_a_lost_cache_answers_cache_error_then_recovers_without_restart(api, fac
     try:
         expect_error(detect(api, faces_dir, "faceapi_amy1.png", facen="true"), 503, "CACHE_ERROR")
         if service.backends == "cluster":       # the embedded cache is re-created by the next call already
-            expect_error(api.get("/v2/detect/whatever0000000000"), 503, "CACHE_ERROR")
+            expect_error(api.get("/v2/detect/00000000000000000000"), 503, "CACHE_ERROR")
         assert detect(api, faces_dir, "faceapi_amy1.png").status_code == 200     # detection alone needs no cache
         assert api.get("/v2/galleries").status_code == 200
         assert api.get("/v2/galleries/people/faces", params={"looks_like": "face:people/1"}).status_code == 200
@@ -632,6 +648,115 @@ def test_custom_metrics_reach_the_prometheus_export(api, people, filtered, metri
             return set()
         return {name for name in wanted if name in text}
     assert wait_until(lambda: exported() == wanted, 60), exported()
+    # The Grafana dashboard names only series the export has (each series name as a whole word).
+    import json
+    import re
+
+    dashboard = json.loads((Path(__file__).parent.parent / "cluster" / "grafana" / "facegrid.json").read_text())
+    named = {name for panel in dashboard["panels"] for target in panel["targets"]
+             for name in re.findall(r"\bray_facegrid_\w+", target["expr"])}
+    text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+    series = set(re.findall(r"^(\w+)(?:\{| )", text, re.M))
+    assert len(named) >= 6 and named <= series, named - series
+
+
+def test_detection_ids_the_server_never_issues_are_not_found_on_every_backend(api, people):
+    from urllib.parse import quote
+
+    for bad in ("a b", "abc\r\nstats", "é" * 20, "x" * 10_000, "0123456789abcdefghijk", "ABCDEFGHIJ0123456789"):
+        body = expect_error(api.get(f"/v2/detect/{quote(bad, safe='')}"), 404, "NOT_FOUND")
+        assert "facegrid:" not in body["desc"] and "memcache" not in body["desc"].lower()
+        for response in (api.post("/v2/galleries/people/faces/424242", json={"from": f"detection:{bad}"}),
+                         api.get("/v2/galleries/people/faces", params={"looks_like": f"detection:{bad}"}),
+                         api.get("/v2/verify", params={"face1": f"detection:{bad}", "face2": "face:people/1"})):
+            body = expect_error(response, 400, "SOURCE_NOT_FOUND")
+            assert len(body["desc"]) < 200
+    expect_error(api.get("/v2/galleries/people/faces/424242"), 404, "NOT_FOUND")      # nothing half-written
+
+
+def test_meta_beyond_its_bounds_is_bad_param_naming_the_field(api, people):
+    source = {"from": "face:people/1"}
+    for meta, param in (({"note": "x" * 2 ** 20}, "meta.note"), ({f"k{i}": i for i in range(10_000)}, "meta"),
+                        ({"big": 2 ** 64}, "meta.big"), ({"tags": ["t"] * 1000}, "meta.tags")):
+        expect_error(api.post("/v2/galleries/people/faces/424243", json={**source, "meta": meta}),
+                     400, "BAD_PARAM", param)
+    expect_error(api.get("/v2/galleries/people/faces/424243"), 404, "NOT_FOUND")
+    results = api.post("/v2/galleries/people/faces", json={"faces": [
+        {"id": 424244, **source, "meta": {"big": -2 ** 63 - 1}}, {"id": 424245, **source, "meta": {"big": -2 ** 63}}]})
+    first, second = results.json()["results"]
+    assert first["code"] == "BAD_PARAM" and first["param"] == "meta.big" and second["meta"] == {"big": -2 ** 63}
+    expect_error(api.patch("/v2/galleries/people/faces/424245", json={"meta": {"note": "x" * 2 ** 20}}),
+                 400, "BAD_PARAM", "meta.note")
+    assert api.get("/v2/galleries/people/faces/424245").json()["meta"] == {"big": -2 ** 63}
+    assert api.delete("/v2/galleries/people/faces/424245").status_code == 200
+
+
+# Every address but loopback unreachable: names do not resolve, and anything else goes to a dead proxy.
+OFFLINE_CHROMIUM = ["--headless", "--no-sandbox", "--disable-gpu", "--proxy-server=http://127.0.0.1:9",
+                    "--proxy-bypass-list=127.0.0.1", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+                    "--virtual-time-budget=20000", "--dump-dom"]
+
+
+def test_the_docs_page_shows_every_operation_in_a_browser_with_no_network(api, service):
+    import re
+    import shutil
+    import subprocess
+
+    if service.backends != "embedded":
+        pytest.skip("the docs page is the same on every backend")
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (make test installs it: cluster/browser.sh)")
+    document = api.get("/v2/openapi.json").json()
+    operations = {(method.upper(), path) for path, item in document["paths"].items() for method in item}
+    assert len(operations) >= 15
+    page = api.get("/v2/docs").text
+    assert not re.search(r"(src|href)=[\"']?(https?:)?//", page)               # nothing fetched from elsewhere
+    for path in ("/v2/docs", "/v2/docs/v2/overview.html"):
+        shown = subprocess.run([chromium, *OFFLINE_CHROMIUM, f"http://127.0.0.1:{SERVICE_PORT}{path}"],
+                               capture_output=True, text=True, timeout=180).stdout
+        rendered = set(re.findall(r'opblock-summary-method">([A-Z]+)</span>.{0,400}?data-path="([^"]+)"', shown, re.S))
+        assert rendered == operations, operations ^ rendered
+
+
+def test_import_enrols_a_folder_over_http_resumes_and_reports_every_photo(api, service, faces_dir, labels, tmp_path):
+    from cluster.cli import main
+
+    if service.backends != "embedded":
+        pytest.skip("the import speaks HTTP only: one backend is enough")
+    url = f"http://127.0.0.1:{SERVICE_PORT}"
+    report = tmp_path / "report.csv"
+    assert main(["import", str(faces_dir), "--gallery", "imported", "--url", url, "--quiet",
+                 "--report", str(report)]) == 0
+    rows = {row["path"]: row for row in csv.DictReader(open(report, newline=""))}
+    faces_in = {row["file"]: int(row["faces_in_image"].strip()) for row in labels}
+    assert {Path(path).name for path in rows} == set(faces_in)
+    outcome = {Path(path).name: row["outcome"] for path, row in rows.items()}
+    assert {name for name, count in faces_in.items() if count == 0} <= {n for n, o in outcome.items() if o == "no face"}
+    with_faces = [name for name, count in faces_in.items() if count > 0]
+    enrolled = [name for name in with_faces if outcome[name] == "enrolled"]
+    assert len(enrolled) >= 0.95 * len(with_faces)
+    assert api.get("/v2/galleries/imported").json()["number_of_elements"] == list(outcome.values()).count("enrolled")
+    some = next(row for row in rows.values() if row["outcome"] == "enrolled")
+    assert api.get(f"/v2/galleries/imported/faces/{some['id']}").json()["meta"] == {"file": Path(some["path"]).name}
+
+    assert main(["import", str(faces_dir), "--gallery", "imported", "--url", url, "--quiet",
+                 "--report", str(report), "--several", "skip"]) == 0        # resumed: nothing is enrolled twice
+    again = {row["path"]: row["outcome"] for row in csv.DictReader(open(report, newline=""))}
+    assert all(again[path] == "already there" for path, row in rows.items() if row["outcome"] == "enrolled")
+    assert "enrolled" not in again.values()
+
+    listing = tmp_path / "photos.csv"
+    group = next(name for name, count in faces_in.items() if count > 1)
+    listing.write_text("path,id,meta,site\n"
+                       f"{faces_dir / enrolled[0]},91,\"{{\"\"name\"\": \"\"ann\"\"}}\",north\n"
+                       f"{faces_dir / 'missing.jpg'},92,,\n"
+                       f"{faces_dir / group},93,,south\n")
+    assert main(["import", str(listing), "--gallery", "listed", "--url", url, "--quiet", "--report", str(report),
+                 "--several", "skip"]) == 0
+    listed = {row["id"]: row["outcome"] for row in csv.DictReader(open(report, newline=""))}
+    assert listed == {"91": "enrolled", "92": "unreadable", "93": "several faces, skipped"}
+    assert api.get("/v2/galleries/listed/faces/91").json()["meta"] == {"name": "ann", "site": "north"}
 
 
 def test_zz_restart_keeps_every_acknowledged_face(service, people, filtered):

@@ -7,6 +7,7 @@ import multiprocessing
 import numpy as np
 import pytest
 
+from store.meta import MetaField, MetaRules
 from store import (FaceExists, FaceNotFound, FaceRecord, GalleryExists, GalleryNotFound, InvalidFace,
                    SqliteFaceStore, add_face, shard_of)
 
@@ -21,15 +22,16 @@ def open_store(request, tmp_path):
     """Opens the FaceStore under test (the embedded one, or the real Cassandra) for a shard count."""
     opened = []
 
-    def factory(num_shards: int):
+    def factory(num_shards: int, meta_rules: MetaRules | None = None):
         if request.param == "sqlite":
-            face_store = SqliteFaceStore(tmp_path / "faces.db", num_shards)
+            face_store = SqliteFaceStore(tmp_path / "faces.db", num_shards, meta_rules=meta_rules)
         else:
             from store.cassandra import CassandraFaceStore
 
             host, port = request.getfixturevalue("cassandra_endpoint")
             keyspace = request.getfixturevalue("cassandra_keyspaces")(num_shards)
-            face_store = CassandraFaceStore([host], port, keyspace, num_shards, max_in_flight=16)
+            face_store = CassandraFaceStore([host], port, keyspace, num_shards, max_in_flight=16,
+                                            meta_rules=meta_rules)
         opened.append(face_store)
         return face_store
 
@@ -241,3 +243,43 @@ def test_the_change_log_names_every_face_written_since_a_time(store):
     store.create_gallery("ppl")
     assert all(store.changed_since("ppl", shard, since - 1) == set() for shard in range(store.num_shards))
     assert isinstance(store.store_id, str) and len(store.store_id) == 32
+
+
+def test_meta_bounds_hold_for_what_is_stored_after_a_patch_too(open_store):
+    store = open_store(2, MetaRules(max_bytes=200, max_keys=3, max_string_length=10, max_list_items=3))
+    store.create_gallery("ppl")
+    for meta, param in (({"a": "x" * 11}, "meta.a"), ({"a": [1, 2, 3, 4]}, "meta.a"), ({"a": 2 ** 63}, "meta.a"),
+                        ({"a": -2 ** 63 - 1}, "meta.a"), ({"k" * 65: 1}, "meta"),
+                        ({"a": 1, "b": 2, "c": 3, "d": 4}, "meta"), ({"a": ["x" * 10] * 3, "b": "y" * 10, "c": "z" * 10}, None)):
+        if param is None:
+            add_face(store, FaceRecord("ppl", 9, unit(9), meta))         # at the bounds: kept
+            continue
+        with pytest.raises(InvalidFace) as refused:
+            add_face(store, FaceRecord("ppl", 1, unit(1), meta))
+        assert refused.value.param == param
+    add_face(store, FaceRecord("ppl", 1, unit(1), {"a": 2 ** 63 - 1, "b": -2 ** 63}))
+    with pytest.raises(InvalidFace) as refused:
+        store.update_meta("ppl", 1, {"c": 1, "d": 2})                    # four fields once merged
+    assert refused.value.param == "meta"
+    assert store.get_face("ppl", 1).meta == {"a": 2 ** 63 - 1, "b": -2 ** 63}
+    with pytest.raises(InvalidFace):
+        store.update_meta("ppl", 9, {"a": ["x" * 10] * 3 + ["y"]})     # four items
+
+
+def test_a_meta_scheme_types_fields_refuses_others_and_fills_defaults(open_store):
+    scheme = {"name": MetaField(kind="string"), "camera": MetaField(kind="unsigned", default=0),
+              "tags": MetaField(kind="set[string]", default=["visitor"]), "zones": MetaField(kind="set[unsigned]")}
+    store = open_store(2, MetaRules(scheme=scheme))
+    store.create_gallery("ppl")
+    add_face(store, FaceRecord("ppl", 1, unit(1), {"name": "ann", "zones": [3, 1, 3]}))
+    assert store.get_face("ppl", 1).meta == {"camera": 0, "tags": ["visitor"], "name": "ann", "zones": [3, 1]}
+    for meta, param in (({"nick": "x"}, "meta.nick"), ({"camera": -1}, "meta.camera"), ({"camera": "3"}, "meta.camera"),
+                        ({"tags": "vip"}, "meta.tags"), ({"zones": [1, "2"]}, "meta.zones"), ({"name": 7}, "meta.name")):
+        with pytest.raises(InvalidFace) as refused:
+            add_face(store, FaceRecord("ppl", 2, unit(2), meta))
+        assert refused.value.param == param
+    with pytest.raises(InvalidFace):
+        store.update_meta("ppl", 1, {"nick": "x"})
+    assert store.update_meta("ppl", 1, {"camera": 5}).meta["camera"] == 5
+    with pytest.raises(ValueError):
+        MetaRules(scheme={"camera": MetaField(kind="unsigned", default=-1)})

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from models.attributes import ATTRIBUTE_NAMES, INPUT_SIZE as ATTRIBUTE_SIZE
 from models.deployments import DescribeRequest, DetectRequest
 from models.pipeline import FaceChips
-from store.cache import new_detection_id
+from store.cache import find_detection, new_detection_id
 
 from .. import images, params
 from ..errors import BadParam, NotImplementedHere, RouteNotFound
@@ -170,9 +170,9 @@ async def _detect(request: Request, services: Services, options: DetectOptions, 
             summary="A cached detection (made with facen=true)")
 async def get_detection(detection_id: str, request: Request) -> dict:
     services = current()
-    record = await services.cache.get(detection_id)
+    record = await find_detection(services.cache, detection_id)
     if record is None:
-        raise RouteNotFound(f"detection {detection_id!r} does not exist or has expired")
+        raise RouteNotFound(f"detection {detection_id[:40]!r} does not exist or has expired")
     face = {key: value for key, value in record.items() if key not in ("facen", "facens", "model")}
     face["id"] = detection_id
     if services.settings.limits.allow_return_facen:

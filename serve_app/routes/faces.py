@@ -12,7 +12,7 @@ import time
 
 from fastapi import APIRouter, Request
 
-from store.base import FaceRecord, check_gallery_name, check_meta
+from store.base import FaceRecord, check_gallery_name
 from store.errors import FacegridError, ShardUnavailable
 
 from .. import params
@@ -48,7 +48,6 @@ async def add_face(gallery: str, face_id: str, request: Request) -> dict:
     number = params.face_id(face_id)
     body = await json_body(request, AddFace, services.settings.limits.max_body_bytes, required=False)
     source = body.source or request.query_params.get("from")
-    check_meta(body.meta)
     gallery_record = await services.in_thread(services.store.get_gallery, gallery)
     resolved = await resolve(source, services, "from")
     model, vector = vector_for(resolved, services.gallery_model(gallery_record), services, "from")
@@ -76,7 +75,6 @@ async def add_faces(gallery: str, request: Request) -> dict:
         param = f"faces.{position}"
         try:
             number = params.face_id(str(item.id), f"{param}.id")
-            check_meta(item.meta)
             resolved = await resolve(item.source, services, f"{param}.from")
             model, vector = vector_for(resolved, services.gallery_model(gallery_record), services, f"{param}.from")
             _check_dim(services, gallery_record, vector, f"{param}.from", item.source)
