@@ -15,6 +15,7 @@ import uuid
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -25,12 +26,14 @@ from models.deployments import DetectorDeployment, ExtractorDeployment
 from store.base import FaceStore
 from store.cache import ActorDetectionCache, DetectionCache, MemcachedDetectionCache
 from store.errors import FacegridError
+from store.meta import MetaRules
 from store.sqlite import SqliteFaceStore
 
 from .config import DeploymentSettings, Settings, load_settings
-from .errors import BadParam, NotImplementedHere, OverCapacity, RouteNotFound, Unauthorized, describe
 from .docs import install_docs
+from .errors import BadParam, NotImplementedHere, OverCapacity, RouteNotFound, Unauthorized, describe
 from .images import drain_body
+from .openapi import complete as complete_openapi
 from .routes import detect, faces, galleries, search, verify
 from .services import Services, current, install, installed
 
@@ -170,6 +173,21 @@ async def readyz(request: Request) -> JSONResponse:
 
 
 install_docs(api, "/v2/openapi.json")
+
+
+def _openapi() -> dict:
+    """FastAPI's document completed by serve_app/openapi.py (made once, when first asked for)."""
+    if api.openapi_schema is None:
+        services = installed()
+        document = get_openapi(title=api.title, version=api.version, description=api.description, routes=api.routes)
+        settings = services.settings if services else None
+        api.openapi_schema = complete_openapi(document, bearer_token=bool(settings and settings.auth_token),
+                                              return_facen=bool(settings and settings.limits.allow_return_facen),
+                                              meta_rules=settings.limits.meta if settings else MetaRules())
+    return api.openapi_schema
+
+
+api.openapi = _openapi
 
 
 def open_store(settings: Settings) -> FaceStore:

@@ -5,9 +5,23 @@ Routes convert between these and the internal records at the edge.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+
+def _json_integer(value):
+    """An integer as JSON Schema reads one: 5 and 5.0, not true or "5" (pydantic's lax mode takes both)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("must be an integer")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError("must be an integer")
+        return int(value)
+    return value
+
+
+JsonInteger = Annotated[int, BeforeValidator(_json_integer)]
 
 
 class Error(BaseModel):
@@ -94,7 +108,7 @@ class PatchFace(BaseModel):
 
 class BulkItem(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    id: int
+    id: JsonInteger
     source: str = Field(alias="from")
     meta: dict[str, Any] = Field(default_factory=dict)
 

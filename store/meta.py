@@ -76,6 +76,7 @@ class MetaRules(BaseModel):
 
     def _value(self, key: str, value):
         param = f"meta.{key}"
+        value = _integral(value)
         if self.scheme is not None:
             field = self.scheme.get(key)
             if field is None:
@@ -99,6 +100,15 @@ class MetaRules(BaseModel):
             raise InvalidFace(f"meta {key!r}: lists may have at most {self.max_list_items} items", param,
                               f"{len(value)} items")
         return value
+
+
+def _integral(value):
+    """JSON's 5.0 is the integer 5 (as JSON Schema reads it); Python's json gives a float."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [int(item) if isinstance(item, float) and item.is_integer() else item for item in value]
+    return value
 
 
 def _scalar(value) -> str | None:

@@ -128,5 +128,5 @@ async def search_galleries(request: Request) -> dict:
         try:
             await services.in_thread(services.store.get_gallery, name)
         except GalleryNotFound:
-            raise BadParam(f"gallery {name!r} does not exist", "gallery", name) from None
+            raise GalleryNotFound(name) from None       # GALLERY_NOT_FOUND, as for a gallery in the path
     return await _search(services, names, query)
