@@ -56,6 +56,8 @@ class MetaRules(BaseModel):
         """``meta`` as it is to be stored, or InvalidFace naming the field. ``new_face``: fill defaults."""
         if not isinstance(meta, dict):
             raise InvalidFace("meta must be a JSON object", "meta", str(meta)[:200])
+        if not meta and self.scheme is None:
+            return {}
         if self.scheme is not None and new_face:
             meta = {**{name: field.default for name, field in self.scheme.items()
                        if field.default is not None and name not in meta}, **meta}

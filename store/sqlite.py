@@ -44,8 +44,8 @@ CREATE TABLE IF NOT EXISTS faces (
     facen BLOB NOT NULL, meta TEXT NOT NULL, features TEXT NOT NULL, created_at REAL NOT NULL,
     PRIMARY KEY (gallery, shard, id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS face_changes (
-    gallery TEXT NOT NULL, shard INTEGER NOT NULL, changed_at REAL NOT NULL, id INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS face_changes_by_time ON face_changes (gallery, shard, changed_at);
+    gallery TEXT NOT NULL, shard INTEGER NOT NULL, changed_at REAL NOT NULL, id INTEGER NOT NULL,
+    PRIMARY KEY (gallery, shard, changed_at, id)) WITHOUT ROWID;
 """
 
 
@@ -145,20 +145,23 @@ class SqliteFaceStore:
         def work(db):
             results: list[FacegridError | None] = []
             galleries: dict[str, GalleryRecord] = {}
+            changes = []
             for face in faces:
                 db.execute("SAVEPOINT face")
                 try:
-                    self._insert(db, face, galleries)
+                    changes.append(self._insert(db, face, galleries))
                     results.append(None)
                     db.execute("RELEASE face")
                 except FacegridError as error:
                     db.execute("ROLLBACK TO face")
                     db.execute("RELEASE face")
                     results.append(error)
+            db.executemany("INSERT OR IGNORE INTO face_changes VALUES (?, ?, ?, ?)", changes)
             return results
         return self._run(work, write=True)
 
-    def _insert(self, db, face: FaceRecord, galleries: dict[str, GalleryRecord]) -> None:
+    def _insert(self, db, face: FaceRecord, galleries: dict[str, GalleryRecord]) -> tuple:
+        """Insert one face; returns its change-log row, written with the others at the end."""
         gallery = galleries.get(face.gallery) or self._gallery(db, face.gallery)
         face_id = check_face_id(face.face_id)
         vector = check_facen(face.facen, gallery, face.model)
@@ -175,10 +178,10 @@ class SqliteFaceStore:
                 json.dumps(meta), json.dumps(face.features), face.created_at or time.time()))
         except sqlite3.IntegrityError:
             raise FaceExists(face.gallery, face_id) from None
-        self._note_change(db, face.gallery, face_id)
+        return face.gallery, shard, time.time(), _to_row_id(face_id)
 
     def _note_change(self, db, gallery: str, face_id: int) -> None:
-        db.execute("INSERT INTO face_changes VALUES (?, ?, ?, ?)",
+        db.execute("INSERT OR IGNORE INTO face_changes VALUES (?, ?, ?, ?)",
                    (gallery, shard_of(gallery, face_id, self.num_shards), time.time(), _to_row_id(face_id)))
 
     def _face(self, db, gallery: str, face_id: int) -> FaceRecord:
