@@ -72,13 +72,13 @@ class EdgeMiddleware:
                                                str(_declared_length(scope))))(scope, receive, send)
                 return
             token = services.settings.auth_token if services else None
-            if token and not scope["path"].startswith(OPEN_PATHS):
+            if token and not _local_path(scope).startswith(OPEN_PATHS):
                 given = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
                 if given != f"Bearer {token}":
                     status, body, headers = describe(Unauthorized("a valid bearer token is required"))
                     await JSONResponse(body, status, headers)(scope, receive, send)
                     return
-            if services is not None and (scope["method"], scope["path"]) in ADMITTED_REQUESTS:
+            if services is not None and (scope["method"], _local_path(scope)) in ADMITTED_REQUESTS:
                 if not services.try_admit():
                     await _error_response(OverCapacity("the model queues are full; retry later"))(
                         scope, receive, send)
@@ -89,6 +89,12 @@ class EdgeMiddleware:
                     services.release()
                 return
         await self.app(scope, receive, send)
+
+
+def _local_path(scope) -> str:
+    """The path without the application's route prefix (Serve gives both in the scope)."""
+    root, path = scope.get("root_path", "").rstrip("/"), scope["path"]
+    return path[len(root):] if root and path.startswith(root + "/") else path
 
 
 def _declared_length(scope) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
@@ -33,11 +33,13 @@ def swagger_ui_files() -> Path:
 def install_docs(api: FastAPI, openapi_url: str) -> None:
     api.mount(_STATIC, StaticFiles(directory=swagger_ui_files()), name="docs-files")
 
-    def page() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url=openapi_url, title=f"{api.title}: the /v2 API",
-                                   swagger_js_url=f"{_STATIC}/swagger-ui-bundle.js",
-                                   swagger_css_url=f"{_STATIC}/swagger-ui.css",
-                                   swagger_favicon_url=f"{_STATIC}/favicon-32x32.png",
+    def page(request: Request) -> HTMLResponse:
+        # Behind a route prefix (a Serve application at /something) every URL of the page carries it.
+        root = request.scope.get("root_path", "").rstrip("/")
+        return get_swagger_ui_html(openapi_url=root + openapi_url, title=f"{api.title}: the /v2 API",
+                                   swagger_js_url=f"{root}{_STATIC}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{root}{_STATIC}/swagger-ui.css",
+                                   swagger_favicon_url=f"{root}{_STATIC}/favicon-32x32.png",
                                    swagger_ui_parameters={"persistAuthorization": True})
 
     api.add_api_route(DOCS_PATH, page, methods=["GET"], include_in_schema=False)

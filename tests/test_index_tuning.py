@@ -14,6 +14,7 @@ from serve_app.faces import encode_facen
 from tests.conftest import SERVICE_PORT
 
 APP, PREFIX = "facegrid-tuning", "/tuning"
+TOKEN = "tuning-secret"            # this app also runs behind a bearer token
 FACES, DIM, PROBES = 4000, 128, 40
 
 
@@ -47,14 +48,14 @@ def tuned_service(ray_session, tmp_path):
 
     from serve_app.app import wait_until_ready
 
-    args = {"port": SERVICE_PORT, "store": {"path": str(tmp_path / "faces.db")},
+    args = {"port": SERVICE_PORT, "store": {"path": str(tmp_path / "faces.db")}, "auth_token": TOKEN,
             "index": {"num_shards": 2, "cpus_per_shard": 0.1, "kind": "hnsw", "approximate_min_faces": 1000,
                       "hnsw_m": 8, "hnsw_ef_construction": 40, "hnsw_ef_search": 1},
             "serve": {"detector": {"num_cpus": 0.1}, "extractor": {"num_cpus": 0.1}, "ingress": {"num_cpus": 0.1}}}
     deploy(args, None)
     base_url = f"http://127.0.0.1:{SERVICE_PORT}{PREFIX}"
     assert wait_until_ready(base_url, 240)
-    with httpx.Client(base_url=base_url, timeout=60) as client:
+    with httpx.Client(base_url=base_url, timeout=60, headers={"Authorization": f"Bearer {TOKEN}"}) as client:
         yield client, args
     serve.delete(APP)
     for info in ray_session.util.list_named_actors(all_namespaces=True):
@@ -80,3 +81,20 @@ def test_raising_ef_search_on_a_running_hnsw_gallery_raises_its_recall(tuned_ser
     wide = recall_at_10(client, probes, truth)
     assert narrow < 0.6 and wide >= 0.95, (narrow, wide)
     assert sum(r["faces"] for shard in client.get("/readyz").json()["shards"] for r in shard) == FACES
+
+
+def test_behind_a_token_the_api_needs_it_and_the_docs_stay_open(tuned_service):
+    import httpx
+
+    client, _ = tuned_service
+    with httpx.Client(base_url=str(client.base_url), timeout=60) as anonymous:
+        refused = anonymous.get("/v2/galleries")
+        assert refused.status_code == 401 and refused.json()["code"] == "UNAUTHORIZED"
+        assert anonymous.get("/v2/galleries", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        page = anonymous.get("/v2/docs")
+        assert page.status_code == 200 and f"{PREFIX}/v2/docs/static/swagger-ui-bundle.js" in page.text
+        assert anonymous.get("/v2/docs/static/swagger-ui-bundle.js").status_code == 200
+        document = anonymous.get("/v2/openapi.json").json()
+    assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert "401" in document["paths"]["/v2/galleries"]["get"]["responses"]
+    assert client.get("/v2/galleries").status_code == 200
