@@ -759,7 +759,7 @@ def test_import_enrols_a_folder_over_http_resumes_and_reports_every_photo(api, s
     assert api.get("/v2/galleries/listed/faces/91").json()["meta"] == {"name": "ann", "site": "north"}
 
 
-def test_schemathesis_finds_nothing_over_the_openapi_document(api, service, people):
+def test_schemathesis_finds_nothing_over_the_openapi_document(api, service, people, tmp_path):
     """Every check of schemathesis, bounded in examples, over the running service; tests/schemathesis.toml
     allows only the spec's own answers that no OpenAPI document can rule out, and says why."""
     import subprocess
@@ -772,7 +772,7 @@ def test_schemathesis_finds_nothing_over_the_openapi_document(api, service, peop
     run = subprocess.run([str(schemathesis), "--no-color", "--config-file", str(repo / "tests" / "schemathesis.toml"),
                           "run", f"http://127.0.0.1:{SERVICE_PORT}/v2/openapi.json", "--max-examples", "25",
                           "--max-failures", "20", "--request-timeout", "30", "--generation-deterministic"],
-                         capture_output=True, text=True, timeout=600)
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)      # its cache goes there
     assert run.returncode == 0, run.stdout[-8000:] + run.stderr[-2000:]
     people_count = api.get("/v2/galleries/people").json()["number_of_elements"]
     assert people_count == len(people)                                   # its writes left the others' data
