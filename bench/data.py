@@ -36,7 +36,8 @@ def clustered_unit_vectors(count: int, dim: int = 128, faces_per_identity: int =
     for start in range(0, count, chunk):
         stop = min(start + chunk, count)
         owner = rng.integers(0, identities, stop - start)
-        block = centres[owner] + rng.standard_normal((stop - start, dim), dtype=np.float32) * np.float32(FACE_SCALE / np.sqrt(dim))
+        spread = np.float32(FACE_SCALE / np.sqrt(dim))
+        block = centres[owner] + rng.standard_normal((stop - start, dim), dtype=np.float32) * spread
         out[start:stop] = block / np.linalg.norm(block, axis=1, keepdims=True)
     return out
 
@@ -45,7 +46,8 @@ def queries_near(vectors: np.ndarray, count: int, seed: int = 1) -> np.ndarray:
     """Queries that are new photos of people in the gallery: a stored vector plus fresh photo noise."""
     rng = np.random.default_rng(seed)
     picked = vectors[rng.integers(0, len(vectors), count)]
-    noisy = picked + rng.standard_normal(picked.shape, dtype=np.float32) * np.float32(FACE_SCALE / np.sqrt(vectors.shape[1]))
+    spread = np.float32(FACE_SCALE / np.sqrt(vectors.shape[1]))
+    noisy = picked + rng.standard_normal(picked.shape, dtype=np.float32) * spread
     return (noisy / np.linalg.norm(noisy, axis=1, keepdims=True)).astype(np.float32)
 
 

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from models.detector import MtcnnDetector
-from models.export import build_torch
 from models.align import align_faces
 from models.config import DetectorConfig, ExtractorConfig
+from models.detector import MtcnnDetector
+from models.export import build_torch
 from models.extractor import DlibExtractor
 from models.images import read_image
 from models.pipeline import FacePipeline, load_pipeline

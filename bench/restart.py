@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> None:
             continue
         f = measure(kind, faces, args.changes, scratch)
         print(f"   {f['kind']:5s}  {faces:>9,}    {f['rebuild_s']:10.1f} s          {f['save_s']:6.1f} s "
-              f"({f['snapshot_bytes'] / 2 ** 20:,.0f} MiB)   {f['load_s']:8.1f} s      {f['rebuild_s'] / f['load_s']:6.1f}x")
+              f"({f['snapshot_bytes'] / 2 ** 20:,.0f} MiB)   {f['load_s']:8.1f} s      "
+              f"{f['rebuild_s'] / f['load_s']:6.1f}x")
 
 
 if __name__ == "__main__":

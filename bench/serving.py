@@ -302,10 +302,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"   service, 8 concurrent clients               {eight:7.1f}   {eight / bare:.2f}x")
     print("\n2. dynamic batching, 16 concurrent clients, photos/s")
     print(f"   model batches of 1                          {sixteen_single:7.1f}")
-    print(f"   model batches up to 16                      {sixteen_batched:7.1f}   {sixteen_batched / sixteen_single:.2f}x"
+    print(f"   model batches up to 16                      {sixteen_batched:7.1f}   "
+          f"{sixteen_batched / sixteen_single:.2f}x"
           f"   (mean batch, warm-up included: {photo_batches})")
     print(f"   640x480 camera frames, batches of 1         {frames_single:7.1f}")
-    print(f"   640x480 camera frames, batches up to 16     {frames_batched:7.1f}   {frames_batched / frames_single:.2f}x"
+    print(f"   640x480 camera frames, batches up to 16     {frames_batched:7.1f}   "
+          f"{frames_batched / frames_single:.2f}x"
           f"   (mean batch, warm-up included: {frame_batches})")
     print(f"   4 clients, photos/s: batches of 1 {four_single:.1f}, batches up to 16 {four_batched:.1f}   "
           f"({four_batched / four_single:.2f}x)")

@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> None:
         bulk_rate = args.faces / (time.perf_counter() - started)
         print("1. Cassandra writes (one node on this machine, 2 shards)")
         print(f"   one call per face   {single_rate:10,.0f} faces/s   ({args.single:,} faces)")
-        print(f"   bulk, 1000 a call   {bulk_rate:10,.0f} faces/s   ({args.faces:,} faces)   {bulk_rate / single_rate:.1f}x")
+        print(f"   bulk, 1000 a call   {bulk_rate:10,.0f} faces/s   ({args.faces:,} faces)   "
+              f"{bulk_rate / single_rate:.1f}x")
 
         import ray
 

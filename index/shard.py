@@ -339,7 +339,8 @@ def shard_actor(shard_id: int, replica: int, store: FaceStore, config: IndexConf
     return ray.remote(IndexShard).options(
         name=replica_name(name_prefix, shard_id, replica), get_if_exists=True,
         lifetime="detached" if detached else None, max_restarts=-1, max_task_retries=-1,
-        num_cpus=config.cpus_per_shard, num_gpus=config.gpus_per_shard, resources=config.shard_resources, scheduling_strategy=placement,
+        num_cpus=config.cpus_per_shard, num_gpus=config.gpus_per_shard, resources=config.shard_resources,
+        scheduling_strategy=placement,
         # env_vars merge with the job's runtime environment rather than replace it.
         runtime_env={"env_vars": huge_pages.environment()} if config.huge_pages else None,
     ).remote(shard_id, store, config, snapshot_path(config, name_prefix, shard_id, replica))

@@ -149,5 +149,6 @@ class Searcher(HttpUser):
             return
         first, second = random.sample(ENROLLED, 2)
         with self.client.get("/v2/verify", name="/v2/verify", catch_response=True,
-                             params={"face1": f"face:{GALLERY}/{first}", "face2": f"face:{GALLERY}/{second}"}) as response:
+                             params={"face1": f"face:{GALLERY}/{first}",
+                                     "face2": f"face:{GALLERY}/{second}"}) as response:
             check(response, key="confidence")

@@ -14,9 +14,9 @@ of different people there, most of them East-Asian; 0.419 lies between it and th
 cosine seen, rather than at the edge of these few photos. docs in the README give the figures.
 
 dlib ResNet (the default before 0.2), fitted with ``facegrid eval --fit`` on ../shared/faces (all 2,485
-pairs of the 71 single-person photos then there; 128-d unit vectors). Same-person cosines there run 0.915..0.99, different-person
-ones 0.70..0.928. The calibration is a class-balanced logistic fit of P(same | cosine) with Platt's
-target smoothing (without it the fit diverges on nearly separable pairs):
+pairs of the 71 single-person photos then there; 128-d unit vectors). Same-person cosines there run
+0.915..0.99, different-person ones 0.70..0.928. The calibration is a class-balanced logistic fit of
+P(same | cosine) with Platt's target smoothing (without it the fit diverges on nearly separable pairs):
 
     confidence = 1 / (1 + exp(-122.5 * (cosine - 0.9104)))
 

@@ -17,9 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic_settings import BaseSettings, SettingsConfigDict, YamlConfigSettingsSource
 
 from index.config import IndexConfig
+from models.config import ModelConfig, default_data_dir
 from store.base import CHANGE_LOG_RETENTION_S
 from store.meta import MetaRules
-from models.config import ModelConfig, default_data_dir
 
 
 class _Section(BaseModel):

@@ -19,8 +19,17 @@ Anything else is UNKNOWN_ERROR: logged with the request id, answered without a t
 
 from __future__ import annotations
 
-from store.errors import (CacheUnavailable, FaceExists, FaceNotFound, FacegridError, GalleryExists,
-                          GalleryNotFound, InvalidFace, ShardUnavailable, StoreUnavailable)
+from store.errors import (
+    CacheUnavailable,
+    FaceExists,
+    FacegridError,
+    FaceNotFound,
+    GalleryExists,
+    GalleryNotFound,
+    InvalidFace,
+    ShardUnavailable,
+    StoreUnavailable,
+)
 
 
 class RequestError(FacegridError):

@@ -11,14 +11,15 @@ routes' behaviour.
 
 from __future__ import annotations
 
-from .errors import ERROR_TABLE
 from store.meta import MetaRules
 
+from .errors import ERROR_TABLE
 from .schemas import AddFace, BulkAdd, PatchFace
 
 _MAX_ID = 2 ** 64 - 1
 _BOOLEAN = {"type": "string", "enum": ["true", "false", "1", "0", "yes", "no", "on", "off"]}
-_SOURCE = {"type": "string", "pattern": r"^(detection:[0-9a-v]{20}|face:[A-Za-z0-9_-]{1,64}/[0-9]{1,20}|facen:[A-Za-z0-9+/=_-]+)$",
+_SOURCE = {"type": "string",
+           "pattern": r"^(detection:[0-9a-v]{20}|face:[A-Za-z0-9_-]{1,64}/[0-9]{1,20}|facen:[A-Za-z0-9+/=_-]+)$",
            "description": "detection:<id>, face:<gallery>/<id> or (ext) facen:<base64 of float32 little-endian>"}
 _GALLERY = {"type": "string", "pattern": r"^[A-Za-z0-9_-]{1,64}$"}
 _FACE_ID = {"type": "integer", "minimum": 0, "maximum": _MAX_ID}

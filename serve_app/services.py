@@ -13,8 +13,7 @@ from typing import Any, Callable
 
 from index.router import ShardRouter
 from models.extractor import ChipGeometry, calibration_for, calibration_of_model, geometry_for
-from store.base import GalleryRecord
-from store.base import FaceStore
+from store.base import FaceStore, GalleryRecord
 from store.cache import DetectionCache
 
 from .config import Settings

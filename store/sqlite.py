@@ -25,10 +25,16 @@ from typing import Sequence
 
 import numpy as np
 
-from .base import (CHANGE_LOG_RETENTION_S, FaceRecord, GalleryRecord, check_face_id, check_facen,
-                   check_gallery_name, shard_of)
-from .errors import (FaceExists, FaceNotFound, FacegridError, GalleryExists, GalleryNotFound,
-                     StoreUnavailable)
+from .base import (
+    CHANGE_LOG_RETENTION_S,
+    FaceRecord,
+    GalleryRecord,
+    check_face_id,
+    check_facen,
+    check_gallery_name,
+    shard_of,
+)
+from .errors import FaceExists, FacegridError, FaceNotFound, GalleryExists, GalleryNotFound, StoreUnavailable
 from .meta import MetaRules
 
 logger = logging.getLogger(__name__)

@@ -340,7 +340,8 @@ def test_listing_with_filters_pages_through_exactly_the_matching_ids(api, filter
     expected = sorted((i for i, (_, m) in filtered.items() if face_filter.matches(i, m)), reverse=True)
     seen, page = [], None
     while True:
-        body = api.get("/v2/galleries/filtered/faces", params={**query, "limit": 40, **({"page": page} if page else {})}).json()
+        paging = {"page": page} if page else {}
+        body = api.get("/v2/galleries/filtered/faces", params={**query, "limit": 40, **paging}).json()
         seen += [f["id"]["face"] for f in body["faces"]]
         page = body["next_page"]
         if page is None:

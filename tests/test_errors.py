@@ -6,10 +6,27 @@ import pickle
 
 import pytest
 
-from serve_app.errors import (BadParam, ExtractionFailed, MalformedRequest, NotImplementedHere, OverCapacity,
-                              RouteNotFound, SourceGalleryNotFound, SourceNotFound, describe)
-from store.errors import (CacheUnavailable, FaceExists, FaceNotFound, GalleryExists, GalleryNotFound, InvalidFace,
-                          ShardUnavailable, StoreUnavailable)
+from serve_app.errors import (
+    BadParam,
+    ExtractionFailed,
+    MalformedRequest,
+    NotImplementedHere,
+    OverCapacity,
+    RouteNotFound,
+    SourceGalleryNotFound,
+    SourceNotFound,
+    describe,
+)
+from store.errors import (
+    CacheUnavailable,
+    FaceExists,
+    FaceNotFound,
+    GalleryExists,
+    GalleryNotFound,
+    InvalidFace,
+    ShardUnavailable,
+    StoreUnavailable,
+)
 
 CASES = [
     (GalleryNotFound("g"), 404, "GALLERY_NOT_FOUND"), (GalleryExists("g"), 409, "CONFLICT"),

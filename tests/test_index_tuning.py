@@ -68,7 +68,8 @@ def test_raising_ef_search_on_a_running_hnsw_gallery_raises_its_recall(tuned_ser
     vectors = clustered_unit_vectors(FACES, DIM, seed=3)      # face-like: identities of a few photos each
     client.post("/v2/galleries/tuned").raise_for_status()
     for start in range(0, FACES, 1000):
-        items = [{"id": start + i + 1, "from": "facen:" + encode_facen(v)} for i, v in enumerate(vectors[start:start + 1000])]
+        items = [{"id": start + i + 1, "from": "facen:" + encode_facen(v)}
+                 for i, v in enumerate(vectors[start:start + 1000])]
         assert client.post("/v2/galleries/tuned/faces", json={"faces": items}).status_code == 200
     probes = queries_near(vectors, PROBES, seed=4)
     truth = np.argsort(-(probes @ vectors.T), axis=1)[:, :10] + 1

@@ -10,8 +10,8 @@ from torchvision.ops import box_iou
 
 from models.align import DLIB_TEMPLATE_150, align, measure_template, similarity_transform
 from models.attributes import EMOTION_NAMES
-from models.evaluation import evaluate
 from models.config import ExtractorConfig
+from models.evaluation import evaluate
 from models.pipeline import load_detector, load_extractor
 
 
@@ -61,7 +61,8 @@ def test_each_portrait_is_nearest_to_another_photo_of_the_same_person(pipeline, 
 
 
 @pytest.mark.parametrize("group, people", [
-    ("facerec_knn_test_obama_and_biden.jpg", ("facerec_knn_train_obama_obama.jpg", "facerec_knn_train_biden_biden.jpg")),
+    ("facerec_knn_test_obama_and_biden.jpg",
+     ("facerec_knn_train_obama_obama.jpg", "facerec_knn_train_biden_biden.jpg")),
     ("facerec_knn_test_kit_with_rose.jpg",
      ("facerec_knn_train_kit_harington_john1.jpeg", "facerec_knn_train_rose_leslie_img1.jpg")),
 ])

@@ -108,7 +108,8 @@ def test_queries_batched_together_get_what_each_gets_alone(cluster):
     vectors_b, reference_b = enrol(store, router, "b", 700, seed=2)
     rng = np.random.default_rng(9)
     asks = []
-    for n, query in enumerate(np.concatenate([queries_near(vectors_a, 20, seed=4), queries_near(vectors_b, 20, seed=5)])):
+    mixed = np.concatenate([queries_near(vectors_a, 20, seed=4), queries_near(vectors_b, 20, seed=5)])
+    for n, query in enumerate(mixed):
         gallery, reference = ("a", reference_a) if n < 20 else ("b", reference_b)
         face_filter, top_k = FILTERS[n % len(FILTERS)], int(rng.choice([1, 3, 10, 40]))
         expected = reference.top(query, top_k, face_filter)

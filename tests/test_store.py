@@ -7,9 +7,18 @@ import multiprocessing
 import numpy as np
 import pytest
 
+from store import (
+    FaceExists,
+    FaceNotFound,
+    FaceRecord,
+    GalleryExists,
+    GalleryNotFound,
+    InvalidFace,
+    SqliteFaceStore,
+    add_face,
+    shard_of,
+)
 from store.meta import MetaField, MetaRules
-from store import (FaceExists, FaceNotFound, FaceRecord, GalleryExists, GalleryNotFound, InvalidFace,
-                   SqliteFaceStore, add_face, shard_of)
 
 
 def unit(seed: int, dim: int = 8) -> np.ndarray:
@@ -250,7 +259,8 @@ def test_meta_bounds_hold_for_what_is_stored_after_a_patch_too(open_store):
     store.create_gallery("ppl")
     for meta, param in (({"a": "x" * 11}, "meta.a"), ({"a": [1, 2, 3, 4]}, "meta.a"), ({"a": 2 ** 63}, "meta.a"),
                         ({"a": -2 ** 63 - 1}, "meta.a"), ({"k" * 65: 1}, "meta"),
-                        ({"a": 1, "b": 2, "c": 3, "d": 4}, "meta"), ({"a": ["x" * 10] * 3, "b": "y" * 10, "c": "z" * 10}, None)):
+                        ({"a": 1, "b": 2, "c": 3, "d": 4}, "meta"),
+                        ({"a": ["x" * 10] * 3, "b": "y" * 10, "c": "z" * 10}, None)):
         if param is None:
             add_face(store, FaceRecord("ppl", 9, unit(9), meta))         # at the bounds: kept
             continue
@@ -274,7 +284,8 @@ def test_a_meta_scheme_types_fields_refuses_others_and_fills_defaults(open_store
     add_face(store, FaceRecord("ppl", 1, unit(1), {"name": "ann", "zones": [3, 1, 3]}))
     assert store.get_face("ppl", 1).meta == {"camera": 0, "tags": ["visitor"], "name": "ann", "zones": [3, 1]}
     for meta, param in (({"nick": "x"}, "meta.nick"), ({"camera": -1}, "meta.camera"), ({"camera": "3"}, "meta.camera"),
-                        ({"tags": "vip"}, "meta.tags"), ({"zones": [1, "2"]}, "meta.zones"), ({"name": 7}, "meta.name")):
+                        ({"tags": "vip"}, "meta.tags"), ({"zones": [1, "2"]}, "meta.zones"),
+                        ({"name": 7}, "meta.name")):
         with pytest.raises(InvalidFace) as refused:
             add_face(store, FaceRecord("ppl", 2, unit(2), meta))
         assert refused.value.param == param

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 from fastapi import APIRouter, Request
 
-from models.attributes import ATTRIBUTE_NAMES, INPUT_SIZE as ATTRIBUTE_SIZE
+from models.attributes import ATTRIBUTE_NAMES
+from models.attributes import INPUT_SIZE as ATTRIBUTE_SIZE
 from models.deployments import DescribeRequest, DetectRequest
 from models.pipeline import FaceChips
 from store.cache import find_detection, new_detection_id
@@ -16,9 +17,9 @@ from store.cache import find_detection, new_detection_id
 from .. import images, params
 from ..errors import BadParam, NotImplementedHere, RouteNotFound
 from ..faces import encode_facen
+from ..schemas import DetectResponse, FaceDetection
 from ..services import Services, current
 from ..stages import DETECTOR, EXTRACTOR, Journey
-from ..schemas import DetectResponse, FaceDetection
 
 router = APIRouter(tags=["detection"])
 

@@ -19,8 +19,8 @@ from .. import params
 from ..bodies import json_body
 from ..errors import BadParam, describe
 from ..faces import face_object
-from ..services import current
 from ..schemas import AddFace, BulkAdd, BulkResults, Face, PatchFace
+from ..services import current
 from ..sources import resolve, vector_for
 
 router = APIRouter(tags=["faces"])

@@ -6,8 +6,8 @@ from fastapi import APIRouter, Request
 
 from store.base import check_gallery_name
 
-from ..services import current
 from ..schemas import GalleryInfo, GalleryList, GalleryName
+from ..services import current
 
 router = APIRouter(tags=["galleries"])
 

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Request
 
 from .. import params
 from ..errors import BadParam
-from ..services import current
 from ..schemas import VerifyResponse
+from ..services import current
 from ..sources import common_model, resolve, vector_for
 
 router = APIRouter(tags=["verification"])
