@@ -18,6 +18,19 @@ import numpy as np
 from .errors import FacegridError, InvalidFace
 
 MAX_FACE_ID = 2 ** 64 - 1
+# Face ids are unsigned 64-bit; SQLite and Cassandra keep signed 64-bit integers, so both stores keep an id
+# shifted by 2**63, which keeps the ids' order (keyset paging by id relies on it).
+_STORED_ID_SHIFT = 2 ** 63
+SMALLEST_STORED_ID = -_STORED_ID_SHIFT
+
+
+def to_stored_id(face_id: int) -> int:
+    return face_id - _STORED_ID_SHIFT
+
+
+def from_stored_id(stored: int) -> int:
+    return stored + _STORED_ID_SHIFT
+
 # How long a store keeps its change log (the faces each write touched): an index snapshot older than
 # this cannot be brought up to date from it and is rebuilt from the faces instead.
 CHANGE_LOG_RETENTION_S = 7 * 24 * 3600.0

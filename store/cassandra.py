@@ -11,8 +11,8 @@ kept ``change_log_retention_s`` by a TTL, from which an index snapshot is brough
 (``changed_since``). The note goes first because the face write itself is conditional and cannot share a
 batch with another table: a note for a write that then fails only makes a snapshot re-read that face.
 Bulk work runs with at most ``max_in_flight`` requests outstanding. Every driver failure becomes
-``StoreUnavailable`` (the API's STORAGE_ERROR). Ids are unsigned 64-bit, stored shifted by 2**63 into
-Cassandra's signed bigint, which keeps their order.
+``StoreUnavailable`` (the API's STORAGE_ERROR). Ids go into Cassandra's signed bigint
+shifted (``store.base.to_stored_id``), which keeps their order.
 """
 
 from __future__ import annotations
@@ -32,19 +32,21 @@ from cassandra.query import BatchStatement, BatchType
 
 from .base import (
     CHANGE_LOG_RETENTION_S,
+    SMALLEST_STORED_ID,
     FaceRecord,
     GalleryRecord,
     check_face_id,
     check_facen,
     check_gallery_name,
+    from_stored_id,
     shard_of,
+    to_stored_id,
 )
 from .errors import FaceExists, FacegridError, FaceNotFound, GalleryExists, GalleryNotFound, StoreUnavailable
 from .meta import MetaRules
 
 logger = logging.getLogger(__name__)
 
-_ID_SHIFT = 2 ** 63
 _DRIVER_ERRORS = (DriverException, RequestExecutionException, NoHostAvailable, OSError)
 _META_RETRIES = 8
 # Faces per conditional batch: one Paxos round for all of them, and ~32 KiB of rows, under Cassandra's
@@ -171,11 +173,11 @@ class CassandraFaceStore:
 
     @staticmethod
     def _record(gallery: str, row) -> FaceRecord:
-        return FaceRecord(gallery, row.id + _ID_SHIFT, np.frombuffer(row.facen, dtype="<f4").copy(),
+        return FaceRecord(gallery, from_stored_id(row.id), np.frombuffer(row.facen, dtype="<f4").copy(),
                           json.loads(row.meta), json.loads(row.features), row.created_at)
 
     def _key(self, gallery: str, face_id: int) -> tuple[str, int, int]:
-        return gallery, shard_of(gallery, face_id, self.num_shards), face_id - _ID_SHIFT
+        return gallery, shard_of(gallery, face_id, self.num_shards), to_stored_id(face_id)
 
     # ---- galleries ----------------------------------------------------------------------------
 
@@ -256,7 +258,7 @@ class CassandraFaceStore:
             self._note_changes([row[:3] for row in rows])
             for row, existed in self._insert_new(rows):
                 if existed:
-                    results[positions[row]] = FaceExists(rows[row][0], rows[row][2] + _ID_SHIFT)
+                    results[positions[row]] = FaceExists(rows[row][0], from_stored_id(rows[row][2]))
             return results
         return self._run(work)
 
@@ -324,7 +326,7 @@ class CassandraFaceStore:
             for rows in results:
                 row = rows.one()
                 if row is not None:
-                    found[row.id + _ID_SHIFT] = self._record(gallery, row)
+                    found[from_stored_id(row.id)] = self._record(gallery, row)
             return found
         return self._run(work)
 
@@ -358,9 +360,9 @@ class CassandraFaceStore:
     def scan_partition(self, gallery: str, shard: int, after_id: int | None = None,
                        limit: int = 1000) -> list[FaceRecord]:
         if after_id is None:
-            statement, bound = self._q["scan_first"], -_ID_SHIFT
+            statement, bound = self._q["scan_first"], SMALLEST_STORED_ID
         else:
-            statement, bound = self._q["scan"], after_id - _ID_SHIFT
+            statement, bound = self._q["scan"], to_stored_id(after_id)
         rows = self._run(lambda: list(self._session.execute(statement, (gallery, shard, bound, limit))))
         return [self._record(gallery, row) for row in rows]
 
@@ -369,7 +371,7 @@ class CassandraFaceStore:
             return None
         bound = int(since * 1000)        # a CQL timestamp: milliseconds, as the notes were written
         rows = self._run(lambda: list(self._session.execute(self._q["changes"], (gallery, shard, bound))))
-        return {row.id + _ID_SHIFT for row in rows}
+        return {from_stored_id(row.id) for row in rows}
 
     def prune_changes(self) -> None:
         """Nothing to do: the log's rows expire by their TTL."""

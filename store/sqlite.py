@@ -4,8 +4,7 @@ WAL journaling lets readers go on while one process writes; ``synchronous=FULL``
 write survive a power cut, so a write is durable when the call returns. Each process (ingress replica,
 shard actor) opens its own connection; a lock serialises the threads of one process on it.
 
-Face ids are unsigned 64-bit and SQLite integers are signed, so ids are stored shifted by 2**63, which
-keeps their order (keyset paging by id relies on it).
+Face ids are stored shifted into SQLite's signed integers (``store.base.to_stored_id``).
 
 Every write also notes the face it touched in ``face_changes``, in the same transaction, so an index
 snapshot can be brought up to date by reading back only what changed after it (``changed_since``). The
@@ -27,19 +26,21 @@ import numpy as np
 
 from .base import (
     CHANGE_LOG_RETENTION_S,
+    SMALLEST_STORED_ID,
     FaceRecord,
     GalleryRecord,
     check_face_id,
     check_facen,
     check_gallery_name,
+    from_stored_id,
     shard_of,
+    to_stored_id,
 )
 from .errors import FaceExists, FacegridError, FaceNotFound, GalleryExists, GalleryNotFound, StoreUnavailable
 from .meta import MetaRules
 
 logger = logging.getLogger(__name__)
 
-_ID_SHIFT = 2 ** 63
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS layout (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -54,13 +55,6 @@ CREATE TABLE IF NOT EXISTS face_changes (
     PRIMARY KEY (gallery, shard, changed_at, id)) WITHOUT ROWID;
 """
 
-
-def _to_row_id(face_id: int) -> int:
-    return face_id - _ID_SHIFT
-
-
-def _from_row_id(row_id: int) -> int:
-    return row_id + _ID_SHIFT
 
 
 class SqliteFaceStore:
@@ -180,22 +174,22 @@ class SqliteFaceStore:
         shard = shard_of(face.gallery, face_id, self.num_shards)
         try:
             db.execute("INSERT INTO faces VALUES (?, ?, ?, ?, ?, ?, ?)", (
-                face.gallery, shard, _to_row_id(face_id), vector.astype("<f4").tobytes(),
+                face.gallery, shard, to_stored_id(face_id), vector.astype("<f4").tobytes(),
                 json.dumps(meta), json.dumps(face.features), face.created_at or time.time()))
         except sqlite3.IntegrityError:
             raise FaceExists(face.gallery, face_id) from None
-        return face.gallery, shard, time.time(), _to_row_id(face_id)
+        return face.gallery, shard, time.time(), to_stored_id(face_id)
 
     def _note_change(self, db, gallery: str, face_id: int) -> None:
         db.execute("INSERT OR IGNORE INTO face_changes VALUES (?, ?, ?, ?)",
-                   (gallery, shard_of(gallery, face_id, self.num_shards), time.time(), _to_row_id(face_id)))
+                   (gallery, shard_of(gallery, face_id, self.num_shards), time.time(), to_stored_id(face_id)))
 
     def _face(self, db, gallery: str, face_id: int) -> FaceRecord:
         self._gallery(db, gallery)
         check_face_id(face_id)
         row = db.execute("SELECT id, facen, meta, features, created_at FROM faces "
                          "WHERE gallery = ? AND shard = ? AND id = ?",
-                         (gallery, shard_of(gallery, face_id, self.num_shards), _to_row_id(face_id))).fetchone()
+                         (gallery, shard_of(gallery, face_id, self.num_shards), to_stored_id(face_id))).fetchone()
         if row is None:
             raise FaceNotFound(gallery, face_id)
         return self._record(gallery, row)
@@ -203,7 +197,7 @@ class SqliteFaceStore:
     @staticmethod
     def _record(gallery: str, row) -> FaceRecord:
         row_id, blob, meta, features, created_at = row
-        return FaceRecord(gallery, _from_row_id(row_id), np.frombuffer(blob, dtype="<f4").copy(),
+        return FaceRecord(gallery, from_stored_id(row_id), np.frombuffer(blob, dtype="<f4").copy(),
                           json.loads(meta), json.loads(features), created_at)
 
     def get_face(self, gallery: str, face_id: int) -> FaceRecord:
@@ -214,9 +208,9 @@ class SqliteFaceStore:
             self._gallery(db, gallery)
             found = {}
             for face_id in face_ids:
+                key = (gallery, shard_of(gallery, face_id, self.num_shards), to_stored_id(face_id))
                 row = db.execute("SELECT id, facen, meta, features, created_at FROM faces "
-                                 "WHERE gallery = ? AND shard = ? AND id = ?",
-                                 (gallery, shard_of(gallery, face_id, self.num_shards), _to_row_id(face_id))).fetchone()
+                                 "WHERE gallery = ? AND shard = ? AND id = ?", key).fetchone()
                 if row is not None:
                     found[face_id] = self._record(gallery, row)
             return found
@@ -230,7 +224,7 @@ class SqliteFaceStore:
             merged = self.meta_rules.check({**face.meta, **meta}, new_face=False)
             db.execute("UPDATE faces SET meta = ? WHERE gallery = ? AND shard = ? AND id = ?",
                        (json.dumps(merged), gallery, shard_of(gallery, face_id, self.num_shards),
-                        _to_row_id(face_id)))
+                        to_stored_id(face_id)))
             self._note_change(db, gallery, face_id)
             return FaceRecord(gallery, face_id, face.facen, merged, face.features, face.created_at)
         return self._run(work, write=True)
@@ -239,14 +233,14 @@ class SqliteFaceStore:
         def work(db):
             self._face(db, gallery, face_id)
             db.execute("DELETE FROM faces WHERE gallery = ? AND shard = ? AND id = ?",
-                       (gallery, shard_of(gallery, face_id, self.num_shards), _to_row_id(face_id)))
+                       (gallery, shard_of(gallery, face_id, self.num_shards), to_stored_id(face_id)))
             self._note_change(db, gallery, face_id)
         self._run(work, write=True)
 
     def scan_partition(self, gallery: str, shard: int, after_id: int | None = None,
                        limit: int = 1000) -> list[FaceRecord]:
         # With no cursor, start at the smallest stored id (-2**63) inclusively.
-        bound, operator = (-_ID_SHIFT, ">=") if after_id is None else (_to_row_id(after_id), ">")
+        bound, operator = (SMALLEST_STORED_ID, ">=") if after_id is None else (to_stored_id(after_id), ">")
         rows = self._run(lambda db: db.execute(
             "SELECT id, facen, meta, features, created_at FROM faces "
             f"WHERE gallery = ? AND shard = ? AND id {operator} ? ORDER BY id LIMIT ?",
@@ -259,7 +253,7 @@ class SqliteFaceStore:
         rows = self._run(lambda db: db.execute(
             "SELECT DISTINCT id FROM face_changes WHERE gallery = ? AND shard = ? AND changed_at >= ?",
             (gallery, shard, since)).fetchall())
-        return {_from_row_id(row_id) for (row_id,) in rows}
+        return {from_stored_id(row_id) for (row_id,) in rows}
 
     def prune_changes(self) -> None:
         horizon = time.time() - self.change_log_retention_s
