@@ -135,7 +135,8 @@ class IndexShard:
         try:
             path = self.snapshots.save(Snapshot(stamp, galleries, generations), self.shard_id,
                                        self.store.store_id, self.config)
-            self.store.prune_changes()
+            for gallery in galleries:
+                self.store.prune_changes(gallery, self.shard_id)
         except Exception:  # noqa: BLE001 - a failed save (disk full...) leaves the last one; serving goes on
             logger.exception("shard %d could not save its index snapshot", self.shard_id)
             return None

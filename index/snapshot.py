@@ -90,13 +90,14 @@ class SnapshotDirectory:
                     _sync_file(file)
             manifest = {"format": FORMAT, "shard": shard, "store_id": store_id, "stamp": snapshot.stamp,
                         "build": build_settings(config), "galleries": galleries}
-            (work / "manifest.json").write_text(json.dumps(manifest, indent=1))
+            manifest_bytes = json.dumps(manifest, indent=1).encode()
+            (work / "manifest.json").write_bytes(manifest_bytes)
             _sync_file(work / "manifest.json")
             _sync_directory(work)
             final = self.path / name
             work.rename(final)
             pointer = self.path / f"CURRENT.{os.getpid()}"
-            pointer.write_text(f"{name} {_sha256(final / 'manifest.json')}\n")
+            pointer.write_text(f"{name} {hashlib.sha256(manifest_bytes).hexdigest()}\n")
             _sync_file(pointer)
             pointer.replace(self.path / "CURRENT")
             _sync_directory(self.path)
@@ -127,9 +128,10 @@ class SnapshotDirectory:
         try:
             name, manifest_sha = pointer.read_text().split()
             directory = self.path / name
-            if _sha256(directory / "manifest.json") != manifest_sha:
+            manifest_bytes = (directory / "manifest.json").read_bytes()
+            if hashlib.sha256(manifest_bytes).hexdigest() != manifest_sha:
                 raise Unusable("its manifest does not match the checksum in CURRENT")
-            manifest = json.loads((directory / "manifest.json").read_text())
+            manifest = json.loads(manifest_bytes)
         except (OSError, ValueError) as error:
             raise Unusable(f"cannot read it ({error})") from None
         if manifest.get("format") != FORMAT or manifest.get("shard") != shard:

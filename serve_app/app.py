@@ -32,7 +32,7 @@ from store.sqlite import SqliteFaceStore
 from .config import DeploymentSettings, Settings, load_settings
 from .docs import install_docs
 from .errors import BadParam, NotImplementedHere, OverCapacity, RouteNotFound, Unauthorized, describe
-from .images import drain_body
+from .images import body_too_large, drain_body
 from .openapi import complete as complete_openapi
 from .routes import detect, faces, galleries, search, verify
 from .services import Services, current, install, installed
@@ -63,13 +63,13 @@ class EdgeMiddleware:
             if len(path) > 1 and path.endswith("/"):
                 scope = dict(scope, path=path.rstrip("/"), raw_path=path.rstrip("/").encode())
             services = installed()
-            if services is not None and _declared_length(scope) > services.settings.limits.max_body_bytes:
+            declared = _declared_length(scope)
+            if services is not None and declared > services.settings.limits.max_body_bytes:
                 # Answered before routing, the whole upload read first: a route that never reads its
                 # body would otherwise close the connection on a client still sending.
                 await drain_body(receive)
-                limit = services.settings.limits.max_body_bytes
-                await _error_response(BadParam(f"the body is larger than {limit} bytes", "body",
-                                               str(_declared_length(scope))))(scope, receive, send)
+                error = body_too_large(services.settings.limits.max_body_bytes, str(declared))
+                await _error_response(error)(scope, receive, send)
                 return
             token = services.settings.auth_token if services else None
             if token and not _local_path(scope).startswith(OPEN_PATHS):

@@ -49,7 +49,11 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
 
 async def _refuse_oversized(request: Request, max_bytes: int, size: str):
     await drain_body(request.receive)
-    raise BadParam(f"the body is larger than {max_bytes} bytes", "body", size)
+    raise body_too_large(max_bytes, size)
+
+
+def body_too_large(max_bytes: int, size: str) -> BadParam:
+    return BadParam(f"the body is larger than {max_bytes} bytes", "body", size)
 
 
 async def drain_body(receive) -> None:

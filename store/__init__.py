@@ -6,15 +6,15 @@ The embedded implementations are real (SQLite), so unit tests use them; cluster 
 
 from .base import FaceRecord, FaceStore, GalleryRecord, add_face, shard_of
 from .errors import (
-                     CacheUnavailable,
-                     FaceExists,
-                     FacegridError,
-                     FaceNotFound,
-                     GalleryExists,
-                     GalleryNotFound,
-                     InvalidFace,
-                     ShardUnavailable,
-                     StoreUnavailable,
+    CacheUnavailable,
+    FaceExists,
+    FacegridError,
+    FaceNotFound,
+    GalleryExists,
+    GalleryNotFound,
+    InvalidFace,
+    ShardUnavailable,
+    StoreUnavailable,
 )
 from .sqlite import SqliteFaceStore
 

@@ -31,6 +31,7 @@ def to_stored_id(face_id: int) -> int:
 def from_stored_id(stored: int) -> int:
     return stored + _STORED_ID_SHIFT
 
+
 # How long a store keeps its change log (the faces each write touched): an index snapshot older than
 # this cannot be brought up to date from it and is rebuilt from the faces instead.
 CHANGE_LOG_RETENTION_S = 7 * 24 * 3600.0
@@ -119,8 +120,8 @@ class FaceStore(Protocol):
         """Ids of the (gallery, shard) partition's faces added, patched or deleted at or after the time
         ``since`` (seconds since the epoch, the writers' clocks); None when the change log no longer
         reaches back that far. Deleting a gallery deletes its log."""
-    def prune_changes(self) -> None:
-        """Forget changes older than the log's retention."""
+    def prune_changes(self, gallery: str, shard: int) -> None:
+        """Forget the (gallery, shard) partition's changes older than the log's retention."""
     def count_faces(self, gallery: str) -> int: ...
     def close(self) -> None: ...
 

@@ -373,7 +373,7 @@ class CassandraFaceStore:
         rows = self._run(lambda: list(self._session.execute(self._q["changes"], (gallery, shard, bound))))
         return {from_stored_id(row.id) for row in rows}
 
-    def prune_changes(self) -> None:
+    def prune_changes(self, gallery: str, shard: int) -> None:
         """Nothing to do: the log's rows expire by their TTL."""
 
     def count_faces(self, gallery: str) -> int:

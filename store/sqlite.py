@@ -255,9 +255,11 @@ class SqliteFaceStore:
             (gallery, shard, since)).fetchall())
         return {from_stored_id(row_id) for (row_id,) in rows}
 
-    def prune_changes(self) -> None:
+    def prune_changes(self, gallery: str, shard: int) -> None:
+        # A range of the table's primary key (gallery, shard, changed_at, ...): no scan of other partitions.
         horizon = time.time() - self.change_log_retention_s
-        self._run(lambda db: db.execute("DELETE FROM face_changes WHERE changed_at < ?", (horizon,)), write=True)
+        self._run(lambda db: db.execute("DELETE FROM face_changes WHERE gallery = ? AND shard = ? AND changed_at < ?",
+                                        (gallery, shard, horizon)), write=True)
 
     def count_faces(self, gallery: str) -> int:
         def work(db):

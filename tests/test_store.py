@@ -294,3 +294,19 @@ def test_a_meta_scheme_types_fields_refuses_others_and_fills_defaults(open_store
     assert store.update_meta("ppl", 1, {"camera": 5}).meta["camera"] == 5
     with pytest.raises(ValueError):
         MetaRules(scheme={"camera": MetaField(kind="unsigned", default=-1)})
+
+
+def test_pruning_the_change_log_forgets_only_old_changes_of_one_partition(tmp_path):
+    import sqlite3
+    import time
+
+    store = SqliteFaceStore(tmp_path / "faces.db", num_shards=1, change_log_retention_s=0.2)
+    for gallery in ("a", "b"):
+        store.create_gallery(gallery)
+        assert store.add_faces([FaceRecord(gallery, 1, unit(1))]) == [None]
+    time.sleep(0.3)
+    assert store.add_faces([FaceRecord("a", 2, unit(2))]) == [None]
+    store.prune_changes("a", 0)
+    log = sqlite3.connect(tmp_path / "faces.db")
+    rows = log.execute("SELECT gallery FROM face_changes ORDER BY gallery").fetchall()
+    assert rows == [("a",), ("b",)]         # a's old change gone, its new one and b's old one kept
