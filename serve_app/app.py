@@ -1,199 +1,64 @@
-"""The FastAPI ingress, its Ray Serve deployment, and the builder that binds the deployment graph.
+"""The Ingress deployment and the builder that binds the deployment graph.
 
-    HTTP -> Ingress (this module; one router module per resource) -> Detector, Extractor (models)
-                                                                  -> DetectionCache, FaceStore, ShardRouter
+    HTTP -> Ingress (create_api: one router module per resource) -> Detector, Extractor (models)
+                                                                 -> DetectionCache, FaceStore, ShardRouter
 
-``build_app(settings)`` returns the Serve application; ``run(settings)`` starts it on a local Ray.
+``build_app(settings)`` returns the Serve application; ``run(settings)`` starts it on a local Ray. The
+middleware (edge.py), error handlers (handlers.py) and health routes (health.py) live in modules of their own.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-import uuid
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
 from ray import serve
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from index.config import IndexConfig
 from index.router import ShardRouter
 from models.deployments import DetectorDeployment, ExtractorDeployment
 from store.base import FaceStore
 from store.cache import ActorDetectionCache, DetectionCache, MemcachedDetectionCache
-from store.errors import FacegridError
-from store.meta import MetaRules
 from store.sqlite import SqliteFaceStore
 
-from .config import DeploymentSettings, Settings, load_settings
+from . import health
+from .config import DeploymentSettings, LimitSettings, Settings, load_settings
 from .docs import install_docs
-from .errors import BadParam, NotImplementedHere, OverCapacity, RouteNotFound, Unauthorized, describe
-from .images import body_too_large, drain_body
+from .edge import EdgeMiddleware
+from .handlers import install_error_handlers
 from .openapi import complete as complete_openapi
 from .routes import detect, faces, galleries, search, verify
-from .services import Services, current, install, installed
+from .services import Services
 
 log = logging.getLogger("facegrid")
-OPEN_PATHS = ("/healthz", "/readyz", "/v2/docs", "/v2/openapi.json")
 
-api = FastAPI(title="facegrid", version="0.1.0", docs_url=None, openapi_url="/v2/openapi.json",
-              redoc_url=None, redirect_slashes=False,
-              description="The FindFace Enterprise Server biometric API (/v2), on Ray.")
-for module in (detect, verify, galleries, faces, search):
-    api.include_router(module.router)
+def create_api(services: Services | None) -> FastAPI:
+    """The /v2 application of one Ingress replica, its routes reaching ``services`` through
+    ``app.state`` (serve_app.services.ServicesDep)."""
+    api = FastAPI(title="facegrid", version="0.1.0", docs_url=None, openapi_url="/v2/openapi.json",
+                  redoc_url=None, redirect_slashes=False,
+                  description="The FindFace Enterprise Server biometric API (/v2), on Ray.")
+    for module in (detect, verify, galleries, faces, search, health):
+        api.include_router(module.router)
+    api.add_middleware(EdgeMiddleware)
+    install_error_handlers(api)
+    install_docs(api, "/v2/openapi.json")
+    api.state.services = services
 
+    def openapi() -> dict:
+        """FastAPI's document completed by serve_app/openapi.py (made once, when first asked for)."""
+        if api.openapi_schema is None:
+            settings = services.settings if services else None
+            document = get_openapi(title=api.title, version=api.version, description=api.description,
+                                   routes=api.routes)
+            api.openapi_schema = complete_openapi(document, bearer_token=bool(settings and settings.auth_token),
+                                                  limits=settings.limits if settings else LimitSettings())
+        return api.openapi_schema
 
-ADMITTED_REQUESTS = {("POST", "/v2/detect")}     # requests that hold a place in the Detector's queue
-
-
-class EdgeMiddleware:
-    """Accepts a trailing slash on every path, checks the bearer token when one is configured, and admits
-    photo requests only while the Detector's queue has room (else 429 OVER_CAPACITY before any routing)."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http":
-            path = scope["path"]
-            if len(path) > 1 and path.endswith("/"):
-                scope = dict(scope, path=path.rstrip("/"), raw_path=path.rstrip("/").encode())
-            services = installed()
-            declared = _declared_length(scope)
-            if services is not None and declared > services.settings.limits.max_body_bytes:
-                # Answered before routing, the whole upload read first: a route that never reads its
-                # body would otherwise close the connection on a client still sending.
-                await drain_body(receive)
-                error = body_too_large(services.settings.limits.max_body_bytes, str(declared))
-                await _error_response(error)(scope, receive, send)
-                return
-            token = services.settings.auth_token if services else None
-            if token and not _local_path(scope).startswith(OPEN_PATHS):
-                given = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
-                if given != f"Bearer {token}":
-                    status, body, headers = describe(Unauthorized("a valid bearer token is required"))
-                    await JSONResponse(body, status, headers)(scope, receive, send)
-                    return
-            if services is not None and (scope["method"], _local_path(scope)) in ADMITTED_REQUESTS:
-                if not services.try_admit():
-                    await _error_response(OverCapacity("the model queues are full; retry later"))(
-                        scope, receive, send)
-                    return
-                try:
-                    await self.app(scope, receive, send)
-                finally:
-                    services.release()
-                return
-        await self.app(scope, receive, send)
-
-
-def _local_path(scope) -> str:
-    """The path without the application's route prefix (Serve gives both in the scope)."""
-    root, path = scope.get("root_path", "").rstrip("/"), scope["path"]
-    return path[len(root):] if root and path.startswith(root + "/") else path
-
-
-def _declared_length(scope) -> int:
-    value = dict(scope["headers"]).get(b"content-length", b"")
-    return int(value) if value.isdigit() else 0
-
-
-api.add_middleware(EdgeMiddleware)
-
-
-def _error_response(error: BaseException) -> JSONResponse:
-    services = installed()
-    retry_after = services.settings.serve.retry_after_s if services else 1
-    status, body, headers = describe(error, retry_after)
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
-@api.exception_handler(FacegridError)
-async def _facegrid_error(request: Request, error: FacegridError) -> JSONResponse:
-    return _error_response(error)
-
-
-@api.exception_handler(StarletteHTTPException)
-async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
-    if error.status_code == 405:
-        return _error_response(NotImplementedHere(f"{request.method} is not supported on {request.url.path}"))
-    if error.status_code == 404:
-        return _error_response(RouteNotFound(f"no route {request.method} {request.url.path}"))
-    return _error_response(BadParam(str(error.detail), "request", error.status_code))
-
-
-@api.exception_handler(RequestValidationError)
-async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
-    first = error.errors()[0]
-    param = ".".join(str(part) for part in first["loc"][1:]) or "request"
-    return _error_response(BadParam(first["msg"], param, first.get("input")))
-
-
-@api.exception_handler(Exception)
-async def _unexpected(request: Request, error: Exception) -> JSONResponse:
-    request_id = uuid.uuid4().hex[:12]
-    log.exception("unexpected error, request id %s: %s %s", request_id, request.method, request.url.path)
-    return JSONResponse({"code": "UNKNOWN_ERROR", "desc": f"internal error (request id {request_id})"}, 500)
-
-
-@api.get("/healthz", tags=["operations"], summary="The process is up")
-async def healthz() -> dict:
-    return {"status": "ok"}
-
-
-# What /readyz shows of each shard replica.
-SHARD_FIELDS = ("state", "faces", "index_bytes", "threads", "rebuild_s", "started_from", "replayed",
-                "snapshot_age_s", "node", "huge_page_bytes")
-
-
-@api.get("/readyz", tags=["operations"], summary="Models loaded, store and cache reachable, shards loaded")
-async def readyz(request: Request) -> JSONResponse:
-    services: Services = current()
-
-    async def check(name: str, probe) -> tuple[str, str]:
-        try:
-            await asyncio.wait_for(probe, 5)
-            return name, "ok"
-        except Exception as error:  # noqa: BLE001 - any failure means: not ready, and says why
-            return name, f"{type(error).__name__}: {error}"[:200]
-
-    replicas, *answers = await asyncio.gather(
-        services.router.health(timeout_s=4),
-        check("detector", services.detector.ping.remote()), check("extractor", services.extractor.ping.remote()),
-        check("store", services.in_thread(services.store.list_galleries)), check("cache", services.cache.ping()))
-    checks = dict(answers)
-    # Ready while every shard has a live replica: the others may still be rebuilding after a restart.
-    missing = [shard for shard, states in enumerate(replicas) if all(r["state"] != "ready" for r in states)]
-    checks["shards"] = (f"ShardUnavailable: shards {missing} have no ready replica (starting or rebuilding)"
-                        if missing else "ok")
-    ready = all(state == "ok" for state in checks.values())
-    body = {"ready": ready, "checks": checks,
-            "shards": [[{key: r[key] for key in SHARD_FIELDS if key in r} for r in states] for states in replicas]}
-    if not ready:
-        body = {"code": "NOT_READY", "desc": "some parts are not ready", **body}
-    return JSONResponse(body, 200 if ready else 503)
-
-
-install_docs(api, "/v2/openapi.json")
-
-
-def _openapi() -> dict:
-    """FastAPI's document completed by serve_app/openapi.py (made once, when first asked for)."""
-    if api.openapi_schema is None:
-        services = installed()
-        document = get_openapi(title=api.title, version=api.version, description=api.description, routes=api.routes)
-        settings = services.settings if services else None
-        api.openapi_schema = complete_openapi(document, bearer_token=bool(settings and settings.auth_token),
-                                              return_facen=bool(settings and settings.limits.allow_return_facen),
-                                              meta_rules=settings.limits.meta if settings else MetaRules())
-    return api.openapi_schema
-
-
-api.openapi = _openapi
+    api.openapi = openapi  # type: ignore[method-assign]
+    return api
 
 
 def open_store(settings: Settings) -> FaceStore:
@@ -220,7 +85,7 @@ def open_cache(settings: Settings) -> DetectionCache:
 
 
 @serve.deployment(name="Ingress")
-@serve.ingress(api)
+@serve.ingress()
 class Ingress:
     def __init__(self, settings: Settings, detector, extractor):
         logging.basicConfig(level=logging.INFO)
@@ -229,13 +94,17 @@ class Ingress:
         # Shards are named after the application, so two facegrid applications on one cluster keep apart.
         router = ShardRouter.start(store, settings.index, name_prefix=serve.get_replica_context().app_name,
                                    detached=True)
-        install(Services(settings, store, cache, router, detector, extractor))
+        self.services = Services(settings, store, cache, router, detector, extractor)
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        """Serve asks for the replica's ASGI app after ``__init__``: one built around this replica's services."""
+        return create_api(self.services)
 
     async def reconfigure(self, user_config: dict) -> None:
         """Serve calls this after ``__init__`` and whenever only the deployment's user_config changed
         (``serve deploy`` of an edited config file): its ``index`` entry is index tuning for this
         router and every shard replica (index.config.IndexConfig.TUNABLE), applied in place."""
-        await current().router.configure(user_config.get("index", {}))
+        await self.services.router.configure(user_config.get("index", {}))
 
 
 def deployment_options(section: DeploymentSettings, gpus_present: bool, batching: bool) -> dict:

@@ -118,14 +118,11 @@ def decode(data: bytes, limits: LimitSettings) -> DecodedImage:
     return DecodedImage(rgb, orientation if 1 <= orientation <= 8 else 1)
 
 
-def parse_roi(raw: str | None, width: int, height: int) -> tuple[int, int, int, int] | None:
+def clip_roi(raw: str | None, width: int, height: int) -> tuple[int, int, int, int] | None:
+    """The roi query value (left,top,right,bottom, its shape checked by serve_app.queries) inside the image."""
     if raw is None:
         return None
-    try:
-        left, top, right, bottom = (int(v) for v in raw.split(","))
-    except ValueError:
-        raise BadParam("roi is left,top,right,bottom in pixels", "roi", raw) from None
-    left, top = max(left, 0), max(top, 0)
+    left, top, right, bottom = (int(v) for v in raw.split(","))
     right, bottom = min(right, width), min(bottom, height)
     if right <= left or bottom <= top:
         raise BadParam("roi is empty or outside the image", "roi", raw)

@@ -9,14 +9,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Annotated, Any, Callable
+
+from fastapi import Depends, Request
 
 from index.router import ShardRouter
 from models.extractor import ChipGeometry, calibration_for, calibration_of_model, geometry_for
 from store.base import FaceStore, GalleryRecord
 from store.cache import DetectionCache
 
-from .config import Settings
+from .config import DeploymentSettings, Settings
 from .errors import ExtractionFailed, OverCapacity
 from .stages import StageTraffic
 
@@ -29,6 +31,11 @@ def _serve_errors():
 
     return serve_errors.BackPressureError, (ray_errors.RayActorError, ray_errors.RayTaskError,
                                             getattr(serve_errors, "DeploymentUnavailableError", ray_errors.RayError))
+
+
+def admission_limit(detector: DeploymentSettings) -> int:
+    """Photo requests one Ingress replica lets in at once: all the Detector could hold at its largest."""
+    return max(detector.max_replicas, 1) * (detector.max_ongoing_requests + detector.max_queued_requests)
 
 
 @dataclass
@@ -54,9 +61,7 @@ class Services:
                                              "Requests answered 429 OVER_CAPACITY.", tag_keys=("deployment",))
         # Admission at the door (serve_app.app.EdgeMiddleware): a photo request that the Detector could not
         # even queue is refused before FastAPI routes it, and before its body is read or decoded.
-        detector = self.settings.serve.detector
-        self.admission_limit = max(detector.max_replicas, 1) * (detector.max_ongoing_requests +
-                                                                detector.max_queued_requests)
+        self.admission_limit = admission_limit(self.settings.serve.detector)
         self.admitted = 0
         self.traffic = StageTraffic()
 
@@ -100,20 +105,12 @@ class Services:
             raise ExtractionFailed("the model replicas could not answer") from None
 
 
-_installed: Services | None = None
+def services_of(request: Request) -> Services:
+    """The Services of the application serving ``request`` (the Ingress replica sets them on start)."""
+    services = getattr(request.app.state, "services", None)
+    if services is None:
+        raise RuntimeError("facegrid services are not installed in this application")
+    return services
 
 
-def install(services: Services | None) -> None:
-    """Make ``services`` the ones routes use in this process (the Ingress replica does this on start)."""
-    global _installed
-    _installed = services
-
-
-def current() -> Services:
-    if _installed is None:
-        raise RuntimeError("facegrid services are not installed in this process")
-    return _installed
-
-
-def installed() -> Services | None:
-    return _installed
+ServicesDep = Annotated[Services, Depends(services_of)]

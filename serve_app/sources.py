@@ -19,6 +19,10 @@ from .faces import decode_facen
 from .params import face_id
 from .services import Services
 
+# The shape of a source, for the query models and the OpenAPI document; ``resolve`` reads the parts (an id
+# of another shape than the server issues is SOURCE_NOT_FOUND there, not BAD_PARAM, like any unknown one).
+SOURCE_PATTERN = r"^(detection:|face:[\s\S]+/|facen:)[\s\S]+$"
+
 
 @dataclass
 class ResolvedSource:

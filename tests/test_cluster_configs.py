@@ -8,7 +8,10 @@ from pathlib import Path
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
-from serve_app.app import app_builder
+from index.config import IndexConfig
+from serve_app.app import app_builder, deployment_options
+from serve_app.config import load_settings
+from serve_app.services import admission_limit
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -17,14 +20,21 @@ def _check_serve_config(config: dict) -> None:
     schema = ServeDeploySchema.parse_obj(config)      # Ray's own schema (pydantic v1 API)
     (application,) = schema.applications
     assert application.import_path == "serve_app.app:app_builder"
-    assert {d.name for d in application.deployments} == {"Ingress", "Detector", "Extractor"}
-    built = app_builder(application.args)
-    assert type(built).__name__ == "Application"
+    # One home for each option: the deployments' options come from the settings in args; a deployments
+    # entry may only carry the Ingress's index tuning, which Serve applies in place.
     for deployment in application.deployments:
-        if deployment.name != "Ingress":
-            assert deployment.max_queued_requests > 0        # bounded: the source of 429 OVER_CAPACITY
-            autoscaling = deployment.autoscaling_config
-            assert 1 <= autoscaling["min_replicas"] < autoscaling["max_replicas"]
+        assert deployment.name == "Ingress" and set(deployment.dict(exclude_unset=True)) <= {"name", "user_config"}
+        assert set(deployment.user_config) == {"index"} and set(deployment.user_config["index"]) <= IndexConfig.TUNABLE
+    assert type(app_builder(application.args)).__name__ == "Application"
+    serve = load_settings(**application.args).serve
+    for section in (serve.detector, serve.extractor):
+        options = deployment_options(section, gpus_present=True, batching=True)
+        assert options["max_queued_requests"] > 0        # bounded: the source of 429 OVER_CAPACITY
+        autoscaling = options["autoscaling_config"]
+        assert 1 <= autoscaling["min_replicas"] < autoscaling["max_replicas"]
+    # Each Ingress replica admits what the Detector can hold at its largest, as configured here.
+    assert admission_limit(serve.detector) == serve.detector.max_replicas * (
+        serve.detector.max_ongoing_requests + serve.detector.max_queued_requests) > 80
 
 
 def test_serve_config_validates_and_builds_the_app():
@@ -61,9 +71,6 @@ def test_cluster_launcher_config_passes_rays_schema():
 
 
 def test_model_replicas_take_a_gpu_share_only_where_the_cluster_has_gpus():
-    from serve_app.app import deployment_options
-    from serve_app.config import load_settings
-
     serve = load_settings().serve
 
     def gpus(section, gpus_present: bool) -> float:

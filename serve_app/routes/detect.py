@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 
 from models.attributes import ATTRIBUTE_NAMES
 from models.attributes import INPUT_SIZE as ATTRIBUTE_SIZE
@@ -14,28 +15,15 @@ from models.deployments import DescribeRequest, DetectRequest
 from models.pipeline import FaceChips
 from store.cache import find_detection, new_detection_id
 
-from .. import images, params
+from .. import images
 from ..errors import BadParam, NotImplementedHere, RouteNotFound
 from ..faces import encode_facen
+from ..queries import DetectQuery
 from ..schemas import DetectResponse, FaceDetection
-from ..services import Services, current
+from ..services import Services, ServicesDep
 from ..stages import DETECTOR, EXTRACTOR, Journey
 
 router = APIRouter(tags=["detection"])
-
-
-def _asked_attributes(query) -> tuple[set[str], set[str]]:
-    """(old-style features, new-style attributes) asked for; the same one both ways is BAD_PARAM."""
-    features = {name for name in ATTRIBUTE_NAMES if params.boolean(query, name)}
-    attributes = set()
-    for name in params.listed(query, "attribute"):
-        if name not in ATTRIBUTE_NAMES:
-            raise BadParam(f"attribute must be one of {', '.join(ATTRIBUTE_NAMES)}", "attribute", name)
-        attributes.add(name)
-    both = features & attributes
-    if both:
-        raise BadParam("an attribute was asked both as a flag and as attribute=", "attribute", sorted(both)[0])
-    return features, attributes
 
 
 def _bbox(box: np.ndarray, width: int, height: int, offset=(0, 0)) -> dict:
@@ -72,18 +60,17 @@ class DetectOptions:
             ((EXTRACTOR,) if self.wants_vectors or self.wants_attributes else ())
 
     @classmethod
-    def read(cls, query, settings) -> "DetectOptions":
-        detector = query.get("detector", "nnd")
-        if detector not in ("nnd", "normalized"):
-            raise BadParam("detector must be nnd or normalized", "detector", detector)
-        return_facen = params.boolean(query, "return_facen")
-        if return_facen and not settings.limits.allow_return_facen:
-            raise BadParam("return_facen is not allowed by this server's configuration", "return_facen",
-                           query["return_facen"])
-        features_asked, attributes_asked = _asked_attributes(query)
-        options = cls(detector, params.boolean(query, "facen"), return_facen, frozenset(features_asked),
-                      frozenset(attributes_asked), params.boolean(query, "autorotate"),
-                      params.boolean(query, "landmarks"), query.get("roi"))
+    def read(cls, query: DetectQuery, settings) -> "DetectOptions":
+        """The options of ``query``, with the checks that need this deployment's settings or two parameters."""
+        if query.return_facen and not settings.limits.allow_return_facen:
+            raise BadParam("return_facen is not allowed by this server's configuration", "return_facen", "true")
+        features = frozenset(name for name in ATTRIBUTE_NAMES if getattr(query, name))
+        attributes = frozenset(query.attribute)
+        both = features & attributes
+        if both:
+            raise BadParam("an attribute was asked both as a flag and as attribute=", "attribute", sorted(both)[0])
+        options = cls(query.detector, query.facen, query.return_facen, features, attributes, query.autorotate,
+                      query.landmarks, query.roi)
         if options.wants_attributes and not settings.models.attributes:
             raise NotImplementedHere("this deployment runs without the attribute networks (models.attributes=false)")
         return options
@@ -91,9 +78,8 @@ class DetectOptions:
 
 @router.post("/v2/detect", responses={200: {"model": DetectResponse}},
              summary="Find faces in a photo; optionally extract feature vectors and attributes")
-async def detect(request: Request) -> dict:
-    services = current()
-    options = DetectOptions.read(request.query_params, services.settings)
+async def detect(request: Request, query: Annotated[DetectQuery, Query()], services: ServicesDep) -> dict:
+    options = DetectOptions.read(query, services.settings)
     with services.traffic.journey(options.model_stages) as journey:
         return await _detect(request, services, options, journey)
 
@@ -105,7 +91,7 @@ async def _detect(request: Request, services: Services, options: DetectOptions, 
     decoded = await services.in_thread(images.decode, data, settings.limits)
     rgb = decoded.rgb
     height, width = rgb.shape[:2]
-    roi = images.parse_roi(options.roi, width, height)
+    roi = images.clip_roi(options.roi, width, height)
     offset = (0, 0)
     if roi is not None:
         rgb, offset = rgb[roi[1]:roi[3], roi[0]:roi[2]], (roi[0], roi[1])
@@ -169,8 +155,7 @@ async def _detect(request: Request, services: Services, options: DetectOptions, 
 
 @router.get("/v2/detect/{detection_id}", responses={200: {"model": FaceDetection}},
             summary="A cached detection (made with facen=true)")
-async def get_detection(detection_id: str, request: Request) -> dict:
-    services = current()
+async def get_detection(detection_id: str, services: ServicesDep) -> dict:
     record = await find_detection(services.cache, detection_id)
     if record is None:
         raise RouteNotFound(f"detection {detection_id[:40]!r} does not exist or has expired")

@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 
 from store.base import FaceRecord, check_gallery_name
 from store.errors import FacegridError, ShardUnavailable
@@ -19,8 +20,9 @@ from .. import params
 from ..bodies import json_body
 from ..errors import BadParam, describe
 from ..faces import face_object
+from ..queries import AddFaceQuery
 from ..schemas import AddFace, BulkAdd, BulkResults, Face, PatchFace
-from ..services import current
+from ..services import ServicesDep
 from ..sources import resolve, vector_for
 
 router = APIRouter(tags=["faces"])
@@ -42,12 +44,12 @@ def _check_dim(services, gallery_record, vector, param: str, value: str) -> None
 
 @router.post("/v2/galleries/{gallery}/faces/{face_id}", responses={200: {"model": Face}},
              summary="Add a face from a detection, a stored face or a raw facen")
-async def add_face(gallery: str, face_id: str, request: Request) -> dict:
-    services = current()
+async def add_face(gallery: str, face_id: str, request: Request, query: Annotated[AddFaceQuery, Query()],
+                   services: ServicesDep) -> dict:
     check_gallery_name(gallery)
     number = params.face_id(face_id)
     body = await json_body(request, AddFace, services.settings.limits.max_body_bytes, required=False)
-    source = body.source or request.query_params.get("from")
+    source = body.source or query.source
     gallery_record = await services.in_thread(services.store.get_gallery, gallery)
     resolved = await resolve(source, services, "from")
     model, vector = vector_for(resolved, services.gallery_model(gallery_record), services, "from")
@@ -62,8 +64,7 @@ async def add_face(gallery: str, face_id: str, request: Request) -> dict:
 
 @router.post("/v2/galleries/{gallery}/faces", responses={200: {"model": BulkResults}},
              summary="(ext) Add many faces; one result per item")
-async def add_faces(gallery: str, request: Request) -> dict:
-    services = current()
+async def add_faces(gallery: str, request: Request, services: ServicesDep) -> dict:
     limits = services.settings.limits
     check_gallery_name(gallery)
     body = await json_body(request, BulkAdd, limits.max_body_bytes)
@@ -100,16 +101,14 @@ async def add_faces(gallery: str, request: Request) -> dict:
 
 @router.get("/v2/galleries/{gallery}/faces/{face_id}", responses={200: {"model": Face}},
             summary="A stored face")
-async def get_face(gallery: str, face_id: str, request: Request) -> dict:
-    services = current()
+async def get_face(gallery: str, face_id: str, services: ServicesDep) -> dict:
     record = await services.in_thread(services.store.get_face, gallery, params.face_id(face_id))
     return face_object(record, services.settings.limits.allow_return_facen)
 
 
 @router.patch("/v2/galleries/{gallery}/faces/{face_id}", responses={200: {"model": Face}},
               summary="Replace the listed meta keys of a face, keeping the others")
-async def patch_face(gallery: str, face_id: str, request: Request) -> dict:
-    services = current()
+async def patch_face(gallery: str, face_id: str, request: Request, services: ServicesDep) -> dict:
     number = params.face_id(face_id)
     body = await json_body(request, PatchFace, services.settings.limits.max_body_bytes)
     record = await services.in_thread(services.store.update_meta, gallery, number, body.meta)
@@ -121,8 +120,7 @@ async def patch_face(gallery: str, face_id: str, request: Request) -> dict:
 
 
 @router.delete("/v2/galleries/{gallery}/faces/{face_id}", summary="Delete a face")
-async def delete_face(gallery: str, face_id: str, request: Request) -> dict:
-    services = current()
+async def delete_face(gallery: str, face_id: str, services: ServicesDep) -> dict:
     number = params.face_id(face_id)
     await services.in_thread(services.store.delete_face, gallery, number)
     await services.router.remove(gallery, number)

@@ -8,35 +8,29 @@ returned, and the next page asks the shards for that many more.
 from __future__ import annotations
 
 import asyncio
+from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
+from starlette.datastructures import QueryParams
 
 from store.errors import GalleryNotFound
 
-from .. import params
+from .. import params, queries
 from ..errors import BadParam
 from ..faces import face_object
+from ..queries import ListQuery, SearchQuery
 from ..schemas import FaceList
-from ..services import Services, current
+from ..services import Services, ServicesDep
 from ..sources import ResolvedSource, resolve, vector_for
 
 router = APIRouter(tags=["search"])
 
-SORTS = ("id", "-id", "-confidence")
-
-
-def _sort(query, searching: bool) -> str:
-    sort = query.get("sort", "-confidence" if searching else "-id")
-    if sort not in SORTS or (sort == "-confidence" and not searching):
-        allowed = SORTS if searching else SORTS[:2]
-        raise BadParam(f"sort must be one of {', '.join(allowed)}", "sort", sort)
+def _sort(query: ListQuery, searching: bool) -> str:
+    sort = query.sort or ("-confidence" if searching else "-id")
+    if sort == "-confidence" and not searching:
+        raise BadParam("sort must be id or -id without looks_like", "sort", sort)
     return sort
-
-
-def _threshold(query) -> float | None:
-    raw = query.get("threshold")
-    return None if raw is None else params.number(raw, "threshold", 0.0, 1.0)
 
 
 async def _hits(services: Services, gallery: str, source: ResolvedSource, top_k: int, face_filter,
@@ -67,19 +61,18 @@ async def _render(services: Services, hits: list[tuple[str, int, float | None]])
     return [face_object(records[(g, i)], allow, confidence) for g, i, confidence in hits if (g, i) in records]
 
 
-async def _search(services: Services, galleries: list[str], query) -> dict:
+async def _search(services: Services, galleries: list[str], query: ListQuery, raw: QueryParams) -> dict:
     limits = services.settings.limits
-    limit = params.limit(query, limits.default_limit, limits.max_limit)
+    limit = query.page_size(limits.default_limit, limits.max_limit)
     sort = _sort(query, searching=True)
-    cursor = params.decode_cursor(query.get("page"), ["offset"])
+    cursor = params.decode_cursor(query.page, ["offset"])
     offset = int(cursor["offset"]) if cursor else 0
     if not 0 <= offset <= 100_000:
-        raise BadParam("page is not a cursor this server issued", "page", query.get("page"))
-    source = await resolve(query.get("looks_like"), services, "looks_like")
-    face_filter = params.face_filter(query)
-    threshold = _threshold(query)
+        raise BadParam("page is not a cursor this server issued", "page", query.page)
+    source = await resolve(query.looks_like, services, "looks_like")
+    face_filter = queries.face_filter(query, raw)
     per_gallery = await asyncio.gather(*(
-        _hits(services, g, source, offset + limit, face_filter, threshold) for g in galleries))
+        _hits(services, g, source, offset + limit, face_filter, query.threshold) for g in galleries))
     hits = sorted((hit for part in per_gallery for hit in part), key=lambda hit: -hit[2])
     page = hits[offset:offset + limit]
     more = len(hits) >= offset + limit      # the shards had at least this many: there may be more
@@ -90,21 +83,21 @@ async def _search(services: Services, galleries: list[str], query) -> dict:
 
 
 @router.get("/v2/galleries/{gallery}/faces", responses={200: {"model": FaceList}},
-            summary="List a gallery's faces by id, or search it by similarity (looks_like)")
-async def list_faces(gallery: str, request: Request) -> dict:
-    services: Services = current()
-    query = request.query_params
-    if query.get("looks_like") is not None:
-        return await _search(services, [gallery], query)
+            summary="List a gallery's faces by id, or search it by similarity (looks_like)",
+            description=queries.META_FILTERS_TEXT)
+async def list_faces(gallery: str, request: Request, query: Annotated[ListQuery, Query()],
+                     services: ServicesDep) -> dict:
+    if query.looks_like is not None:
+        return await _search(services, [gallery], query, request.query_params)
     limits = services.settings.limits
-    limit = params.limit(query, limits.default_limit, limits.max_limit)
+    limit = query.page_size(limits.default_limit, limits.max_limit)
     sort = _sort(query, searching=False)
-    face_filter = params.face_filter(query)
-    if query.get("threshold") is not None:
-        raise BadParam("threshold applies to a search (looks_like)", "threshold", query["threshold"])
-    cursor = params.decode_cursor(query.get("page"), ["after", "sort"])
+    face_filter = queries.face_filter(query, request.query_params)
+    if query.threshold is not None:
+        raise BadParam("threshold applies to a search (looks_like)", "threshold", str(query.threshold))
+    cursor = params.decode_cursor(query.page, ["after", "sort"])
     if cursor and cursor["sort"] != sort:
-        raise BadParam("page was issued for another sort", "page", query.get("page"))
+        raise BadParam("page was issued for another sort", "page", query.page)
     after = params.face_id(str(cursor["after"]), "page") if cursor else None
     await services.in_thread(services.store.get_gallery, gallery)
     ids = await services.router.list_ids(gallery, face_filter, after, limit + 1, sort == "-id")
@@ -115,18 +108,13 @@ async def list_faces(gallery: str, request: Request) -> dict:
 
 
 @router.get("/v2/faces", responses={200: {"model": FaceList}},
-            summary="(ext) Search several galleries at once (gallery repeatable; none: all)")
-async def search_galleries(request: Request) -> dict:
-    services: Services = current()
-    query = request.query_params
-    if query.get("looks_like") is None:
-        raise BadParam("looks_like is required to search several galleries", "looks_like", "")
-    names = params.listed(query, "gallery")
-    if not names:
-        names = [g.name for g in await services.in_thread(services.store.list_galleries)]
+            summary="(ext) Search several galleries at once (gallery repeatable; none: all)",
+            description=queries.META_FILTERS_TEXT)
+async def search_galleries(request: Request, query: Annotated[SearchQuery, Query()], services: ServicesDep) -> dict:
+    names = query.gallery or [g.name for g in await services.in_thread(services.store.list_galleries)]
     for name in names:
         try:
             await services.in_thread(services.store.get_gallery, name)
         except GalleryNotFound:
             raise GalleryNotFound(name) from None       # GALLERY_NOT_FOUND, as for a gallery in the path
-    return await _search(services, names, query)
+    return await _search(services, names, query, request.query_params)
