@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import numpy as np
 
-IDENTITY_SCALE = 0.40     # how far people sit from the common direction
-FACE_SCALE = 0.20         # how far one person's photos scatter
-SPECTRUM_DECAY = 0.5      # identity variance along direction j falls as j ** -decay
+IDENTITY_SCALE = 0.40  # how far people sit from the common direction
+FACE_SCALE = 0.20  # how far one person's photos scatter
+SPECTRUM_DECAY = 0.5  # identity variance along direction j falls as j ** -decay
 
 
-def clustered_unit_vectors(count: int, dim: int = 128, faces_per_identity: int = 5, seed: int = 0,
-                           chunk: int = 1_000_000) -> np.ndarray:
+def clustered_unit_vectors(
+    count: int, dim: int = 128, faces_per_identity: int = 5, seed: int = 0, chunk: int = 1_000_000
+) -> np.ndarray:
     rng = np.random.default_rng(seed)
     identities = max(1, count // faces_per_identity)
     common = rng.standard_normal(dim).astype(np.float32)

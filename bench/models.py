@@ -46,7 +46,8 @@ def faces_per_second(pipeline: FacePipeline, photos: list[np.ndarray], batch: in
 
     def run():
         for start in range(0, len(photos), batch):
-            pipeline.detect(photos[start:start + batch], extract=True)
+            pipeline.detect(photos[start : start + batch], extract=True)
+
     return best_rate(run, total, rounds)
 
 
@@ -58,13 +59,15 @@ def camera_frame(photo: np.ndarray, width: int = 640, height: int = 480) -> np.n
     size = (max(1, round(photo.shape[1] * scale)), max(1, round(photo.shape[0] * scale)))
     frame = np.zeros((height, width, 3), np.uint8)
     top, left = (height - size[1]) // 2, (width - size[0]) // 2
-    frame[top:top + size[1], left:left + size[0]] = cv2.resize(photo, size, interpolation=cv2.INTER_AREA)
+    frame[top : top + size[1], left : left + size[0]] = cv2.resize(photo, size, interpolation=cv2.INTER_AREA)
     return frame
 
 
 def torch_pipeline(data_dir: Path, config) -> FacePipeline:
-    runners = {name: TorchRunner(build_torch(data_dir, name))
-               for name in ("mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet", "dlib_resnet")}
+    runners = {
+        name: TorchRunner(build_torch(data_dir, name))
+        for name in ("mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet", "dlib_resnet")
+    }
     detector = MtcnnDetector(runners["mtcnn_pnet"], runners["mtcnn_rnet"], runners["mtcnn_onet"], config.detector)
     return FacePipeline(detector, DlibExtractor(runners["dlib_resnet"]))
 
@@ -75,13 +78,19 @@ def _rates(pipeline: FacePipeline, photos: list[np.ndarray], rounds: int) -> dic
 
 def _print_rates(title: str, pipelines: dict[str, dict[int, float]]) -> None:
     names = list(pipelines)
-    print(f"{title:<26}" + "".join(f"{name + ' faces/s':>22}" for name in names) + "   vs batch 1      "
-          + f"{names[0]} vs {names[1]}")
+    print(
+        f"{title:<26}"
+        + "".join(f"{name + ' faces/s':>22}" for name in names)
+        + "   vs batch 1      "
+        + f"{names[0]} vs {names[1]}"
+    )
     for batch in (1, 8, 16):
         rates = [pipelines[name][batch] for name in names]
         gains = " / ".join(f"{pipelines[name][batch] / pipelines[name][1]:.2f}x" for name in names)
-        print(f"  batch {batch:<18}" + "".join(f"{rate:22.1f}" for rate in rates) + f"   {gains:<16} "
-              f"{rates[0] / rates[1]:.2f}x")
+        print(
+            f"  batch {batch:<18}" + "".join(f"{rate:22.1f}" for rate in rates) + f"   {gains:<16} "
+            f"{rates[0] / rates[1]:.2f}x"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -94,15 +103,18 @@ def main(argv: list[str] | None = None) -> None:
 
     config = load_settings().models
     default = load_pipeline(config)
-    legacy_config = config.model_copy(update={"detector": DetectorConfig(kind="mtcnn"),
-                                              "extractor": ExtractorConfig(kind="dlib")})
+    legacy_config = config.model_copy(
+        update={"detector": DetectorConfig(kind="mtcnn"), "extractor": ExtractorConfig(kind="dlib")}
+    )
     legacy = load_pipeline(legacy_config)
     pipelines = {f"{config.detector.kind}+{config.extractor.kind}": default, "mtcnn+dlib": legacy}
     names = sorted(p.name for p in args.photos.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     photos = [read_image(args.photos / name) for name in names]
     faces = default.detect(photos, extract=False)
-    print(f"{len(photos)} photos, {sum(map(len, faces))} faces found by the default detector; onnxruntime "
-          f"provider: {default.extractor.runner.provider}\n")
+    print(
+        f"{len(photos)} photos, {sum(map(len, faces))} faces found by the default detector; onnxruntime "
+        f"provider: {default.extractor.runner.provider}\n"
+    )
 
     _print_rates("detect + extract, photos", {name: _rates(p, photos, args.rounds) for name, p in pipelines.items()})
     frames = [camera_frame(photo) for photo in photos]
@@ -112,12 +124,19 @@ def main(argv: list[str] | None = None) -> None:
     print("\nextractor alone                    chips/s   batch 16 vs 1")
     for pipeline in (default, legacy):
         extractor = pipeline.extractor
-        chips = np.concatenate([align_faces(photo, [f.landmarks for f in found], extractor.input_size,
-                                            extractor.template) for photo, found in zip(photos, faces) if found])[:64]
-        one = best_rate(lambda: [extractor.extract(chips[i:i + 1]) for i in range(len(chips))], len(chips),
-                        args.rounds)
-        sixteen = best_rate(lambda: [extractor.extract(chips[i:i + 16]) for i in range(0, len(chips), 16)],
-                            len(chips), args.rounds)
+        chips = np.concatenate(
+            [
+                align_faces(photo, [f.landmarks for f in found], extractor.input_size, extractor.template)
+                for photo, found in zip(photos, faces)
+                if found
+            ]
+        )[:64]
+        one = best_rate(
+            lambda: [extractor.extract(chips[i : i + 1]) for i in range(len(chips))], len(chips), args.rounds
+        )
+        sixteen = best_rate(
+            lambda: [extractor.extract(chips[i : i + 16]) for i in range(0, len(chips), 16)], len(chips), args.rounds
+        )
         print(f"  {extractor.name:<18} batch 1 {one:8.1f}   batch 16 {sixteen:8.1f}   {sixteen / one:.2f}x")
 
     reference = torch_pipeline(config.data_dir, legacy_config)

@@ -30,7 +30,7 @@ DIM = 128
 def fill(store: SqliteFaceStore, vectors: np.ndarray) -> None:
     store.create_gallery("bench")
     for start in range(0, len(vectors), 5000):
-        store.add_faces([FaceRecord("bench", start + i + 1, v) for i, v in enumerate(vectors[start:start + 5000])])
+        store.add_faces([FaceRecord("bench", start + i + 1, v) for i, v in enumerate(vectors[start : start + 5000])])
 
 
 def measure(kind: str, faces: int, changes: int, scratch: Path) -> dict:
@@ -53,7 +53,7 @@ def measure(kind: str, faces: int, changes: int, scratch: Path) -> dict:
     figures["load_s"] = time.perf_counter() - started
     assert loaded.started_from == "snapshot" and loaded.replayed == 2 * changes, loaded.replayed
     assert loaded.count("bench") == faces
-    probe = vectors[faces:faces + 8]
+    probe = vectors[faces : faces + 8]
     assert (loaded.galleries["bench"].search(probe, 1)[1][:, 0] == np.arange(faces + 1, faces + 9)).all()
     return figures
 
@@ -71,9 +71,11 @@ def main(argv: list[str] | None = None) -> None:
         if not faces:
             continue
         f = measure(kind, faces, args.changes, scratch)
-        print(f"   {f['kind']:5s}  {faces:>9,}    {f['rebuild_s']:10.1f} s          {f['save_s']:6.1f} s "
-              f"({f['snapshot_bytes'] / 2 ** 20:,.0f} MiB)   {f['load_s']:8.1f} s      "
-              f"{f['rebuild_s'] / f['load_s']:6.1f}x")
+        print(
+            f"   {f['kind']:5s}  {faces:>9,}    {f['rebuild_s']:10.1f} s          {f['save_s']:6.1f} s "
+            f"({f['snapshot_bytes'] / 2**20:,.0f} MiB)   {f['load_s']:8.1f} s      "
+            f"{f['rebuild_s'] / f['load_s']:6.1f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from store import FaceRecord, SqliteFaceStore
 from .data import clustered_unit_vectors, queries_near, random_meta
 
 DIM, TOP_K = 128, 10
-REPEATS = 3         # section 4 and the huge-page comparison report the best of this many passes
+REPEATS = 3  # section 4 and the huge-page comparison report the best of this many passes
 
 
 def rss_bytes() -> int:
@@ -59,22 +59,26 @@ def search_paths(count: int) -> None:
 
     def numpy_scan(batch: np.ndarray):
         scores = batch @ vectors.T
-        return np.argpartition(scores, count - TOP_K, axis=1)[:, count - TOP_K:]
+        return np.argpartition(scores, count - TOP_K, axis=1)[:, count - TOP_K :]
 
     def rate(search, batch: int) -> float:
-        search(queries[:batch])                                         # warm-up
+        search(queries[:batch])  # warm-up
         repeats = max(3, 64 // batch)
         started = time.perf_counter()
         for _ in range(repeats):
             search(queries[:batch])
         return batch * repeats / (time.perf_counter() - started)
 
-    paths = {"FAISS SIMD scan": (library_default, lambda q: index.search(q, TOP_K)),
-             "FAISS BLAS": (1, lambda q: index.search(q, TOP_K)),
-             "numpy matrix product": (library_default, numpy_scan)}
+    paths = {
+        "FAISS SIMD scan": (library_default, lambda q: index.search(q, TOP_K)),
+        "FAISS BLAS": (1, lambda q: index.search(q, TOP_K)),
+        "numpy matrix product": (library_default, numpy_scan),
+    }
     batches = (1, 2, 4, 8, 16, 64, 256)
-    print(f"0. flat search paths, {count:,} faces, one thread, queries/s by batch size "
-          f"({', '.join(str(b) for b in batches)})")
+    print(
+        f"0. flat search paths, {count:,} faces, one thread, queries/s by batch size "
+        f"({', '.join(str(b) for b in batches)})"
+    )
     with threadpoolctl.threadpool_limits(1):
         for name, (threshold, search) in paths.items():
             faiss.cvar.distance_compute_blas_threshold = threshold
@@ -117,7 +121,7 @@ def exact_sharded(count: int, num_queries: int) -> None:
         store.create_gallery("bench")
         started = time.perf_counter()
         for start in range(0, count, 20_000):
-            chunk = vectors[start:start + 20_000]
+            chunk = vectors[start : start + 20_000]
             store.add_faces([FaceRecord("bench", start + i, v) for i, v in enumerate(chunk)])
         write_s = time.perf_counter() - started
         print(f"\n2. embedded store, {count:,} faces")
@@ -136,7 +140,7 @@ def exact_sharded(count: int, num_queries: int) -> None:
             async def concurrent(batch):
                 return await asyncio.gather(*(router.search("bench", q, TOP_K) for q in batch))
 
-            asyncio.run(concurrent(queries[:64]))        # warm-up
+            asyncio.run(concurrent(queries[:64]))  # warm-up
             started = time.perf_counter()
             sharded = asyncio.run(concurrent(queries))
             sharded_qps = num_queries / (time.perf_counter() - started)
@@ -146,12 +150,15 @@ def exact_sharded(count: int, num_queries: int) -> None:
     same = all([i for i, _ in hits] == expected for hits, expected in zip(sharded, brute))
     print(f"\n3. exact search, {count:,} faces, 2 shard actors, {num_queries} concurrent single queries")
     print(f"   numpy brute force   {numpy_qps:10.1f} queries/s (one at a time, in process)")
-    print(f"   sharded FAISS       {sharded_qps:10.1f} queries/s   {sharded_qps / numpy_qps:.1f}x   "
-          f"same top-{TOP_K}: {'yes' if same else 'NO'}")
+    print(
+        f"   sharded FAISS       {sharded_qps:10.1f} queries/s   {sharded_qps / numpy_qps:.1f}x   "
+        f"same top-{TOP_K}: {'yes' if same else 'NO'}"
+    )
 
 
-def approximate(count: int, num_queries: int, kind: str, tuning: dict, breadths: tuple[int, ...],
-                index_cache: Path | None = None) -> None:
+def approximate(
+    count: int, num_queries: int, kind: str, tuning: dict, breadths: tuple[int, ...], index_cache: Path | None = None
+) -> None:
     vectors = clustered_unit_vectors(count, DIM, seed=40)
     queries = queries_near(vectors, num_queries, seed=41)
     faiss.omp_set_num_threads(os.cpu_count() or 1)
@@ -167,9 +174,12 @@ def approximate(count: int, num_queries: int, kind: str, tuning: dict, breadths:
     gc.collect()
 
     config = IndexConfig(kind=kind, approximate_min_faces=1000, **tuning)
-    knobs = (f"m{config.hnsw_m}-efc{config.hnsw_ef_construction}"
-             + ("" if config.hnsw_storage == "flat" else f"-{config.hnsw_storage}") if kind == "hnsw"
-             else f"lists{config.ivf_lists_per_sqrt:g}sqrt")
+    knobs = (
+        f"m{config.hnsw_m}-efc{config.hnsw_ef_construction}"
+        + ("" if config.hnsw_storage == "flat" else f"-{config.hnsw_storage}")
+        if kind == "hnsw"
+        else f"lists{config.ivf_lists_per_sqrt:g}sqrt"
+    )
     cached = index_cache / f"{kind}-{count}-{knobs}-seed40.faiss" if index_cache else None
     if cached is not None and cached.exists():
         # A 5M-face graph takes an hour or more to build on a small machine; sweeps reuse the saved one.
@@ -186,17 +196,21 @@ def approximate(count: int, num_queries: int, kind: str, tuning: dict, breadths:
             cached.parent.mkdir(parents=True, exist_ok=True)
             faiss.write_index(approx.index, str(cached))
             cached.with_suffix(".build_s").write_text(f"{build_s:.1f}")
-    shape = (f"M={config.hnsw_m}, efConstruction={config.hnsw_ef_construction}, walks {config.hnsw_storage} "
-             f"vectors" if kind == "hnsw"
-             else f"{approx.index.nlist} lists")
-    print(f"\n4. approximate ({kind}, {shape}) vs exact, {count:,} faces, {num_queries} queries in batches "
-          f"of 64; build {build_s:.0f} s ({count / build_s:,.0f} faces/s)")
+    shape = (
+        f"M={config.hnsw_m}, efConstruction={config.hnsw_ef_construction}, walks {config.hnsw_storage} vectors"
+        if kind == "hnsw"
+        else f"{approx.index.nlist} lists"
+    )
+    print(
+        f"\n4. approximate ({kind}, {shape}) vs exact, {count:,} faces, {num_queries} queries in batches "
+        f"of 64; build {build_s:.0f} s ({count / build_s:,.0f} faces/s)"
+    )
     if cached is not None:
         print(f"   index file {cached} (build time: the one recorded when it was built)")
     print(f"   exact flat          {exact_qps:10.1f} queries/s   recall@{TOP_K} 1.000")
     knob = "hnsw_ef_search" if kind == "hnsw" else "ivf_nprobe"
     approx.config = config.model_copy(update={knob: breadths[0]})
-    rate(approx, repeats=1)         # a read index file, or a fresh build, is cold: warm it up first
+    rate(approx, repeats=1)  # a read index file, or a fresh build, is cold: warm it up first
     for value in breadths:
         approx.config = config.model_copy(update={knob: value})
         qps, found = rate(approx)
@@ -215,7 +229,7 @@ def best_rate(search_batch, queries: np.ndarray, repeats: int = REPEATS) -> tupl
     for _ in range(repeats):
         started, found = time.perf_counter(), []
         for start in range(0, len(queries), 64):
-            found.append(search_batch(queries[start:start + 64]))
+            found.append(search_batch(queries[start : start + 64]))
         best = max(best, len(queries) / (time.perf_counter() - started))
     return best, np.concatenate(found)
 
@@ -234,22 +248,40 @@ def small_pages(approx: GalleryIndex, queries: np.ndarray, breadths: tuple[int, 
             faiss.write_index(approx.index, str(saved))
         np.save(Path(scratch) / "queries.npy", queries)
         environment = {key: value for key, value in os.environ.items() if key != "GLIBC_TUNABLES"}
-        child = subprocess.run([sys.executable, "-m", "bench.search", "--probe", str(saved), "--probe-queries",
-                                str(Path(scratch) / "queries.npy"), "--breadths", ",".join(map(str, breadths))],
-                               env=environment, capture_output=True, text=True, check=True)
+        child = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bench.search",
+                "--probe",
+                str(saved),
+                "--probe-queries",
+                str(Path(scratch) / "queries.npy"),
+                "--breadths",
+                ",".join(map(str, breadths)),
+            ],
+            env=environment,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     small = json.loads(child.stdout.splitlines()[-1])
-    print(f"   the same graph searched with 4 KiB pages (a process without the tunable), then huge pages "
-          f"(kernel THP mode: {huge_pages.kernel_mode()}):")
+    print(
+        f"   the same graph searched with 4 KiB pages (a process without the tunable), then huge pages "
+        f"(kernel THP mode: {huge_pages.kernel_mode()}):"
+    )
     for value in breadths:
         large = search_rate(approx.index, queries, value)
-        print(f"   hnsw_ef_search={value:<4} {small[str(value)]:10.1f} vs {large:10.1f} queries/s   "
-              f"{large / small[str(value)]:.2f}x")
+        print(
+            f"   hnsw_ef_search={value:<4} {small[str(value)]:10.1f} vs {large:10.1f} queries/s   "
+            f"{large / small[str(value)]:.2f}x"
+        )
 
 
 def probe(index_file: Path, queries_file: Path, breadths: tuple[int, ...]) -> None:
     faiss.omp_set_num_threads(os.cpu_count() or 1)
     index, queries = faiss.read_index(str(index_file)), np.load(queries_file)
-    search_rate(index, queries, breadths[0], repeats=1)               # warm-up, as the parent's sweep was
+    search_rate(index, queries, breadths[0], repeats=1)  # warm-up, as the parent's sweep was
     print(json.dumps({value: search_rate(index, queries, value) for value in breadths}))
 
 
@@ -258,8 +290,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--exact-faces", type=int, default=1_000_000)
     parser.add_argument("--approx-faces", type=int, default=5_000_000)
     parser.add_argument("--queries", type=int, default=512)
-    parser.add_argument("--approx-queries", type=int, default=1024,
-                        help="queries of section 4 (many: one at 5M faces takes under a millisecond)")
+    parser.add_argument(
+        "--approx-queries",
+        type=int,
+        default=1024,
+        help="queries of section 4 (many: one at 5M faces takes under a millisecond)",
+    )
     parser.add_argument("--ram-faces", type=int, default=500_000)
     parser.add_argument("--approx-kind", choices=("hnsw", "ivf"), default="hnsw")
     parser.add_argument("--hnsw-m", type=int, default=None, help="default: IndexConfig's")
@@ -268,8 +304,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--breadths", default="32,64,128", help="ef_search (hnsw) or nprobe (ivf) values")
     parser.add_argument("--only", choices=("paths", "ram", "exact", "approximate"), default=None)
     parser.add_argument("--paths-faces", type=int, default=500_000)
-    parser.add_argument("--index-cache", type=Path, default=None,
-                        help="save the built approximate index here, and read it back on later runs")
+    parser.add_argument(
+        "--index-cache",
+        type=Path,
+        default=None,
+        help="save the built approximate index here, and read it back on later runs",
+    )
     parser.add_argument("--probe", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--probe-queries", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -278,14 +318,28 @@ def main(argv: list[str] | None = None) -> None:
         return probe(args.probe, args.probe_queries, breadths)
     if not huge_pages.enabled_here():
         # glibc reads its tunables when a process starts, so start again the way shard actors start.
-        os.execve(sys.executable, [sys.executable, "-m", "bench.search", *(sys.argv[1:] if argv is None else argv)],
-                  {**os.environ, **huge_pages.environment()})
-    tuning = {key: value for key, value in (("hnsw_m", args.hnsw_m), ("hnsw_storage", args.hnsw_storage),
-                                            ("hnsw_ef_construction", args.hnsw_ef_construction)) if value}
-    sections = {"paths": lambda: search_paths(args.paths_faces), "ram": lambda: ram_per_face(args.ram_faces),
-                "exact": lambda: exact_sharded(args.exact_faces, args.queries),
-                "approximate": lambda: approximate(args.approx_faces, args.approx_queries, args.approx_kind,
-                                                   tuning, breadths, args.index_cache)}
+        os.execve(
+            sys.executable,
+            [sys.executable, "-m", "bench.search", *(sys.argv[1:] if argv is None else argv)],
+            {**os.environ, **huge_pages.environment()},
+        )
+    tuning = {
+        key: value
+        for key, value in (
+            ("hnsw_m", args.hnsw_m),
+            ("hnsw_storage", args.hnsw_storage),
+            ("hnsw_ef_construction", args.hnsw_ef_construction),
+        )
+        if value
+    }
+    sections = {
+        "paths": lambda: search_paths(args.paths_faces),
+        "ram": lambda: ram_per_face(args.ram_faces),
+        "exact": lambda: exact_sharded(args.exact_faces, args.queries),
+        "approximate": lambda: approximate(
+            args.approx_faces, args.approx_queries, args.approx_kind, tuning, breadths, args.index_cache
+        ),
+    }
     for name, section in sections.items():
         if args.only in (None, name):
             section()

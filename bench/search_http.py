@@ -46,8 +46,10 @@ async def enrol(vectors: np.ndarray, gallery: str) -> float:
 
         async def sender():
             for start in chunks:
-                items = [{"id": start + i + 1, "from": "facen:" + encode_facen(vector)}
-                         for i, vector in enumerate(vectors[start:start + BULK])]
+                items = [
+                    {"id": start + i + 1, "from": "facen:" + encode_facen(vector)}
+                    for i, vector in enumerate(vectors[start : start + BULK])
+                ]
                 response = await client.post(f"/v2/galleries/{gallery}/faces", json={"faces": items})
                 response.raise_for_status()
 
@@ -59,10 +61,12 @@ async def search_load(probes: list[str], clients: int, total: int, gallery: str,
     """``total`` searches from ``clients`` concurrent clients; (queries/s, median ms, [face ids])."""
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{PORT}", timeout=120, limits=limits) as client:
+
         async def one(index: int) -> tuple[float, list[int]]:
             started = time.perf_counter()
-            response = await client.get(f"/v2/galleries/{gallery}/faces",
-                                        params={"looks_like": probes[index % len(probes)], "limit": top_k})
+            response = await client.get(
+                f"/v2/galleries/{gallery}/faces", params={"looks_like": probes[index % len(probes)], "limit": top_k}
+            )
             response.raise_for_status()
             return time.perf_counter() - started, [int(face["id"]["face"]) for face in response.json()["faces"]]
 
@@ -76,7 +80,7 @@ async def search_load(probes: list[str], clients: int, total: int, gallery: str,
             await asyncio.gather(*(client_loop() for _ in range(clients)))
             return results
 
-        await run(clients)                                         # connections opened
+        await run(clients)  # connections opened
         started = time.perf_counter()
         results = await run(total)
         elapsed = time.perf_counter() - started
@@ -94,7 +98,7 @@ def faiss_rate(index, queries: np.ndarray, batch: int) -> float:
     index.search(queries[:batch], 1)
     started = time.perf_counter()
     for start in range(0, len(queries), batch):
-        index.search(queries[start:start + batch], 1)
+        index.search(queries[start : start + batch], 1)
     return len(queries) / (time.perf_counter() - started)
 
 
@@ -133,8 +137,9 @@ def shard_states() -> list[dict]:
     return [replica for shard in body["shards"] for replica in shard]
 
 
-def measure(label: str, vectors: np.ndarray, index_settings: dict, client_counts: list[int], scratch: Path,
-            recall_of=None) -> dict:
+def measure(
+    label: str, vectors: np.ndarray, index_settings: dict, client_counts: list[int], scratch: Path, recall_of=None
+) -> dict:
     from bench.serving import serve_with
     from serve_app.app import stop_service
 
@@ -147,8 +152,7 @@ def measure(label: str, vectors: np.ndarray, index_settings: dict, client_counts
     figures["http"] = {}
     for clients in client_counts:
         total = max(64, 16 * clients)
-        rate, median_ms, ids = asyncio.run(search_load(probes, clients, total, GALLERY,
-                                                       top_k=10 if recall_of else 1))
+        rate, median_ms, ids = asyncio.run(search_load(probes, clients, total, GALLERY, top_k=10 if recall_of else 1))
         figures["http"][clients] = (rate, median_ms)
         if recall_of is not None:
             figures.setdefault("recall", recall_of(ids, queries))
@@ -177,8 +181,14 @@ def main(argv: list[str] | None = None) -> None:
     from serve_app.app import ray_environment
 
     os.environ.update(ray_environment(load_settings(serve={"ingress_drain_s": 1})))
-    ray.init(address="local", num_cpus=args.num_cpus, namespace="facegrid-bench", include_dashboard=False,
-             logging_level="ERROR", log_to_driver=False)
+    ray.init(
+        address="local",
+        num_cpus=args.num_cpus,
+        namespace="facegrid-bench",
+        include_dashboard=False,
+        logging_level="ERROR",
+        log_to_driver=False,
+    )
     try:
         flat = measure("flat", vectors, {}, client_counts, scratch)
         hnsw = hnsw_vectors = None
@@ -188,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
             exact.add(hnsw_vectors)
 
             def recall(ids, queries):
-                truth = exact.search(queries, 10)[1] + 1          # face ids are positions + 1
+                truth = exact.search(queries, 10)[1] + 1  # face ids are positions + 1
                 found = [len(set(got) & set(truth[i % len(queries)].tolist())) / 10 for i, got in enumerate(ids)]
                 return float(np.mean(found))
 
@@ -205,32 +215,40 @@ def main(argv: list[str] | None = None) -> None:
     faiss.cvar.distance_compute_blas_threshold = 1
     in_process = {clients: faiss_rate(index, queries, clients) for clients in client_counts}
 
-    print(f"1:N search, {args.faces:,} faces x {DIM}-d, flat, 2 shards (the defaults), "
-          f"enrolled over HTTP at {flat['enrol_faces_per_s']:,.0f} faces/s")
+    print(
+        f"1:N search, {args.faces:,} faces x {DIM}-d, flat, 2 shards (the defaults), "
+        f"enrolled over HTTP at {flat['enrol_faces_per_s']:,.0f} faces/s"
+    )
     print(f"   numpy loop, one matrix-vector product per query: {numpy_rate:.1f} q/s")
     print("   clients   facegrid over HTTP (median ms)   x numpy   FAISS flat in-process, batch = clients   HTTP/FAISS")
     for clients in client_counts:
         rate, median_ms = flat["http"][clients]
-        print(f"   {clients:7d}   {rate:10.1f} q/s ({median_ms:6.1f} ms)   {rate / numpy_rate:7.2f}x"
-              f"   {in_process[clients]:10.1f} q/s{'':26s}{rate / in_process[clients]:6.2f}x")
+        print(
+            f"   {clients:7d}   {rate:10.1f} q/s ({median_ms:6.1f} ms)   {rate / numpy_rate:7.2f}x"
+            f"   {in_process[clients]:10.1f} q/s{'':26s}{rate / in_process[clients]:6.2f}x"
+        )
     print_restarts(flat)
     raw = args.faces * DIM * 4
-    print(f"   index RAM {flat['index_bytes'] / 2 ** 20:,.0f} MiB = {flat['index_bytes'] / raw:.2f}x the raw vectors")
+    print(f"   index RAM {flat['index_bytes'] / 2**20:,.0f} MiB = {flat['index_bytes'] / raw:.2f}x the raw vectors")
     if hnsw:
         print(f"\n   HNSW over {args.hnsw_faces:,} faces, recall@10 {hnsw['recall']:.3f} (against exact)")
         for clients in client_counts:
             rate, median_ms = hnsw["http"][clients]
-            print(f"   {clients:7d}   {rate:10.1f} q/s ({median_ms:6.1f} ms)   {rate / hnsw_numpy_rate:7.2f}x "
-                  f"the numpy loop over the same faces ({hnsw_numpy_rate:.1f} q/s)")
+            print(
+                f"   {clients:7d}   {rate:10.1f} q/s ({median_ms:6.1f} ms)   {rate / hnsw_numpy_rate:7.2f}x "
+                f"the numpy loop over the same faces ({hnsw_numpy_rate:.1f} q/s)"
+            )
         print_restarts(hnsw)
 
 
 def print_restarts(figures: dict) -> None:
     rebuild, snapshot = figures["rebuild"], figures["snapshot"]
-    print(f"   shards killed -> /readyz 200 again: rebuilt from the store {rebuild['ready_s']:.1f} s "
-          f"(started from {rebuild['started_from']}); loaded from snapshots {snapshot['ready_s']:.1f} s "
-          f"(started from {snapshot['started_from']}, saved in {snapshot['save_s']:.1f} s) = "
-          f"{rebuild['ready_s'] / snapshot['ready_s']:.1f}x faster")
+    print(
+        f"   shards killed -> /readyz 200 again: rebuilt from the store {rebuild['ready_s']:.1f} s "
+        f"(started from {rebuild['started_from']}); loaded from snapshots {snapshot['ready_s']:.1f} s "
+        f"(started from {snapshot['started_from']}, saved in {snapshot['save_s']:.1f} s) = "
+        f"{rebuild['ready_s'] / snapshot['ready_s']:.1f}x faster"
+    )
 
 
 if __name__ == "__main__":

@@ -70,8 +70,9 @@ def read_image_bytes(photo):
 RETRY_AT_ONCE, RETRY_AFTER, RETRY_AFTER_WITH_JITTER = "at once", "after Retry-After", "after Retry-After + jitter"
 
 
-def hammer(photos, clients: int, total: int, params: dict, retry: str = RETRY_AT_ONCE,
-           warm_up: int | None = None) -> tuple[float, list[tuple[int, float]]]:
+def hammer(
+    photos, clients: int, total: int, params: dict, retry: str = RETRY_AT_ONCE, warm_up: int | None = None
+) -> tuple[float, list[tuple[int, float]]]:
     """``total`` detect requests from ``clients`` concurrent clients; returns (requests/s, [(status, seconds)]
     in the order the requests were sent: the first ``clients`` are the first wave, sent all at once).
     After a 429 a client either sends its next request at once (refusals queue behind refusals: N clients x
@@ -91,8 +92,9 @@ async def _hammer(photos, clients: int, total: int, params: dict, retry: str, wa
         async def one(index: int) -> tuple[int, float]:
             photo = photos[index % len(photos)]
             started = time.perf_counter()
-            response = await client.post("/v2/detect", params=params, content=photo.data,
-                                         headers={"Content-Type": photo.content_type})
+            response = await client.post(
+                "/v2/detect", params=params, content=photo.data, headers={"Content-Type": photo.content_type}
+            )
             seconds = time.perf_counter() - started
             if retry != RETRY_AT_ONCE and response.status_code == 429:
                 wait = float(response.headers["Retry-After"])
@@ -103,13 +105,13 @@ async def _hammer(photos, clients: int, total: int, params: dict, retry: str, wa
             indices, results = iter(range(count)), [None] * count
 
             async def client_loop():
-                for index in indices:       # each client takes the next request when its last one is done
+                for index in indices:  # each client takes the next request when its last one is done
                     results[index] = await one(index)
 
             await asyncio.gather(*(client_loop() for _ in range(clients)))
             return results
 
-        await run(min(clients, total) if warm_up is None else warm_up)     # connections opened, models loaded
+        await run(min(clients, total) if warm_up is None else warm_up)  # connections opened, models loaded
         started = time.perf_counter()
         results = await run(total)
         return total / (time.perf_counter() - started), results
@@ -127,7 +129,7 @@ def burst_seconds(clients: int, bursts: int = 5) -> list[float]:
                 (await client.get("/healthz")).raise_for_status()
                 return time.perf_counter() - started
 
-            await asyncio.gather(*(one() for _ in range(clients)))      # opens the connections
+            await asyncio.gather(*(one() for _ in range(clients)))  # opens the connections
             seconds = []
             for _ in range(bursts):
                 seconds += await asyncio.gather(*(one() for _ in range(clients)))
@@ -146,8 +148,10 @@ def search_gallery(faces: int = 2000) -> list[str]:
     with httpx.Client(base_url=f"http://127.0.0.1:{PORT}", timeout=120) as client:
         client.post("/v2/galleries/bench")
         for start in range(0, faces, 1000):
-            items = [{"id": start + i + 1, "from": "facen:" + encode_facen(vector)}
-                     for i, vector in enumerate(vectors[start:start + 1000])]
+            items = [
+                {"id": start + i + 1, "from": "facen:" + encode_facen(vector)}
+                for i, vector in enumerate(vectors[start : start + 1000])
+            ]
             client.post("/v2/galleries/bench/faces", json={"faces": items}).raise_for_status()
     return ["facen:" + encode_facen(vector) for vector in vectors[:64]]
 
@@ -163,8 +167,9 @@ def searches_during(action, probes: list[str]) -> list[float]:
         with httpx.Client(base_url=f"http://127.0.0.1:{PORT}", timeout=120) as client:
             while not done.is_set():
                 started = time.perf_counter()
-                response = client.get("/v2/galleries/bench/faces",
-                                      params={"looks_like": probes[len(seconds) % len(probes)], "limit": 10})
+                response = client.get(
+                    "/v2/galleries/bench/faces", params={"looks_like": probes[len(seconds) % len(probes)], "limit": 10}
+                )
                 response.raise_for_status()
                 seconds.append(time.perf_counter() - started)
                 time.sleep(0.02)
@@ -199,8 +204,10 @@ def camera_frames(photos):
 def batch_counts() -> dict[str, Counter]:
     from ray import serve
 
-    return {name: Counter(serve.get_deployment_handle(name, app_name="facegrid").batch_counts.remote().result())
-            for name in ("Detector", "Extractor")}
+    return {
+        name: Counter(serve.get_deployment_handle(name, app_name="facegrid").batch_counts.remote().result())
+        for name in ("Detector", "Extractor")
+    }
 
 
 def mean_batches(before: dict[str, Counter], after: dict[str, Counter]) -> str:
@@ -235,8 +242,12 @@ def main(argv: list[str] | None = None) -> None:
 
     def settings_for(batch: int, queue: int = 256, ongoing: int = 32, **models):
         model = {"max_batch_size": batch, "max_queued_requests": queue, "max_ongoing_requests": ongoing}
-        return load_settings(port=PORT, store={"path": scratch / "faces.db"}, models=models,
-                             serve={"detector": model, "extractor": model})
+        return load_settings(
+            port=PORT,
+            store={"path": scratch / "faces.db"},
+            models=models,
+            serve={"detector": model, "extractor": model},
+        )
 
     base = settings_for(16)
     pipeline = load_pipeline(base.models)
@@ -244,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
     # every photo goes through that many times before the clock starts, in the bare pipeline and the service.
     shape_keyed = getattr(getattr(pipeline.detector, "pnet", None), "fixed_shapes", False)
     warm_passes = SHAPE_SESSION_AFTER if shape_keyed else 1
-    bare, bare_pixels = bare_rates(pipeline, photos[:args.requests], warm_passes)
+    bare, bare_pixels = bare_rates(pipeline, photos[: args.requests], warm_passes)
     del pipeline
 
     def warm(items) -> int:
@@ -255,8 +266,14 @@ def main(argv: list[str] | None = None) -> None:
     from serve_app.app import ray_environment, stop_service
 
     os.environ.update(ray_environment(load_settings(serve={"ingress_drain_s": 1})))
-    ray.init(address="local", num_cpus=args.num_cpus, namespace="facegrid-bench", include_dashboard=False,
-             logging_level="ERROR", log_to_driver=False)
+    ray.init(
+        address="local",
+        num_cpus=args.num_cpus,
+        namespace="facegrid-bench",
+        include_dashboard=False,
+        logging_level="ERROR",
+        log_to_driver=False,
+    )
     try:
         serve_with(base)
         eight, _ = hammer(photos, 8, args.requests, {"facen": "true"}, warm_up=warm(photos))
@@ -287,6 +304,7 @@ def main(argv: list[str] | None = None) -> None:
         def jittered_overload():
             retry = RETRY_AFTER_WITH_JITTER
             overload[retry] = hammer(photos, OVERLOAD_CLIENTS, OVERLOAD_REQUESTS, {}, retry)[1]
+
         search_seconds["during the jittered overload"] = searches_during(jittered_overload, probes)
         stop_service()
 
@@ -302,40 +320,58 @@ def main(argv: list[str] | None = None) -> None:
     print(f"   service, 8 concurrent clients               {eight:7.1f}   {eight / bare:.2f}x")
     print("\n2. dynamic batching, 16 concurrent clients, photos/s")
     print(f"   model batches of 1                          {sixteen_single:7.1f}")
-    print(f"   model batches up to 16                      {sixteen_batched:7.1f}   "
-          f"{sixteen_batched / sixteen_single:.2f}x"
-          f"   (mean batch, warm-up included: {photo_batches})")
+    print(
+        f"   model batches up to 16                      {sixteen_batched:7.1f}   "
+        f"{sixteen_batched / sixteen_single:.2f}x"
+        f"   (mean batch, warm-up included: {photo_batches})"
+    )
     print(f"   640x480 camera frames, batches of 1         {frames_single:7.1f}")
-    print(f"   640x480 camera frames, batches up to 16     {frames_batched:7.1f}   "
-          f"{frames_batched / frames_single:.2f}x"
-          f"   (mean batch, warm-up included: {frame_batches})")
-    print(f"   4 clients, photos/s: batches of 1 {four_single:.1f}, batches up to 16 {four_batched:.1f}   "
-          f"({four_batched / four_single:.2f}x)")
-    print(f"   one client alone, median ms per request: batches of 1 {alone_single:.1f}, "
-          f"batches up to 16 {alone_batched:.1f}   ({alone_batched / alone_single:.2f}x)")
-    print(f"\n3. overload: {OVERLOAD_REQUESTS} detect requests from {OVERLOAD_CLIENTS} clients that start "
-          "together, queues of 4 per model deployment")
+    print(
+        f"   640x480 camera frames, batches up to 16     {frames_batched:7.1f}   "
+        f"{frames_batched / frames_single:.2f}x"
+        f"   (mean batch, warm-up included: {frame_batches})"
+    )
+    print(
+        f"   4 clients, photos/s: batches of 1 {four_single:.1f}, batches up to 16 {four_batched:.1f}   "
+        f"({four_batched / four_single:.2f}x)"
+    )
+    print(
+        f"   one client alone, median ms per request: batches of 1 {alone_single:.1f}, "
+        f"batches up to 16 {alone_batched:.1f}   ({alone_batched / alone_single:.2f}x)"
+    )
+    print(
+        f"\n3. overload: {OVERLOAD_REQUESTS} detect requests from {OVERLOAD_CLIENTS} clients that start "
+        "together, queues of 4 per model deployment"
+    )
     for retry, results in overload.items():
         statuses = dict(sorted(Counter(status for status, _ in results).items()))
         print(f"   clients retrying {retry}: answers by status {statuses}")
-        for label, part in (("the first wave", results[:OVERLOAD_CLIENTS]),
-                            ("after the first wave", results[OVERLOAD_CLIENTS:])):
+        for label, part in (
+            ("the first wave", results[:OVERLOAD_CLIENTS]),
+            ("after the first wave", results[OVERLOAD_CLIENTS:]),
+        ):
             refused = sorted(seconds for status, seconds in part if status == 429)
             if refused:
                 fast = sum(1 for seconds in refused if seconds <= 0.1)
-                print(f"      {label:22s} 429 within 100 ms {fast}/{len(refused)} = {fast / len(refused):.1%}   "
-                      f"(median {statistics.median(refused) * 1000:.0f} ms, "
-                      f"p99 {refused[int(0.99 * (len(refused) - 1))] * 1000:.0f} ms)")
-    print(f"   for reference, {OVERLOAD_CLIENTS} simultaneous GET /healthz on the idle service: median "
-          f"{statistics.median(burst) * 1000:.0f} ms, p99 {burst[int(0.99 * (len(burst) - 1))] * 1000:.0f} ms")
+                print(
+                    f"      {label:22s} 429 within 100 ms {fast}/{len(refused)} = {fast / len(refused):.1%}   "
+                    f"(median {statistics.median(refused) * 1000:.0f} ms, "
+                    f"p99 {refused[int(0.99 * (len(refused) - 1))] * 1000:.0f} ms)"
+                )
+    print(
+        f"   for reference, {OVERLOAD_CLIENTS} simultaneous GET /healthz on the idle service: median "
+        f"{statistics.median(burst) * 1000:.0f} ms, p99 {burst[int(0.99 * (len(burst) - 1))] * 1000:.0f} ms"
+    )
     print("\n4. detect + facen, 8 concurrent clients, photos/s")
     print(f"   onnxruntime threads spin-waiting            {eight_spinning:7.1f}")
     print(f"   not spinning (models.spin_wait=false)       {eight:7.1f}   {eight / eight_spinning:.2f}x")
     print("\n5. one client searching 2,000 faces, ms per search")
     for label, seconds in search_seconds.items():
         seconds = sorted(seconds)
-        print(f"   {label:28s}   median {statistics.median(seconds) * 1000:6.1f}   "
-              f"p99 {seconds[int(0.99 * (len(seconds) - 1))] * 1000:6.1f}   ({len(seconds)} searches)")
+        print(
+            f"   {label:28s}   median {statistics.median(seconds) * 1000:6.1f}   "
+            f"p99 {seconds[int(0.99 * (len(seconds) - 1))] * 1000:6.1f}   ({len(seconds)} searches)"
+        )
 
 
 if __name__ == "__main__":

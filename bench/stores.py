@@ -44,14 +44,20 @@ def main(argv: list[str] | None = None) -> None:
         metas = random_meta(args.faces, seed=52)
         started = time.perf_counter()
         for start in range(0, args.faces, 1000):
-            errors = store.add_faces([FaceRecord("bulk", start + i, v, m) for i, (v, m) in
-                                      enumerate(zip(vectors[start:start + 1000], metas[start:start + 1000]))])
+            errors = store.add_faces(
+                [
+                    FaceRecord("bulk", start + i, v, m)
+                    for i, (v, m) in enumerate(zip(vectors[start : start + 1000], metas[start : start + 1000]))
+                ]
+            )
             assert not any(errors), next(e for e in errors if e)
         bulk_rate = args.faces / (time.perf_counter() - started)
         print("1. Cassandra writes (one node on this machine, 2 shards)")
         print(f"   one call per face   {single_rate:10,.0f} faces/s   ({args.single:,} faces)")
-        print(f"   bulk, 1000 a call   {bulk_rate:10,.0f} faces/s   ({args.faces:,} faces)   "
-              f"{bulk_rate / single_rate:.1f}x")
+        print(
+            f"   bulk, 1000 a call   {bulk_rate:10,.0f} faces/s   ({args.faces:,} faces)   "
+            f"{bulk_rate / single_rate:.1f}x"
+        )
 
         import ray
 
@@ -65,8 +71,10 @@ def main(argv: list[str] | None = None) -> None:
             ray.shutdown()
         loaded = sum(r["faces"] for r in ready)
         per_shard = ", ".join(f"{r['rebuild_s']:.1f}" for r in ready)
-        print(f"\n2. rebuild of 2 shard actors from Cassandra: {loaded:,} faces (single + bulk) in {wall:.1f} s "
-              f"wall (per shard {per_shard} s, in parallel) = {loaded / wall:,.0f} faces/s")
+        print(
+            f"\n2. rebuild of 2 shard actors from Cassandra: {loaded:,} faces (single + bulk) in {wall:.1f} s "
+            f"wall (per shard {per_shard} s, in parallel) = {loaded / wall:,.0f} faces/s"
+        )
     finally:
         store.close()
         cluster = Cluster(["127.0.0.1"], port=args.port, protocol_version=5)

@@ -43,8 +43,10 @@ def cmd_serve(args) -> int:
         print(f"facegrid serve: {error}", file=sys.stderr)
         return 2
     run(settings)
-    print(f"facegrid is serving on http://{settings.host}:{settings.port}/v2 (docs: /v2/docs); Ctrl-C stops it",
-          flush=True)
+    print(
+        f"facegrid is serving on http://{settings.host}:{settings.port}/v2 (docs: /v2/docs); Ctrl-C stops it",
+        flush=True,
+    )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
@@ -93,9 +95,18 @@ def cmd_import(args) -> int:
         return 2
     settings = _settings(args)
     url = args.url or f"http://{settings.host}:{settings.port}"
-    report = asyncio.run(import_photos(source, args.gallery, url, token=args.token or settings.auth_token,
-                                       create=not args.no_create, several=args.several,
-                                       concurrency=args.concurrency, progress=not args.quiet))
+    report = asyncio.run(
+        import_photos(
+            source,
+            args.gallery,
+            url,
+            token=args.token or settings.auth_token,
+            create=not args.no_create,
+            several=args.several,
+            concurrency=args.concurrency,
+            progress=not args.quiet,
+        )
+    )
     print("\n".join(report.lines()))
     if args.report:
         report.write(Path(args.report))
@@ -114,19 +125,32 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("folder", help="Folder holding labels.csv and the photos.")
     evaluation.add_argument("--fit", action="store_true", help="Also fit the confidence calibration.")
     evaluation.add_argument("--json", help="Write the report as JSON to this file.")
-    evaluation.add_argument("--subset", help="Comma-separated file-name prefixes: also report the pairs among "
-                                             "those photos apart (e.g. the photos added second to ../shared/faces).")
+    evaluation.add_argument(
+        "--subset",
+        help="Comma-separated file-name prefixes: also report the pairs among "
+        "those photos apart (e.g. the photos added second to ../shared/faces).",
+    )
     evaluation.set_defaults(run=cmd_eval)
-    importing = commands.add_parser("import", help="Enrol a folder of photos (or a CSV: path,id[,meta],...) into "
-                                                   "a gallery of a running service, over its HTTP API.")
-    importing.add_argument("source", help="A folder of photos, or a CSV with columns path, id and optionally meta "
-                                          "(a JSON object); other columns become string meta fields.")
+    importing = commands.add_parser(
+        "import",
+        help="Enrol a folder of photos (or a CSV: path,id[,meta],...) into "
+        "a gallery of a running service, over its HTTP API.",
+    )
+    importing.add_argument(
+        "source",
+        help="A folder of photos, or a CSV with columns path, id and optionally meta "
+        "(a JSON object); other columns become string meta fields.",
+    )
     importing.add_argument("--gallery", required=True)
     importing.add_argument("--url", help="The service (default: host and port of the settings).")
     importing.add_argument("--token", help="Bearer token (default: auth_token of the settings).")
     importing.add_argument("--no-create", action="store_true", help="Fail if the gallery does not exist.")
-    importing.add_argument("--several", choices=("largest", "skip"), default="largest",
-                           help="A photo with several faces: enrol the largest (default), or skip it.")
+    importing.add_argument(
+        "--several",
+        choices=("largest", "skip"),
+        default="largest",
+        help="A photo with several faces: enrol the largest (default), or skip it.",
+    )
     importing.add_argument("--concurrency", type=int, default=4, help="Photos in flight at once.")
     importing.add_argument("--report", help="Write the per-photo report to this CSV file.")
     importing.add_argument("--quiet", action="store_true", help="No progress bar.")

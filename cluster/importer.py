@@ -20,8 +20,13 @@ from pathlib import Path
 
 import httpx
 
-IMAGE_SUFFIXES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
-                  ".bmp": "image/bmp"}
+IMAGE_SUFFIXES = {
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".png": "image/png",
+    ".webp": "image/webp",
+    ".bmp": "image/bmp",
+}
 OUTCOMES = ("enrolled", "already there", "no face", "several faces, skipped", "unreadable", "refused")
 _BULK = 100
 _ID_CHECK = 200
@@ -48,10 +53,15 @@ class Report:
     def lines(self) -> list[str]:
         counts = self.counts()
         rate = counts["enrolled"] / self.seconds if self.seconds else 0.0
-        lines = [f"{len(self.photos)} photos in {self.seconds:.1f} s ({rate:.1f} faces enrolled/s): " +
-                 ", ".join(f"{count} {outcome}" for outcome, count in counts.items() if count)]
-        lines += [f"  {p.outcome}: {p.path} (id {p.face_id}){': ' + p.detail if p.detail else ''}"
-                  for p in self.photos if p.outcome not in ("enrolled", "already there")]
+        lines = [
+            f"{len(self.photos)} photos in {self.seconds:.1f} s ({rate:.1f} faces enrolled/s): "
+            + ", ".join(f"{count} {outcome}" for outcome, count in counts.items() if count)
+        ]
+        lines += [
+            f"  {p.outcome}: {p.path} (id {p.face_id}){': ' + p.detail if p.detail else ''}"
+            for p in self.photos
+            if p.outcome not in ("enrolled", "already there")
+        ]
         return lines
 
     def write(self, path: Path) -> None:
@@ -70,8 +80,10 @@ def photos_in(source: Path) -> list[Photo]:
     """The photos a folder holds (by path), or those a CSV lists."""
     if source.is_dir():
         files = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        return [Photo(p, path_id(p.relative_to(source).as_posix()), {"file": p.relative_to(source).as_posix()})
-                for p in files]
+        return [
+            Photo(p, path_id(p.relative_to(source).as_posix()), {"file": p.relative_to(source).as_posix()})
+            for p in files
+        ]
     photos = []
     with open(source, newline="") as rows:
         for row in csv.DictReader(rows):
@@ -106,9 +118,10 @@ class Importer:
         """The photos' ids the gallery already holds (id:in filters, a few hundred ids per request)."""
         found: set[int] = set()
         for start in range(0, len(photos), _ID_CHECK):
-            ids = ",".join(str(p.face_id) for p in photos[start:start + _ID_CHECK])
-            response = await self.call("GET", f"/v2/galleries/{self.gallery}/faces",
-                                       params={"id:in": ids, "limit": _ID_CHECK})
+            ids = ",".join(str(p.face_id) for p in photos[start : start + _ID_CHECK])
+            response = await self.call(
+                "GET", f"/v2/galleries/{self.gallery}/faces", params={"id:in": ids, "limit": _ID_CHECK}
+            )
             response.raise_for_status()
             found.update(face["id"]["face"] for face in response.json()["faces"])
         return found
@@ -119,9 +132,13 @@ class Importer:
         except OSError as error:
             photo.outcome, photo.detail = "unreadable", str(error)
             return
-        response = await self.call("POST", "/v2/detect", params={"facen": "true"}, content=data,
-                                   headers={"Content-Type": IMAGE_SUFFIXES.get(photo.path.suffix.lower(),
-                                                                               "image/jpeg")})
+        response = await self.call(
+            "POST",
+            "/v2/detect",
+            params={"facen": "true"},
+            content=data,
+            headers={"Content-Type": IMAGE_SUFFIXES.get(photo.path.suffix.lower(), "image/jpeg")},
+        )
         body = response.json()
         if response.status_code != 200:
             photo.outcome, photo.detail = "unreadable", f"{body.get('code')}: {body.get('desc')}"
@@ -133,8 +150,9 @@ class Importer:
         if len(faces) > 1 and self.several == "skip":
             photo.outcome, photo.detail = "several faces, skipped", f"{len(faces)} faces"
             return
-        largest = max(faces, key=lambda f: (f["bbox"]["right"] - f["bbox"]["left"]) *
-                                           (f["bbox"]["bottom"] - f["bbox"]["top"]))
+        largest = max(
+            faces, key=lambda f: (f["bbox"]["right"] - f["bbox"]["left"]) * (f["bbox"]["bottom"] - f["bbox"]["top"])
+        )
         photo.detection = largest["id"]
         if len(faces) > 1:
             photo.detail = f"the largest of {len(faces)} faces"
@@ -179,6 +197,7 @@ class Importer:
                             self._advance()
                 else:
                     self._advance()
+
         await asyncio.gather(*(worker() for _ in range(self.concurrency)))
         if ready:
             await self.add(ready)
@@ -190,8 +209,17 @@ class Importer:
             self.progress.update(1)
 
 
-async def import_photos(source: Path, gallery: str, url: str, *, token: str | None = None, create: bool = True,
-                        several: str = "largest", concurrency: int = 4, progress: bool = True) -> Report:
+async def import_photos(
+    source: Path,
+    gallery: str,
+    url: str,
+    *,
+    token: str | None = None,
+    create: bool = True,
+    several: str = "largest",
+    concurrency: int = 4,
+    progress: bool = True,
+) -> Report:
     photos = photos_in(source)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     report = Report(photos)

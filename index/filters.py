@@ -60,13 +60,19 @@ class FaceFilter:
 
     @property
     def is_empty(self) -> bool:
-        return (self.id_gte is None and self.id_lte is None and self.id_in is None and not self.meta_in
-                and not self.meta_gte and not self.meta_lte and not self.meta_subset)
+        return (
+            self.id_gte is None
+            and self.id_lte is None
+            and self.id_in is None
+            and not self.meta_in
+            and not self.meta_gte
+            and not self.meta_lte
+            and not self.meta_subset
+        )
 
     @property
     def meta_fields(self) -> set[str]:
-        return {name for group in (self.meta_in, self.meta_gte, self.meta_lte, self.meta_subset)
-                for name, _ in group}
+        return {name for group in (self.meta_in, self.meta_gte, self.meta_lte, self.meta_subset) for name, _ in group}
 
     def matches(self, face_id: int, meta: dict) -> bool:
         if self.id_gte is not None and face_id < self.id_gte:
@@ -145,7 +151,7 @@ class MetaColumn:
         self.strs[slot] = self.lists[slot] = None
         if isinstance(value, bool) or value is None:
             return
-        if isinstance(value, int) and -2 ** 63 <= value < 2 ** 63:
+        if isinstance(value, int) and -(2**63) <= value < 2**63:
             self.ints[slot], self.has_int[slot] = value, True
         elif isinstance(value, str):
             self.strs[slot], self.has_str[slot] = value, True
@@ -153,7 +159,7 @@ class MetaColumn:
             self.lists[slot], self.has_list[slot] = frozenset(value), True
 
     def isin(self, values, size: int) -> np.ndarray:
-        ints = [v for v in (_as_int(value) for value in values) if v is not None and -2 ** 63 <= v < 2 ** 63]
+        ints = [v for v in (_as_int(value) for value in values) if v is not None and -(2**63) <= v < 2**63]
         strings = [str(value) for value in values]
         passed = self.has_int[:size] & np.isin(self.ints[:size], np.array(ints, np.int64))
         if self.has_str[:size].any():

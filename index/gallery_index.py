@@ -32,7 +32,7 @@ class SlotLookup:
 
     def __init__(self):
         self.ids = np.zeros(0, np.uint64)
-        self.slots = np.zeros(0, np.int64)       # -1 once removed
+        self.slots = np.zeros(0, np.int64)  # -1 once removed
         self.recent: dict[int, int] = {}
         self.live = 0
 
@@ -92,7 +92,7 @@ class SlotLookup:
 def _gpu_count() -> int:
     try:
         return faiss.get_num_gpus()
-    except AttributeError:      # faiss-cpu builds have no GPU functions
+    except AttributeError:  # faiss-cpu builds have no GPU functions
         return 0
 
 
@@ -105,12 +105,12 @@ class GalleryIndex:
         self.index = faiss.IndexFlatIP(dim)
         self.ids = np.zeros(_INITIAL_CAPACITY, np.uint64)
         self.alive = np.zeros(_INITIAL_CAPACITY, bool)
-        self.meta: list[dict | None] = []           # None for empty meta keeps memory down
+        self.meta: list[dict | None] = []  # None for empty meta keeps memory down
         self.slot_of = SlotLookup()
         self.columns: dict[str, MetaColumn] = {}
-        self.size = 0                                # slots used, dead ones included
-        self._gpu_index = None          # FAISS's GPU copy, made on first use, then grown with each add
-        self._torch = None              # the torch copy, likewise
+        self.size = 0  # slots used, dead ones included
+        self._gpu_index = None  # FAISS's GPU copy, made on first use, then grown with each add
+        self._torch = None  # the torch copy, likewise
 
     # ---- writes -------------------------------------------------------------------------------
 
@@ -140,9 +140,9 @@ class GalleryIndex:
         start, count = self.size, len(face_ids)
         self._grow(start + count)
         self.index.add(vectors)
-        self.ids[start:start + count] = np.array(face_ids, dtype=np.uint64)
-        self.alive[start:start + count] = True
-        self.slot_of.add(self.ids[start:start + count], np.arange(start, start + count))
+        self.ids[start : start + count] = np.array(face_ids, dtype=np.uint64)
+        self.alive[start : start + count] = True
+        self.slot_of.add(self.ids[start : start + count], np.arange(start, start + count))
         for offset, meta in enumerate(metas):
             self.meta.append(dict(meta) if meta else None)
             for name, column in self.columns.items():
@@ -191,7 +191,7 @@ class GalleryIndex:
 
     def compact(self) -> None:
         """Rebuild the index from the live slots only (re-training an approximate one)."""
-        live = np.flatnonzero(self.alive[:self.size])
+        live = np.flatnonzero(self.alive[: self.size])
         vectors = self._vectors()[live]
         ids = self.ids[live].tolist()
         metas = [self.meta[slot] or {} for slot in live]
@@ -209,7 +209,7 @@ class GalleryIndex:
         self._build_approximate(vectors, self.config.kind)
         self.index.add(vectors)
         self.kind = self.config.kind
-        self._gpu_index = self._torch = None    # GPU copies serve flat galleries only
+        self._gpu_index = self._torch = None  # GPU copies serve flat galleries only
 
     def _build_approximate(self, training: np.ndarray, kind: str) -> None:
         if kind == "hnsw" and self.config.hnsw_storage == "bf16":
@@ -221,9 +221,9 @@ class GalleryIndex:
         else:
             lists = max(16, int(self.config.ivf_lists_per_sqrt * np.sqrt(len(training))))
             index = faiss.IndexIVFFlat(faiss.IndexFlatIP(self.dim), self.dim, lists, faiss.METRIC_INNER_PRODUCT)
-            sample = training[np.random.default_rng(0).permutation(len(training))[:lists * 64]]
+            sample = training[np.random.default_rng(0).permutation(len(training))[: lists * 64]]
             index.train(sample)
-            index.make_direct_map()     # keeps reconstruct() working, for compaction
+            index.make_direct_map()  # keeps reconstruct() working, for compaction
         self.index = index
 
     @staticmethod
@@ -250,9 +250,9 @@ class GalleryIndex:
 
     def passing(self, face_filter: FaceFilter | None) -> np.ndarray:
         """Boolean mask over slots: alive and passing the filter."""
-        mask = self.alive[:self.size].copy()
+        mask = self.alive[: self.size].copy()
         if face_filter is not None and not face_filter.is_empty:
-            mask &= face_filter.mask(self.ids[:self.size], self._column)
+            mask &= face_filter.mask(self.ids[: self.size], self._column)
         return mask
 
     def search(self, queries: np.ndarray, top_k: int, face_filter: FaceFilter | None = None):
@@ -281,16 +281,17 @@ class GalleryIndex:
         ids = np.where(found, self.ids[np.maximum(slots, 0)], np.uint64(0))
         return scores, ids
 
-    def list_ids(self, face_filter: FaceFilter | None, after_id: int | None, limit: int,
-                 descending: bool = False) -> np.ndarray:
+    def list_ids(
+        self, face_filter: FaceFilter | None, after_id: int | None, limit: int, descending: bool = False
+    ) -> np.ndarray:
         """Face ids passing the filter, sorted by id, strictly after ``after_id`` in that order."""
         mask = self.passing(face_filter)
-        ids = self.ids[:self.size][mask]
+        ids = self.ids[: self.size][mask]
         if after_id is not None:
             ids = ids[ids < np.uint64(after_id)] if descending else ids[ids > np.uint64(after_id)]
         if len(ids) > limit:
             part = np.partition(ids, len(ids) - limit if descending else limit - 1)
-            ids = part[len(ids) - limit:] if descending else part[:limit]
+            ids = part[len(ids) - limit :] if descending else part[:limit]
         ids = np.sort(ids)
         return ids[::-1] if descending else ids
 
@@ -303,7 +304,7 @@ class GalleryIndex:
             if graph is not self.index:
                 vectors += self.size * graph.storage.sa_code_size()
         elif self.kind == "ivf":
-            vectors += self.size * 16 + self.index.nlist * self.dim * 4     # list ids + direct map + centroids
+            vectors += self.size * 16 + self.index.nlist * self.dim * 4  # list ids + direct map + centroids
         return int(vectors + self.ids.nbytes + self.alive.nbytes + self.slot_of.nbytes())
 
     def vector(self, face_id: int) -> np.ndarray | None:
@@ -316,11 +317,15 @@ class GalleryIndex:
     def save(self, directory: Path, stem: str) -> list[Path]:
         """Write the index, its slots' ids and alive bits, and its metas under ``stem``; returns the files.
         Filter columns are not saved: they are rebuilt from the metas when a filter first needs them."""
-        files = [directory / f"{stem}.faiss", directory / f"{stem}.ids.npy", directory / f"{stem}.alive.npy",
-                 directory / f"{stem}.meta.json"]
+        files = [
+            directory / f"{stem}.faiss",
+            directory / f"{stem}.ids.npy",
+            directory / f"{stem}.alive.npy",
+            directory / f"{stem}.meta.json",
+        ]
         faiss.write_index(self.index, str(files[0]))
-        np.save(files[1], self.ids[:self.size])
-        np.save(files[2], self.alive[:self.size])
+        np.save(files[1], self.ids[: self.size])
+        np.save(files[2], self.alive[: self.size])
         files[3].write_text(json.dumps(self.meta))
         return files
 
@@ -333,11 +338,13 @@ class GalleryIndex:
         alive = np.load(directory / f"{stem}.alive.npy", allow_pickle=False)
         gallery.meta = json.loads((directory / f"{stem}.meta.json").read_text())
         if not gallery.index.ntotal == len(ids) == len(alive) == len(gallery.meta):
-            raise ValueError(f"gallery {stem}: {gallery.index.ntotal} vectors, {len(ids)} ids, {len(alive)} "
-                             f"alive bits and {len(gallery.meta)} metas")
+            raise ValueError(
+                f"gallery {stem}: {gallery.index.ntotal} vectors, {len(ids)} ids, {len(alive)} "
+                f"alive bits and {len(gallery.meta)} metas"
+            )
         gallery.size = len(ids)
         gallery._grow(gallery.size)
-        gallery.ids[:gallery.size], gallery.alive[:gallery.size] = ids, alive
+        gallery.ids[: gallery.size], gallery.alive[: gallery.size] = ids, alive
         live = np.flatnonzero(alive)
         gallery.slot_of.add(ids[live], live)
         return gallery

@@ -37,7 +37,7 @@ def kernel_mode() -> str:
         text = _THP_MODE.read_text()
     except OSError:
         return "unknown"
-    return text[text.index("[") + 1:text.index("]")] if "[" in text else "unknown"
+    return text[text.index("[") + 1 : text.index("]")] if "[" in text else "unknown"
 
 
 def huge_page_bytes() -> int:

@@ -18,10 +18,15 @@ def _metrics():
     if not ray.is_initialized():
         return None
     return {
-        "faces": metrics.Gauge("facegrid_gallery_faces", "Faces held per gallery shard.",
-                               tag_keys=("gallery", "shard")),
-        "search_latency": metrics.Histogram("facegrid_search_latency_s", "Sharded search latency, seconds.",
-                                            boundaries=SEARCH_LATENCY_BOUNDARIES_S, tag_keys=("gallery",)),
+        "faces": metrics.Gauge(
+            "facegrid_gallery_faces", "Faces held per gallery shard.", tag_keys=("gallery", "shard")
+        ),
+        "search_latency": metrics.Histogram(
+            "facegrid_search_latency_s",
+            "Sharded search latency, seconds.",
+            boundaries=SEARCH_LATENCY_BOUNDARIES_S,
+            tag_keys=("gallery",),
+        ),
         "pending": metrics.Gauge("facegrid_router_pending_queries", "Searches waiting to join a batch."),
     }
 

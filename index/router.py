@@ -38,8 +38,11 @@ logger = logging.getLogger(__name__)
 def _actor_errors() -> tuple[type[BaseException], ...]:
     import ray.exceptions as errors
 
-    return tuple(getattr(errors, name) for name in ("RayActorError", "ActorUnavailableError", "ActorDiedError")
-                 if hasattr(errors, name))
+    return tuple(
+        getattr(errors, name)
+        for name in ("RayActorError", "ActorUnavailableError", "ActorDiedError")
+        if hasattr(errors, name)
+    )
 
 
 @dataclass
@@ -66,12 +69,18 @@ class ShardRouter:
         self._background: set[asyncio.Future] = set()
 
     @classmethod
-    def start(cls, store: FaceStore, config: IndexConfig, *, name_prefix: str = "facegrid",
-              detached: bool = False) -> "ShardRouter":
+    def start(
+        cls, store: FaceStore, config: IndexConfig, *, name_prefix: str = "facegrid", detached: bool = False
+    ) -> "ShardRouter":
         from .shard import shard_actor
 
-        replicas = [[shard_actor(shard, replica, store, config, name_prefix=name_prefix, detached=detached)
-                     for replica in range(config.replicas_per_shard)] for shard in range(config.num_shards)]
+        replicas = [
+            [
+                shard_actor(shard, replica, store, config, name_prefix=name_prefix, detached=detached)
+                for replica in range(config.replicas_per_shard)
+            ]
+            for shard in range(config.num_shards)
+        ]
         return cls(replicas, config, name_prefix)
 
     def stop(self) -> None:
@@ -151,8 +160,7 @@ class ShardRouter:
             wait = deadline - time.monotonic()
             if acknowledged is not None:
                 wait = min(wait, acknowledged[1] + self.config.hedge_after_s - time.monotonic())
-            finished, pending = await asyncio.wait(pending, timeout=max(0.0, wait),
-                                                   return_when=asyncio.FIRST_COMPLETED)
+            finished, pending = await asyncio.wait(pending, timeout=max(0.0, wait), return_when=asyncio.FIRST_COMPLETED)
             if not finished:
                 break
             for call in finished:
@@ -165,8 +173,12 @@ class ShardRouter:
             return acknowledged[0]
         if pending:
             # No replica is up: the write is in the store, and the restarted shard applies it.
-            logger.warning("shard %d: no replica acknowledged %s within %g s; it is applied on restart",
-                           shard, method, self.config.shard_timeout_s)
+            logger.warning(
+                "shard %d: no replica acknowledged %s within %g s; it is applied on restart",
+                shard,
+                method,
+                self.config.shard_timeout_s,
+            )
             return None
         raise ShardUnavailable(f"no replica of shard {shard} took the write: {errors[0]}")
 
@@ -182,11 +194,13 @@ class ShardRouter:
     async def health(self, timeout_s: float) -> list[list[dict]]:
         """Each replica's state as /readyz shows it: ready (with its faces and node) or unavailable, for
         instance still rebuilding after a restart."""
+
         async def probe(actor) -> dict:
             try:
                 return {"state": "ready", **await asyncio.wait_for(actor.ready.remote(), timeout_s)}
             except (asyncio.TimeoutError, *self._actor_errors) as error:
                 return {"state": "unavailable", "why": type(error).__name__}
+
         states = iter(await asyncio.gather(*(probe(actor) for actor in itertools.chain(*self.replicas))))
         return [[next(states) for _ in replicas] for replicas in self.replicas]
 
@@ -197,10 +211,19 @@ class ShardRouter:
         groups: dict[tuple[str, int], list[FaceRecord]] = {}
         for face in faces:
             groups.setdefault((face.gallery, shard_of(face.gallery, face.face_id, self.num_shards)), []).append(face)
-        await asyncio.gather(*(
-            self._write(shard, "add", gallery, [f.face_id for f in group], np.stack([f.facen for f in group]),
-                        [f.meta for f in group])
-            for (gallery, shard), group in groups.items()))
+        await asyncio.gather(
+            *(
+                self._write(
+                    shard,
+                    "add",
+                    gallery,
+                    [f.face_id for f in group],
+                    np.stack([f.facen for f in group]),
+                    [f.meta for f in group],
+                )
+                for (gallery, shard), group in groups.items()
+            )
+        )
 
     async def remove(self, gallery: str, face_id: int) -> bool:
         return await self._write(shard_of(gallery, face_id, self.num_shards), "remove", gallery, face_id)
@@ -215,8 +238,9 @@ class ShardRouter:
         """Apply index tuning (``IndexConfig.TUNABLE`` fields) here and on every replica of every shard.
         Only values that differ from this router's are sent: the Ingress is configured with the settings'
         own values when it starts, and waiting there on shards still rebuilding would hold its start up."""
-        changed = {name: value for name, value in IndexConfig.tuning(tuning).items()
-                   if getattr(self.config, name) != value}
+        changed = {
+            name: value for name, value in IndexConfig.tuning(tuning).items() if getattr(self.config, name) != value
+        }
         if not changed:
             return
         self.config = self.config.model_copy(update=changed)
@@ -235,21 +259,33 @@ class ShardRouter:
                 totals[gallery] = totals.get(gallery, 0) + count
         return totals
 
-    async def list_ids(self, gallery: str, face_filter: FaceFilter | None, after_id: int | None, limit: int,
-                       descending: bool = False) -> list[int]:
+    async def list_ids(
+        self, gallery: str, face_filter: FaceFilter | None, after_id: int | None, limit: int, descending: bool = False
+    ) -> list[int]:
         """Ids passing the filter in id order after ``after_id``: each shard's first ``limit``, merged."""
-        parts = await asyncio.gather(*(self._read(s, "list_ids", gallery, face_filter, after_id, limit, descending)
-                                       for s in range(self.num_shards)))
+        parts = await asyncio.gather(
+            *(
+                self._read(s, "list_ids", gallery, face_filter, after_id, limit, descending)
+                for s in range(self.num_shards)
+            )
+        )
         merged = heapq.merge(*(part.tolist() for part in parts), reverse=descending)
         return list(itertools.islice(merged, limit))
 
-    async def search(self, gallery: str, query: np.ndarray, top_k: int, face_filter: FaceFilter | None = None,
-                     min_score: float = -np.inf) -> list[tuple[int, float]]:
+    async def search(
+        self,
+        gallery: str,
+        query: np.ndarray,
+        top_k: int,
+        face_filter: FaceFilter | None = None,
+        min_score: float = -np.inf,
+    ) -> list[tuple[int, float]]:
         """The exact top-k (face id, cosine) in the gallery, best first, with cosine >= ``min_score``."""
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
-        pending = _Pending(gallery, np.asarray(query, np.float32).reshape(-1), top_k, face_filter, min_score,
-                           loop.create_future())
+        pending = _Pending(
+            gallery, np.asarray(query, np.float32).reshape(-1), top_k, face_filter, min_score, loop.create_future()
+        )
         self._pending.append(pending)
         self._dispatch()
         hits = await pending.future
@@ -260,7 +296,7 @@ class ShardRouter:
         """Send what is queued while the shards have room for another batch."""
         room = self.config.batches_in_flight * self.config.replicas_per_shard
         while self._pending and len(self._batches) < room:
-            batch, self._pending = self._pending[:self.config.max_batch], self._pending[self.config.max_batch:]
+            batch, self._pending = self._pending[: self.config.max_batch], self._pending[self.config.max_batch :]
             task = asyncio.get_running_loop().create_task(self._run_batch(batch))
             self._batches.add(task)
             task.add_done_callback(self._batch_done)
@@ -273,8 +309,7 @@ class ShardRouter:
     async def _run_batch(self, batch: list[_Pending]) -> None:
         requests = [(p.gallery, p.query, p.top_k, p.face_filter) for p in batch]
         try:
-            per_shard = await asyncio.gather(*(self._read(s, "search_many", requests)
-                                               for s in range(self.num_shards)))
+            per_shard = await asyncio.gather(*(self._read(s, "search_many", requests) for s in range(self.num_shards)))
         except BaseException as error:  # noqa: BLE001 - every waiting caller must hear of the failure
             for pending in batch:
                 if not pending.future.done():
@@ -286,9 +321,15 @@ class ShardRouter:
                 if not pending.future.done():
                     pending.future.set_exception(failure)
                 continue
-            ranked = heapq.merge(*(zip(shard[position][0].tolist(), shard[position][1].tolist())
-                                   for shard in per_shard), key=lambda hit: hit[0], reverse=True)
-            hits = [(int(face_id), float(score)) for score, face_id in itertools.islice(ranked, pending.top_k)
-                    if score >= pending.min_score and score > -np.inf]
+            ranked = heapq.merge(
+                *(zip(shard[position][0].tolist(), shard[position][1].tolist()) for shard in per_shard),
+                key=lambda hit: hit[0],
+                reverse=True,
+            )
+            hits = [
+                (int(face_id), float(score))
+                for score, face_id in itertools.islice(ranked, pending.top_k)
+                if score >= pending.min_score and score > -np.inf
+            ]
             if not pending.future.done():
                 pending.future.set_result(hits)

@@ -105,7 +105,7 @@ class IndexShard:
         """Make the index hold each of ``face_ids`` exactly as the store does now (or not at all)."""
         self.unsaved = self.unsaved or bool(face_ids)
         for start in range(0, len(face_ids), REBUILD_PAGE):
-            chunk = face_ids[start:start + REBUILD_PAGE]
+            chunk = face_ids[start : start + REBUILD_PAGE]
             stored = self.store.get_faces(gallery, chunk)
             fresh = []
             for face_id in chunk:
@@ -113,13 +113,14 @@ class IndexShard:
                 if held is not None and face is not None and np.array_equal(held, face.facen):
                     index.update_meta(face_id, face.meta)
                     continue
-                if held is not None:            # deleted, or deleted and added again with another vector
+                if held is not None:  # deleted, or deleted and added again with another vector
                     index.remove(face_id)
                 if face is not None:
                     fresh.append(face)
             if fresh:
-                self.add(gallery, [f.face_id for f in fresh], np.stack([f.facen for f in fresh]),
-                         [f.meta for f in fresh])
+                self.add(
+                    gallery, [f.face_id for f in fresh], np.stack([f.facen for f in fresh]), [f.meta for f in fresh]
+                )
 
     # ---- snapshots ----------------------------------------------------------------------------
 
@@ -133,16 +134,21 @@ class IndexShard:
         generations = {g.name: g.created_at for g in self.store.list_galleries()}
         galleries = {name: index for name, index in self.galleries.items() if name in generations}
         try:
-            path = self.snapshots.save(Snapshot(stamp, galleries, generations), self.shard_id,
-                                       self.store.store_id, self.config)
+            path = self.snapshots.save(
+                Snapshot(stamp, galleries, generations), self.shard_id, self.store.store_id, self.config
+            )
             for gallery in galleries:
                 self.store.prune_changes(gallery, self.shard_id)
         except Exception:  # noqa: BLE001 - a failed save (disk full...) leaves the last one; serving goes on
             logger.exception("shard %d could not save its index snapshot", self.shard_id)
             return None
         self.unsaved = False
-        self.last_snapshot = {"path": str(path), "stamp": stamp, "seconds": time.perf_counter() - started,
-                              "faces": sum(index.count for index in galleries.values())}
+        self.last_snapshot = {
+            "path": str(path),
+            "stamp": stamp,
+            "seconds": time.perf_counter() - started,
+            "faces": sum(index.count for index in galleries.values()),
+        }
         return self.last_snapshot
 
     def _start_snapshot_timer(self) -> None:
@@ -153,7 +159,7 @@ class IndexShard:
             return
         try:
             actor = ray.get_runtime_context().current_actor
-        except RuntimeError:        # an IndexShard used in a driver or a task, not as an actor
+        except RuntimeError:  # an IndexShard used in a driver or a task, not as an actor
             return
 
         def tick():
@@ -162,19 +168,27 @@ class IndexShard:
                 time.sleep(wait)
                 actor.save_snapshot.remote(only_if_unsaved=True)
                 wait = self.config.snapshot_interval_s
+
         threading.Thread(target=tick, name="snapshot-timer", daemon=True).start()
 
     def ready(self) -> dict:
         import ray
 
-        return {"shard": self.shard_id, "galleries": len(self.galleries),
-                "faces": sum(g.count for g in self.galleries.values()),
-                "index_bytes": sum(g.memory_bytes() for g in self.galleries.values()),
-                "started_at": self.started_at, "rebuild_s": self.rebuild_seconds, "started_from": self.started_from,
-                "replayed": self.replayed, "threads": self.threads,
-                "search_device": self.torch_device or "cpu",
-                "snapshot_age_s": None if self.last_snapshot is None else time.time() - self.last_snapshot["stamp"],
-                "node": ray.get_runtime_context().get_node_id(), "huge_page_bytes": huge_pages.huge_page_bytes()}
+        return {
+            "shard": self.shard_id,
+            "galleries": len(self.galleries),
+            "faces": sum(g.count for g in self.galleries.values()),
+            "index_bytes": sum(g.memory_bytes() for g in self.galleries.values()),
+            "started_at": self.started_at,
+            "rebuild_s": self.rebuild_seconds,
+            "started_from": self.started_from,
+            "replayed": self.replayed,
+            "threads": self.threads,
+            "search_device": self.torch_device or "cpu",
+            "snapshot_age_s": None if self.last_snapshot is None else time.time() - self.last_snapshot["stamp"],
+            "node": ray.get_runtime_context().get_node_id(),
+            "huge_page_bytes": huge_pages.huge_page_bytes(),
+        }
 
     def add(self, gallery: str, face_ids: list[int], vectors: np.ndarray, metas: list[dict]) -> int:
         vectors = np.asarray(vectors, np.float32)
@@ -253,12 +267,12 @@ class IndexShard:
             scores, ids = index.search(query, top_k, face_filter)
         except Exception as error:  # noqa: BLE001 - answered to that request alone, as STORAGE_ERROR
             logger.exception("shard %d failed a search", self.shard_id)
-            return ShardUnavailable(f"shard {self.shard_id} could not answer this search "
-                                    f"({type(error).__name__})")
+            return ShardUnavailable(f"shard {self.shard_id} could not answer this search ({type(error).__name__})")
         return scores[0], ids[0]
 
-    def list_ids(self, gallery: str, face_filter: FaceFilter | None, after_id: int | None, limit: int,
-                 descending: bool = False) -> np.ndarray:
+    def list_ids(
+        self, gallery: str, face_filter: FaceFilter | None, after_id: int | None, limit: int, descending: bool = False
+    ) -> np.ndarray:
         index = self.galleries.get(gallery)
         return np.zeros(0, np.uint64) if index is None else index.list_ids(face_filter, after_id, limit, descending)
 
@@ -275,12 +289,15 @@ def threads_for_this_node(config: IndexConfig) -> int:
     import ray
 
     replicas = config.num_shards * config.replicas_per_shard
-    if not ray.is_initialized():        # a shard used in-process (tests, benchmarks)
+    if not ray.is_initialized():  # a shard used in-process (tests, benchmarks)
         return max(1, (os.cpu_count() or 1) // replicas)
     node_id = ray.get_runtime_context().get_node_id()
     wanted = set(config.shard_bundle())
-    nodes = [node for node in ray.nodes()
-             if node["Alive"] and wanted <= {name for name, amount in node["Resources"].items() if amount > 0}]
+    nodes = [
+        node
+        for node in ray.nodes()
+        if node["Alive"] and wanted <= {name for name, amount in node["Resources"].items() if amount > 0}
+    ]
     cores = next((node["Resources"].get("CPU", 1) for node in nodes if node["NodeID"] == node_id), os.cpu_count())
     replicas_here = -(-replicas // max(len(nodes), 1))
     return max(1, int(cores // replicas_here))
@@ -293,16 +310,18 @@ def save_snapshots_of_running_shards(timeout_s: float = 300) -> int:
 
     import ray
 
-    replicas = [ray.get_actor(info["name"], namespace=info["namespace"])
-                for info in ray.util.list_named_actors(all_namespaces=True)
-                if re.fullmatch(r".+-shard-\d+-\d+", info["name"])]
+    replicas = [
+        ray.get_actor(info["name"], namespace=info["namespace"])
+        for info in ray.util.list_named_actors(all_namespaces=True)
+        if re.fullmatch(r".+-shard-\d+-\d+", info["name"])
+    ]
     calls = [replica.save_snapshot.remote(only_if_unsaved=True) for replica in replicas]
     done, _ = ray.wait(calls, num_returns=len(calls), timeout=timeout_s)
     saved = 0
     for call in done:
         try:
             saved += ray.get(call) is not None
-        except ray.exceptions.RayError:      # a replica that died meanwhile rebuilds or loads on restart
+        except ray.exceptions.RayError:  # a replica that died meanwhile rebuilds or loads on restart
             pass
     return saved
 
@@ -316,8 +335,15 @@ def replica_name(name_prefix: str, shard_id: int, replica: int) -> str:
     return f"{shard_name(name_prefix, shard_id)}-{replica}"
 
 
-def shard_actor(shard_id: int, replica: int, store: FaceStore, config: IndexConfig, *, name_prefix: str = "facegrid",
-                detached: bool = False):
+def shard_actor(
+    shard_id: int,
+    replica: int,
+    store: FaceStore,
+    config: IndexConfig,
+    *,
+    name_prefix: str = "facegrid",
+    detached: bool = False,
+):
     """Start (or find) the named, restartable actor for one replica of one shard.
 
     Ray restarts a crashed shard without limit and retries calls made to it meanwhile; the restart runs
@@ -337,14 +363,23 @@ def shard_actor(shard_id: int, replica: int, store: FaceStore, config: IndexConf
         placement = PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=replica)
     else:
         placement = "SPREAD"
-    return ray.remote(IndexShard).options(
-        name=replica_name(name_prefix, shard_id, replica), get_if_exists=True,
-        lifetime="detached" if detached else None, max_restarts=-1, max_task_retries=-1,
-        num_cpus=config.cpus_per_shard, num_gpus=config.gpus_per_shard, resources=config.shard_resources,
-        scheduling_strategy=placement,
-        # env_vars merge with the job's runtime environment rather than replace it.
-        runtime_env={"env_vars": huge_pages.environment()} if config.huge_pages else None,
-    ).remote(shard_id, store, config, snapshot_path(config, name_prefix, shard_id, replica))
+    return (
+        ray.remote(IndexShard)
+        .options(
+            name=replica_name(name_prefix, shard_id, replica),
+            get_if_exists=True,
+            lifetime="detached" if detached else None,
+            max_restarts=-1,
+            max_task_retries=-1,
+            num_cpus=config.cpus_per_shard,
+            num_gpus=config.gpus_per_shard,
+            resources=config.shard_resources,
+            scheduling_strategy=placement,
+            # env_vars merge with the job's runtime environment rather than replace it.
+            runtime_env={"env_vars": huge_pages.environment()} if config.huge_pages else None,
+        )
+        .remote(shard_id, store, config, snapshot_path(config, name_prefix, shard_id, replica))
+    )
 
 
 def snapshot_path(config: IndexConfig, name_prefix: str, shard_id: int, replica: int) -> Path | None:
@@ -366,7 +401,11 @@ def shard_placement_group(name: str, config: IndexConfig, detached: bool):
     except ValueError:
         pass
     try:
-        return placement_group([config.shard_bundle()] * config.replicas_per_shard, strategy="SPREAD", name=name,
-                               lifetime="detached" if detached else None)
+        return placement_group(
+            [config.shard_bundle()] * config.replicas_per_shard,
+            strategy="SPREAD",
+            name=name,
+            lifetime="detached" if detached else None,
+        )
     except ray.exceptions.RaySystemError:
-        return get_placement_group(name)     # made by a concurrent caller between the lookup and here
+        return get_placement_group(name)  # made by a concurrent caller between the lookup and here

@@ -30,22 +30,31 @@ from .config import IndexConfig
 from .gallery_index import GalleryIndex
 
 FORMAT = 1
-_CHUNK = 8 * 2 ** 20
+_CHUNK = 8 * 2**20
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class Snapshot:
-    stamp: float                               # time.time() when the state was captured
+    stamp: float  # time.time() when the state was captured
     galleries: dict[str, GalleryIndex]
-    generations: dict[str, float]              # each gallery's created_at in the store it came from
+    generations: dict[str, float]  # each gallery's created_at in the store it came from
 
 
 def build_settings(config: IndexConfig) -> dict:
     """The settings an index's structure depends on: a snapshot built under others is not reused."""
-    return {name: getattr(config, name) for name in (
-        "kind", "approximate_min_faces", "hnsw_m", "hnsw_ef_construction", "hnsw_storage", "ivf_lists_per_sqrt")}
+    return {
+        name: getattr(config, name)
+        for name in (
+            "kind",
+            "approximate_min_faces",
+            "hnsw_m",
+            "hnsw_ef_construction",
+            "hnsw_storage",
+            "ivf_lists_per_sqrt",
+        )
+    }
 
 
 def _sha256(path: Path) -> str:
@@ -83,13 +92,23 @@ class SnapshotDirectory:
             galleries = {}
             for gallery, index in snapshot.galleries.items():
                 files = index.save(work, gallery)
-                galleries[gallery] = {"generation": snapshot.generations[gallery], "dim": index.dim,
-                                      "kind": index.kind, "faces": index.count,
-                                      "files": {file.name: _sha256(file) for file in files}}
+                galleries[gallery] = {
+                    "generation": snapshot.generations[gallery],
+                    "dim": index.dim,
+                    "kind": index.kind,
+                    "faces": index.count,
+                    "files": {file.name: _sha256(file) for file in files},
+                }
                 for file in files:
                     _sync_file(file)
-            manifest = {"format": FORMAT, "shard": shard, "store_id": store_id, "stamp": snapshot.stamp,
-                        "build": build_settings(config), "galleries": galleries}
+            manifest = {
+                "format": FORMAT,
+                "shard": shard,
+                "store_id": store_id,
+                "stamp": snapshot.stamp,
+                "build": build_settings(config),
+                "galleries": galleries,
+            }
             manifest_bytes = json.dumps(manifest, indent=1).encode()
             (work / "manifest.json").write_bytes(manifest_bytes)
             _sync_file(work / "manifest.json")
@@ -117,8 +136,9 @@ class SnapshotDirectory:
         try:
             return self._load(shard, store_id, config)
         except Unusable as why:
-            logger.warning("shard %d: index snapshot in %s not used, rebuilding from the store: %s",
-                           shard, self.path, why)
+            logger.warning(
+                "shard %d: index snapshot in %s not used, rebuilding from the store: %s", shard, self.path, why
+            )
             return None
 
     def _load(self, shard: int, store_id: str, config: IndexConfig) -> Snapshot | None:
@@ -148,12 +168,15 @@ class SnapshotDirectory:
                 except OSError as error:
                     raise Unusable(f"cannot read {file} ({error})") from None
         try:
-            galleries = {name: GalleryIndex.load(directory, name, entry["dim"], entry["kind"], config)
-                         for name, entry in manifest["galleries"].items()}
-        except (OSError, ValueError, RuntimeError) as error:     # FAISS raises RuntimeError on a bad file
+            galleries = {
+                name: GalleryIndex.load(directory, name, entry["dim"], entry["kind"], config)
+                for name, entry in manifest["galleries"].items()
+            }
+        except (OSError, ValueError, RuntimeError) as error:  # FAISS raises RuntimeError on a bad file
             raise Unusable(f"cannot load it ({error})") from None
-        return Snapshot(manifest["stamp"], galleries,
-                        {name: entry["generation"] for name, entry in manifest["galleries"].items()})
+        return Snapshot(
+            manifest["stamp"], galleries, {name: entry["generation"] for name, entry in manifest["galleries"].items()}
+        )
 
 
 class Unusable(Exception):

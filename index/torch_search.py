@@ -18,7 +18,7 @@ import numpy as np
 
 # Scores computed at once: queries x slots, bounded so that a large batch over a large gallery is done
 # in slices instead of asking the GPU for gigabytes of scores.
-_MAX_SCORES = 2 ** 28
+_MAX_SCORES = 2**28
 
 
 def torch_device(gpu_search: str, gpus: float) -> str | None:
@@ -38,7 +38,7 @@ class TorchFlatMirror:
         self.torch, self.dim, self.device = torch, dim, torch.device(device)
         self.vectors = torch.empty((0, dim), dtype=torch.float32, device=self.device)
         self.size = 0
-        self.rows_copied = 0        # rows sent to the device since it was made (tests: no whole copies)
+        self.rows_copied = 0  # rows sent to the device since it was made (tests: no whole copies)
 
     def append(self, vectors: np.ndarray) -> None:
         count = len(vectors)
@@ -47,10 +47,10 @@ class TorchFlatMirror:
             while capacity < self.size + count:
                 capacity *= 2
             grown = self.torch.empty((capacity, self.dim), dtype=self.torch.float32, device=self.device)
-            grown[:self.size] = self.vectors[:self.size]        # a copy on the device, not from the host
+            grown[: self.size] = self.vectors[: self.size]  # a copy on the device, not from the host
             self.vectors = grown
         rows = self.torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32))
-        self.vectors[self.size:self.size + count] = rows.to(self.device)
+        self.vectors[self.size : self.size + count] = rows.to(self.device)
         self.size += count
         self.rows_copied += count
 
@@ -63,9 +63,9 @@ class TorchFlatMirror:
         scores_out, slots_out = [], []
         step = max(1, _MAX_SCORES // max(self.size, 1))
         with torch.inference_mode():
-            gallery = self.vectors[:self.size]
+            gallery = self.vectors[: self.size]
             for start in range(0, len(queries), step):
-                batch = torch.from_numpy(np.ascontiguousarray(queries[start:start + step], np.float32))
+                batch = torch.from_numpy(np.ascontiguousarray(queries[start : start + step], np.float32))
                 scores = batch.to(self.device) @ gallery.T
                 if mask is not None:
                     scores.masked_fill_(~mask, float("-inf"))

@@ -45,8 +45,14 @@ def check(response, expected_status: int = 200, *, key: str | None = None) -> di
 
 
 def post_photo(client, photo, name: str, **params):
-    return client.post("/v2/detect", params=params, data=photo.data, name=name, catch_response=True,
-                       headers={"Content-Type": photo.content_type})
+    return client.post(
+        "/v2/detect",
+        params=params,
+        data=photo.data,
+        name=name,
+        catch_response=True,
+        headers={"Content-Type": photo.content_type},
+    )
 
 
 class CameraFeed(HttpUser):
@@ -77,7 +83,7 @@ def detect_one(client) -> str | None:
 
 def ensure_gallery(client) -> None:
     with client.post(f"/v2/galleries/{GALLERY}", name="/v2/galleries/[gallery]", catch_response=True) as response:
-        if response.status_code in (200, 409):       # created now, or by another user before
+        if response.status_code in (200, 409):  # created now, or by another user before
             response.success()
         else:
             check(response)
@@ -96,10 +102,12 @@ class Enrolment(HttpUser):
         if detection is None:
             return
         face_id = new_face_id()
-        with self.client.post(f"/v2/galleries/{GALLERY}/faces/{face_id}", catch_response=True,
-                              name="/v2/galleries/[gallery]/faces/[id]",
-                              json={"from": f"detection:{detection}",
-                                    "meta": {"camera": random.randint(1, 8)}}) as response:
+        with self.client.post(
+            f"/v2/galleries/{GALLERY}/faces/{face_id}",
+            catch_response=True,
+            name="/v2/galleries/[gallery]/faces/[id]",
+            json={"from": f"detection:{detection}", "meta": {"camera": random.randint(1, 8)}},
+        ) as response:
             if check(response, key="id") is not None:
                 ENROLLED.append(face_id)
 
@@ -108,8 +116,12 @@ class Enrolment(HttpUser):
         if not ENROLLED:
             return
         face_id = random.choice(ENROLLED)
-        with self.client.patch(f"/v2/galleries/{GALLERY}/faces/{face_id}", json={"meta": {"seen": 1}},
-                               name="/v2/galleries/[gallery]/faces/[id] PATCH", catch_response=True) as response:
+        with self.client.patch(
+            f"/v2/galleries/{GALLERY}/faces/{face_id}",
+            json={"meta": {"seen": 1}},
+            name="/v2/galleries/[gallery]/faces/[id] PATCH",
+            catch_response=True,
+        ) as response:
             check(response, key="meta")
 
 
@@ -125,9 +137,12 @@ class Searcher(HttpUser):
         if not ENROLLED:
             return
         face_id = random.choice(ENROLLED)
-        with self.client.get(f"/v2/galleries/{GALLERY}/faces", name="/v2/galleries/[gallery]/faces?looks_like",
-                             params={"looks_like": f"face:{GALLERY}/{face_id}", "limit": 10},
-                             catch_response=True) as response:
+        with self.client.get(
+            f"/v2/galleries/{GALLERY}/faces",
+            name="/v2/galleries/[gallery]/faces?looks_like",
+            params={"looks_like": f"face:{GALLERY}/{face_id}", "limit": 10},
+            catch_response=True,
+        ) as response:
             body = check(response, key="faces")
             # A stored face finds itself (or a twin enrolled from the same photo) with near-certainty.
             if body is not None and (not body["faces"] or body["faces"][0]["confidence"] < 0.99):
@@ -138,9 +153,12 @@ class Searcher(HttpUser):
         detection = detect_one(self.client)
         if detection is None:
             return
-        with self.client.get(f"/v2/galleries/{GALLERY}/faces", name="/v2/galleries/[gallery]/faces?looks_like",
-                             params={"looks_like": f"detection:{detection}", "threshold": "0.6"},
-                             catch_response=True) as response:
+        with self.client.get(
+            f"/v2/galleries/{GALLERY}/faces",
+            name="/v2/galleries/[gallery]/faces?looks_like",
+            params={"looks_like": f"detection:{detection}", "threshold": "0.6"},
+            catch_response=True,
+        ) as response:
             check(response, key="faces")
 
     @task(1)
@@ -148,7 +166,10 @@ class Searcher(HttpUser):
         if len(ENROLLED) < 2:
             return
         first, second = random.sample(ENROLLED, 2)
-        with self.client.get("/v2/verify", name="/v2/verify", catch_response=True,
-                             params={"face1": f"face:{GALLERY}/{first}",
-                                     "face2": f"face:{GALLERY}/{second}"}) as response:
+        with self.client.get(
+            "/v2/verify",
+            name="/v2/verify",
+            catch_response=True,
+            params={"face1": f"face:{GALLERY}/{first}", "face2": f"face:{GALLERY}/{second}"},
+        ) as response:
             check(response, key="confidence")

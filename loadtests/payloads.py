@@ -29,8 +29,9 @@ def load_photos(folder: Path | None = None) -> list[Photo]:
     for row in csv.DictReader(open(labels, newline="")):
         path = folder / row["file"]
         if path.suffix.lower() in CONTENT_TYPES:
-            photos.append(Photo(row["file"], path.read_bytes(), CONTENT_TYPES[path.suffix.lower()],
-                                int(row["faces_in_image"])))
+            photos.append(
+                Photo(row["file"], path.read_bytes(), CONTENT_TYPES[path.suffix.lower()], int(row["faces_in_image"]))
+            )
     return photos
 
 

@@ -36,8 +36,11 @@ def build_report(prefix: Path) -> dict:
     for row in stats:
         name = row["Name"]
         report[name] = {
-            "requests": int(row["Request Count"]), "requests_per_s": float(row["Requests/s"]),
-            "p50_ms": float(row["50%"] or 0), "p95_ms": float(row["95%"] or 0), "p99_ms": float(row["99%"] or 0),
+            "requests": int(row["Request Count"]),
+            "requests_per_s": float(row["Requests/s"]),
+            "p50_ms": float(row["50%"] or 0),
+            "p95_ms": float(row["95%"] or 0),
+            "p99_ms": float(row["99%"] or 0),
             "errors": errors.get(name, 0) if name != "Aggregated" else sum(errors.values()),
             "over_capacity_429": over_capacity.get(name, 0) if name != "Aggregated" else sum(over_capacity.values()),
         }
@@ -55,21 +58,43 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     prefix = args.out / "facegrid"
-    env = {**os.environ, "FACEGRID_LOADTEST_TIME_S": str(args.time_s), "FACEGRID_LOADTEST_MAX_USERS":
-           str(args.max_users), "FACEGRID_LOADTEST_STEP_USERS": str(args.step_users),
-           "FACEGRID_LOADTEST_STEP_S": str(args.step_s),
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE.parent), os.environ.get("PYTHONPATH")]))}
-    command = [sys.executable, "-m", "locust", "-f", str(HERE / "locustfile.py"), "--headless", "--host", args.host,
-               "--csv", str(prefix), "--only-summary", "--exit-code-on-error", "0",
-               # Bounded whatever the shape does: locust stops itself after this, plus a grace period.
-               "--run-time", f"{int(args.time_s) + 5}s", "--stop-timeout", "5"]
+    env = {
+        **os.environ,
+        "FACEGRID_LOADTEST_TIME_S": str(args.time_s),
+        "FACEGRID_LOADTEST_MAX_USERS": str(args.max_users),
+        "FACEGRID_LOADTEST_STEP_USERS": str(args.step_users),
+        "FACEGRID_LOADTEST_STEP_S": str(args.step_s),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE.parent), os.environ.get("PYTHONPATH")])),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(HERE / "locustfile.py"),
+        "--headless",
+        "--host",
+        args.host,
+        "--csv",
+        str(prefix),
+        "--only-summary",
+        "--exit-code-on-error",
+        "0",
+        # Bounded whatever the shape does: locust stops itself after this, plus a grace period.
+        "--run-time",
+        f"{int(args.time_s) + 5}s",
+        "--stop-timeout",
+        "5",
+    ]
     finished = subprocess.run(command, env=env, timeout=args.time_s + 120)
     report = build_report(prefix)
     (args.out / "report.json").write_text(json.dumps(report, indent=1))
     total = report.get("Aggregated", {})
-    print(f"requests/s {total.get('requests_per_s', 0):.1f}  p50 {total.get('p50_ms', 0):.0f} ms  "
-          f"p95 {total.get('p95_ms', 0):.0f} ms  p99 {total.get('p99_ms', 0):.0f} ms  "
-          f"errors {total.get('errors', 0)}  429 {total.get('over_capacity_429', 0)}")
+    print(
+        f"requests/s {total.get('requests_per_s', 0):.1f}  p50 {total.get('p50_ms', 0):.0f} ms  "
+        f"p95 {total.get('p95_ms', 0):.0f} ms  p99 {total.get('p99_ms', 0):.0f} ms  "
+        f"errors {total.get('errors', 0)}  429 {total.get('over_capacity_429', 0)}"
+    )
     return finished.returncode
 
 

@@ -10,6 +10,17 @@ from .extractor import Extractor
 from .pipeline import Face, FacePipeline, ModelsNotReadyError, load_pipeline
 
 __all__ = [
-    "AttributeModel", "Detection", "Detector", "DetectorConfig", "Extractor", "ExtractorConfig", "Face",
-    "FaceAttributes", "FacePipeline", "ModelConfig", "ModelsNotReadyError", "MtcnnDetector", "load_pipeline",
+    "AttributeModel",
+    "Detection",
+    "Detector",
+    "DetectorConfig",
+    "Extractor",
+    "ExtractorConfig",
+    "Face",
+    "FaceAttributes",
+    "FacePipeline",
+    "ModelConfig",
+    "ModelsNotReadyError",
+    "MtcnnDetector",
+    "load_pipeline",
 ]

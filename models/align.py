@@ -14,15 +14,29 @@ import cv2
 import numpy as np
 
 # (x, y) on a 150x150 chip: left eye, right eye, nose tip, left and right mouth corners.
-DLIB_TEMPLATE_150 = np.array([
-    [45.9, 42.9], [104.1, 42.9], [75.0, 79.9], [49.1, 104.2], [100.9, 104.2],
-], dtype=np.float32)
+DLIB_TEMPLATE_150 = np.array(
+    [
+        [45.9, 42.9],
+        [104.1, 42.9],
+        [75.0, 79.9],
+        [49.1, 104.2],
+        [100.9, 104.2],
+    ],
+    dtype=np.float32,
+)
 
 # ArcFace-family models are trained on 112x112 crops with this landmark layout; it is part of the
 # published model contract (InsightFace), so it is a fact about those models, not a choice here.
-ARCFACE_TEMPLATE_112 = np.array([
-    [38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041],
-], dtype=np.float32)
+ARCFACE_TEMPLATE_112 = np.array(
+    [
+        [38.2946, 51.6963],
+        [73.5318, 51.5014],
+        [56.0252, 71.7366],
+        [41.5493, 92.3655],
+        [70.7299, 92.2041],
+    ],
+    dtype=np.float32,
+)
 
 
 def template_for(size: int) -> np.ndarray:

@@ -25,7 +25,7 @@ MODEL_NAMES = {"age": "faceapi_age.v1", "gender": "faceapi_gender.v1", "emotions
 class FaceAttributes:
     age: float
     male_probability: float
-    emotions: tuple[tuple[str, float], ...]   # every emotion, highest score first
+    emotions: tuple[tuple[str, float], ...]  # every emotion, highest score first
 
     @property
     def gender(self) -> str:
@@ -50,13 +50,20 @@ class FaceAttributes:
         """New-style ``attributes`` object: one ``{"attribute", "model", "result"}`` per asked name."""
         results = {
             "age": int(round(self.age)),
-            "gender": [{"name": name, "confidence": round(score, 4)} for name, score in sorted(
-                (("male", self.male_probability), ("female", 1.0 - self.male_probability)),
-                key=lambda item: -item[1])],
+            "gender": [
+                {"name": name, "confidence": round(score, 4)}
+                for name, score in sorted(
+                    (("male", self.male_probability), ("female", 1.0 - self.male_probability)),
+                    key=lambda item: -item[1],
+                )
+            ],
             "emotions": [{"name": name, "confidence": round(score, 4)} for name, score in self.emotions],
         }
-        return {name: {"attribute": name, "model": MODEL_NAMES[name], "result": results[name]}
-                for name in ATTRIBUTE_NAMES if name in names}
+        return {
+            name: {"attribute": name, "model": MODEL_NAMES[name], "result": results[name]}
+            for name in ATTRIBUTE_NAMES
+            if name in names
+        }
 
 
 class AttributeModel:

@@ -25,10 +25,10 @@ from .pipeline import Descriptions, FaceChips, cut_chips, describe, load_attribu
 
 @dataclass
 class DetectRequest:
-    image: np.ndarray                  # HxWx3 uint8 RGB
-    extractor_chips: bool = False      # cut chips for every extractor served
-    attribute_chips: bool = False      # cut chips for the attribute networks
-    coming: int = 1                    # the caller's requests yet to send a call here, this one included
+    image: np.ndarray  # HxWx3 uint8 RGB
+    extractor_chips: bool = False  # cut chips for every extractor served
+    attribute_chips: bool = False  # cut chips for the attribute networks
+    coming: int = 1  # the caller's requests yet to send a call here, this one included
 
 
 @dataclass
@@ -40,7 +40,7 @@ class DetectedFaces:
 @dataclass
 class DescribeRequest:
     chips: FaceChips
-    coming: int = 1                    # the caller's requests yet to send a call here, this one included
+    coming: int = 1  # the caller's requests yet to send a call here, this one included
 
 
 BATCH_SIZE_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64]
@@ -49,8 +49,12 @@ DEFAULT_MAX_BATCH_SIZE, DEFAULT_BATCH_WAIT_S = 16, 0.05
 
 
 def _batch_size_histogram() -> metrics.Histogram:
-    return metrics.Histogram("facegrid_model_batch_size", "Requests per model batch.",
-                             boundaries=BATCH_SIZE_BOUNDARIES, tag_keys=("deployment",))
+    return metrics.Histogram(
+        "facegrid_model_batch_size",
+        "Requests per model batch.",
+        boundaries=BATCH_SIZE_BOUNDARIES,
+        tag_keys=("deployment",),
+    )
 
 
 class LoadAwareBatching:
@@ -71,7 +75,7 @@ class LoadAwareBatching:
         self.method, self.deployment = method, deployment
         self.max_batch_size, self.wait_s = DEFAULT_MAX_BATCH_SIZE, DEFAULT_BATCH_WAIT_S
         self.batch_size_set = DEFAULT_MAX_BATCH_SIZE
-        self.queued: set[int] = set()    # ids of the calls that have arrived and are not in a running batch
+        self.queued: set[int] = set()  # ids of the calls that have arrived and are not in a running batch
         self.batches_by_size: Counter[int] = Counter()
         self.batch_sizes = _batch_size_histogram()
 
@@ -84,7 +88,7 @@ class LoadAwareBatching:
         """Around one call's wait for its batch. A call cancelled while queued (its caller timed out or hung
         up) never reaches ``run``: serve.batch drops it, so it leaves the count here."""
         expected = max(1, min(self.max_batch_size, call.coming + len(self.queued)))
-        if expected != self.batch_size_set:        # the setter also re-checks the replica's config
+        if expected != self.batch_size_set:  # the setter also re-checks the replica's config
             self.method.set_max_batch_size(expected)
             self.batch_size_set = expected
         self.method.set_batch_wait_timeout_s(self.wait_s if expected > 1 else 0.0)
@@ -127,10 +131,18 @@ class DetectorDeployment(_BatchedModel):
 
     def _run(self, requests: list[DetectRequest]) -> list[DetectedFaces]:
         found = self.detector.detect_batch([r.image for r in requests])
-        return [DetectedFaces(detections, cut_chips(request.image, detections,
-                                                    self.geometries if request.extractor_chips else (),
-                                                    request.attribute_chips))
-                for request, detections in zip(requests, found)]
+        return [
+            DetectedFaces(
+                detections,
+                cut_chips(
+                    request.image,
+                    detections,
+                    self.geometries if request.extractor_chips else (),
+                    request.attribute_chips,
+                ),
+            )
+            for request, detections in zip(requests, found)
+        ]
 
     async def detect(self, request: DetectRequest) -> DetectedFaces:
         with self.batching.arriving(request):

@@ -72,12 +72,12 @@ def crop_resized(image: np.ndarray, box: np.ndarray, side: int) -> np.ndarray:
     x2, y2 = max(x2, x1 + 1), max(y2, y1 + 1)
     height, width = image.shape[:2]
     if x1 >= 0 and y1 >= 0 and x2 <= width and y2 <= height:
-        canvas = image[y1:y2, x1:x2]            # most boxes: a view, no copy
+        canvas = image[y1:y2, x1:x2]  # most boxes: a view, no copy
     else:
         canvas = np.zeros((y2 - y1, x2 - x1, 3), dtype=np.uint8)
         sx1, sy1, sx2, sy2 = max(x1, 0), max(y1, 0), min(x2, width), min(y2, height)
         if sx2 > sx1 and sy2 > sy1:
-            canvas[sy1 - y1:sy2 - y1, sx1 - x1:sx2 - x1] = image[sy1:sy2, sx1:sx2]
+            canvas[sy1 - y1 : sy2 - y1, sx1 - x1 : sx2 - x1] = image[sy1:sy2, sx1:sx2]
     shrinking = canvas.shape[0] > side
     return cv2.resize(canvas, (side, side), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 
@@ -140,7 +140,7 @@ class MtcnnDetector:
         one size (frames of one camera) share the pyramid, so each scale is one P-Net call for them all."""
         height, width = images[0].shape[:2]
         found: list[tuple[list, list, list, list]] = [([], [], [], []) for _ in images]
-        levels: list[tuple[float, list[np.ndarray]]] = []       # (scale, the images at that scale)
+        levels: list[tuple[float, list[np.ndarray]]] = []  # (scale, the images at that scale)
         for scale_id, scale in enumerate(self.pyramid_scales(height, width)):
             size = (math.ceil(width * scale), math.ceil(height * scale))
             # Area-averaging reads every source pixel, so resizing each level from the full image cost a third
@@ -152,7 +152,7 @@ class MtcnnDetector:
             if getattr(self.pnet, "fixed_shapes", False):
                 batch = _padded_to_step(batch, PNET_SIZE_STEP)
             regression, probability = self.pnet(batch)
-            rows, columns = _pnet_cells(size[1]), _pnet_cells(size[0])     # the map of the unpadded level
+            rows, columns = _pnet_cells(size[1]), _pnet_cells(size[0])  # the map of the unpadded level
             for index, (boxes, scores, regressions, scale_ids) in enumerate(found):
                 ys, xs = np.nonzero(probability[index, :rows, :columns] >= self.config.stage_thresholds[0])
                 if len(ys) == 0:
@@ -183,15 +183,17 @@ class MtcnnDetector:
             by_size.setdefault(image.shape[:2], []).append(index)
         for members in by_size.values():
             for start in range(0, len(members), MAX_IMAGES_PER_PNET_CALL):
-                group = members[start:start + MAX_IMAGES_PER_PNET_CALL]
+                group = members[start : start + MAX_IMAGES_PER_PNET_CALL]
                 for index, proposal in zip(group, self._propose([images[i] for i in group])):
                     proposals[index] = proposal
         return proposals
 
     def _run_crops(self, runner: Runner, images, boxes, owners, side) -> tuple[np.ndarray, ...]:
         crops = [crop_resized(images[owner], box, side) for box, owner in zip(boxes, owners)]
-        chunks = [runner(_to_batch(crops[start:start + MAX_CROPS_PER_CALL]))
-                  for start in range(0, len(crops), MAX_CROPS_PER_CALL)]
+        chunks = [
+            runner(_to_batch(crops[start : start + MAX_CROPS_PER_CALL]))
+            for start in range(0, len(crops), MAX_CROPS_PER_CALL)
+        ]
         return tuple(np.concatenate(parts) for parts in zip(*chunks))
 
     def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
@@ -223,6 +225,9 @@ class MtcnnDetector:
         for owner in np.unique(owners[keep]):
             mine = keep[owners[keep] == owner]
             for index in mine[_suppress_nested(boxes[mine], scores[mine], 0.7)]:
-                results[owner].append(Detection(boxes[index].astype(np.float32), float(scores[index]),
-                                                landmarks[index].astype(np.float32)))
+                results[owner].append(
+                    Detection(
+                        boxes[index].astype(np.float32), float(scores[index]), landmarks[index].astype(np.float32)
+                    )
+                )
         return results

@@ -44,8 +44,8 @@ class EvalReport:
     rank1_accuracy: float
     face_count_misses: list[str] = field(default_factory=list)
     calibration_fit: dict | None = None
-    subset: str = ""                       # the file-name prefixes of the photos reported apart
-    subset_pairs: int = 0                  # pairs with both photos in the subset
+    subset: str = ""  # the file-name prefixes of the photos reported apart
+    subset_pairs: int = 0  # pairs with both photos in the subset
     subset_verification_accuracy: float = float("nan")
     subset_false_accepts: list[str] = field(default_factory=list)
 
@@ -68,10 +68,15 @@ class EvalReport:
             f"best threshold on this set  {self.best_threshold:.3f} (accuracy {self.best_accuracy:.4f})",
             f"rank-1 identification       {self.rank1_accuracy:.4f} over {self.rank1_probes} probes",
             *(f"face-count miss             {miss}" for miss in self.face_count_misses),
-            *([f"subset {self.subset}: {self.subset_pairs} pairs, verification accuracy "
-               f"{self.subset_verification_accuracy:.4f}",
-               *(f"  false accept              {pair}" for pair in self.subset_false_accepts)]
-              if self.subset else []),
+            *(
+                [
+                    f"subset {self.subset}: {self.subset_pairs} pairs, verification accuracy "
+                    f"{self.subset_verification_accuracy:.4f}",
+                    *(f"  false accept              {pair}" for pair in self.subset_false_accepts),
+                ]
+                if self.subset
+                else []
+            ),
             *([f"calibration fit             {self.calibration_fit}"] if self.calibration_fit else []),
         ]
 
@@ -146,25 +151,40 @@ def evaluate(pipeline: FacePipeline, folder: Path, fit: bool = False, subset: tu
 
     in_subset = np.array([bool(subset) and file.startswith(subset) for file in files])
     both = in_subset[upper[0]] & in_subset[upper[1]]
-    subset_false_accepts = [f"{files[i]} ~ {files[j]}: confidence {confidence[k]:.3f}"
-                            for k, (i, j) in enumerate(zip(*upper)) if both[k] and accepted[k] and not same[k]]
+    subset_false_accepts = [
+        f"{files[i]} ~ {files[j]}: confidence {confidence[k]:.3f}"
+        for k, (i, j) in enumerate(zip(*upper))
+        if both[k] and accepted[k] and not same[k]
+    ]
 
     calibration = None
     if fit:
         slope, midpoint = fit_logistic(cosines.astype(np.float64), same)
-        calibration = {"slope": round(slope, 3), "midpoint": round(midpoint, 4),
-                       "best_cosine": round(float(pipeline.extractor.calibration.cosine_for(candidates[best])), 4)}
+        calibration = {
+            "slope": round(slope, 3),
+            "midpoint": round(midpoint, 4),
+            "best_cosine": round(float(pipeline.extractor.calibration.cosine_for(candidates[best])), 4),
+        }
 
     return EvalReport(
-        images=len(rows), face_count_correct=correct, identities=len(counts), identity_photos=len(names),
-        same_pairs=int(same.sum()), different_pairs=int((~same).sum()), threshold=float(threshold),
+        images=len(rows),
+        face_count_correct=correct,
+        identities=len(counts),
+        identity_photos=len(names),
+        same_pairs=int(same.sum()),
+        different_pairs=int((~same).sum()),
+        threshold=float(threshold),
         verification_accuracy=float((accepted == same).mean()),
         true_accept_rate=float(accepted[same].mean()) if same.any() else float("nan"),
         true_reject_rate=float((~accepted[~same]).mean()),
-        roc_auc=roc_auc(cosines, same), best_threshold=float(candidates[best]),
-        best_accuracy=float(accuracies[best]), rank1_probes=int(probes.sum()),
+        roc_auc=roc_auc(cosines, same),
+        best_threshold=float(candidates[best]),
+        best_accuracy=float(accuracies[best]),
+        rank1_probes=int(probes.sum()),
         rank1_accuracy=float(rank1.mean()) if len(rank1) else float("nan"),
-        face_count_misses=misses, calibration_fit=calibration, subset=",".join(subset),
+        face_count_misses=misses,
+        calibration_fit=calibration,
+        subset=",".join(subset),
         subset_pairs=int(both.sum()),
         subset_verification_accuracy=float((accepted[both] == same[both]).mean()) if both.any() else float("nan"),
         subset_false_accepts=subset_false_accepts,

@@ -32,25 +32,44 @@ OPSET = 17
 @dataclass(frozen=True)
 class NetSpec:
     name: str
-    build: Callable[[Path], nn.Module]   # weights dir -> module in eval mode
-    input_hw: tuple[int, int] | None     # None: height and width are dynamic (P-Net)
+    build: Callable[[Path], nn.Module]  # weights dir -> module in eval mode
+    input_hw: tuple[int, int] | None  # None: height and width are dynamic (P-Net)
     outputs: tuple[str, ...]
 
 
-NETS: dict[str, NetSpec] = {spec.name: spec for spec in (
-    NetSpec("mtcnn_pnet", lambda d: load_state_dict(PNet(), d / "pnet.pt"), None,
-            ("regression", "probability")),
-    NetSpec("mtcnn_rnet", lambda d: load_state_dict(RNet(), d / "rnet.pt"), (24, 24),
-            ("regression", "probability")),
-    NetSpec("mtcnn_onet", lambda d: load_state_dict(ONet(), d / "onet.pt"), (48, 48),
-            ("regression", "probability", "landmarks")),
-    NetSpec("dlib_resnet", lambda d: DlibResNet.from_tfjs(
-        read_weight_map(d / "face_recognition_model-weights_manifest.json")), (150, 150), ("descriptor",)),
-    NetSpec("age_gender", lambda d: AgeGenderNet.from_tfjs(
-        read_weight_map(d / "age_gender_model-weights_manifest.json")), (112, 112), ("age", "gender")),
-    NetSpec("expression", lambda d: ExpressionNet.from_tfjs(
-        read_weight_map(d / "face_expression_model-weights_manifest.json")), (112, 112), ("expressions",)),
-)}
+NETS: dict[str, NetSpec] = {
+    spec.name: spec
+    for spec in (
+        NetSpec("mtcnn_pnet", lambda d: load_state_dict(PNet(), d / "pnet.pt"), None, ("regression", "probability")),
+        NetSpec(
+            "mtcnn_rnet", lambda d: load_state_dict(RNet(), d / "rnet.pt"), (24, 24), ("regression", "probability")
+        ),
+        NetSpec(
+            "mtcnn_onet",
+            lambda d: load_state_dict(ONet(), d / "onet.pt"),
+            (48, 48),
+            ("regression", "probability", "landmarks"),
+        ),
+        NetSpec(
+            "dlib_resnet",
+            lambda d: DlibResNet.from_tfjs(read_weight_map(d / "face_recognition_model-weights_manifest.json")),
+            (150, 150),
+            ("descriptor",),
+        ),
+        NetSpec(
+            "age_gender",
+            lambda d: AgeGenderNet.from_tfjs(read_weight_map(d / "age_gender_model-weights_manifest.json")),
+            (112, 112),
+            ("age", "gender"),
+        ),
+        NetSpec(
+            "expression",
+            lambda d: ExpressionNet.from_tfjs(read_weight_map(d / "face_expression_model-weights_manifest.json")),
+            (112, 112),
+            ("expressions",),
+        ),
+    )
+}
 
 
 @dataclass(frozen=True)
@@ -58,14 +77,17 @@ class EditSpec:
     """A published ONNX file made ready for batches (models.onnx_edit)."""
 
     name: str
-    source: str                                    # the weight file's name under <data_dir>/weights
+    source: str  # the weight file's name under <data_dir>/weights
     edit: Callable
 
 
-EDITED: dict[str, EditSpec] = {spec.name: spec for spec in (
-    EditSpec("yunet", "face_detection_yunet_2023mar.onnx", with_free_batch_axis),
-    EditSpec("sface", "face_recognition_sface_2021dec_int8bq.onnx", sface_for_batches),
-)}
+EDITED: dict[str, EditSpec] = {
+    spec.name: spec
+    for spec in (
+        EditSpec("yunet", "face_detection_yunet_2023mar.onnx", with_free_batch_axis),
+        EditSpec("sface", "face_recognition_sface_2021dec_int8bq.onnx", sface_for_batches),
+    )
+}
 
 
 def onnx_dir(data_dir: Path) -> Path:
@@ -91,16 +113,25 @@ def export_onnx(module: nn.Module, spec: NetSpec, path: Path) -> None:
         # The TorchScript exporter is deprecated in favour of torch.export, which needs onnxscript; these
         # graphs are plain convolutions, and the older exporter handles their dynamic axes without it.
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, (example,), str(staged), input_names=["rgb"],
-                          output_names=list(spec.outputs),
-                          dynamic_axes={"rgb": dynamic, **{o: {0: "batch"} for o in spec.outputs}},
-                          opset_version=OPSET, dynamo=False)
+        torch.onnx.export(
+            module,
+            (example,),
+            str(staged),
+            input_names=["rgb"],
+            output_names=list(spec.outputs),
+            dynamic_axes={"rgb": dynamic, **{o: {0: "batch"} for o in spec.outputs}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
     staged.replace(path)
 
 
 def _fingerprint() -> dict:
-    return {"export_version": EXPORT_VERSION, "opset": OPSET,
-            "weights": {f.name: f.sha256 for package in PACKAGES for f in package.files}}
+    return {
+        "export_version": EXPORT_VERSION,
+        "opset": OPSET,
+        "weights": {f.name: f.sha256 for package in PACKAGES for f in package.files},
+    }
 
 
 def prepare_models(data_dir: Path, log=print) -> Path:
@@ -109,8 +140,11 @@ def prepare_models(data_dir: Path, log=print) -> Path:
     target = onnx_dir(data_dir)
     record = target / "built.json"
     wanted = _fingerprint()
-    if (record.is_file() and json.loads(record.read_text()) == wanted
-            and all(onnx_path(data_dir, name).is_file() for name in (*NETS, *EDITED))):
+    if (
+        record.is_file()
+        and json.loads(record.read_text()) == wanted
+        and all(onnx_path(data_dir, name).is_file() for name in (*NETS, *EDITED))
+    ):
         log(f"models are ready in {target}")
         return target
     for name, spec in NETS.items():

@@ -98,7 +98,7 @@ def to_nchw(chips: np.ndarray) -> np.ndarray:
 class _RawPixelExtractor:
     """An extractor whose graph takes raw 0..255 RGB pixels, NCHW, and answers one vector per chip."""
 
-    kind: str              # its calibration family (calibration_for)
+    kind: str  # its calibration family (calibration_for)
     name: str
     dim: int
     input_size: int
@@ -131,7 +131,7 @@ class SFaceExtractor(_RawPixelExtractor):
     template = arcface_template_for(112)
 
 
-ARCFACE_SIDE = 112       # InsightFace's recognition models take 112x112 unless their file says otherwise
+ARCFACE_SIDE = 112  # InsightFace's recognition models take 112x112 unless their file says otherwise
 
 
 class ArcFaceExtractor:
@@ -161,10 +161,14 @@ def calibration_for(kind: str, match_threshold: float | None = None):
     if kind == "arcface":
         return LinearCalibration(), 0.65 if match_threshold is None else match_threshold
     if kind == "sface":
-        return (LogisticCalibration(SFACE_SLOPE, SFACE_MIDPOINT),
-                SFACE_MATCH_THRESHOLD if match_threshold is None else match_threshold)
-    return (LogisticCalibration(DLIB_SLOPE, DLIB_MIDPOINT),
-            DLIB_MATCH_THRESHOLD if match_threshold is None else match_threshold)
+        return (
+            LogisticCalibration(SFACE_SLOPE, SFACE_MIDPOINT),
+            SFACE_MATCH_THRESHOLD if match_threshold is None else match_threshold,
+        )
+    return (
+        LogisticCalibration(DLIB_SLOPE, DLIB_MIDPOINT),
+        DLIB_MATCH_THRESHOLD if match_threshold is None else match_threshold,
+    )
 
 
 def _first_input_and_output(path):

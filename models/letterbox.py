@@ -18,10 +18,10 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Letterbox:
-    canvas: np.ndarray        # side x side x 3 uint8
-    scale_x: float            # canvas pixels per photo pixel, along x
+    canvas: np.ndarray  # side x side x 3 uint8
+    scale_x: float  # canvas pixels per photo pixel, along x
     scale_y: float
-    left: int                 # where the photo's top-left pixel lies on the canvas
+    left: int  # where the photo's top-left pixel lies on the canvas
     top: int
 
     def to_photo(self, points: np.ndarray) -> np.ndarray:
@@ -41,7 +41,7 @@ def letterbox(image: np.ndarray, side: int) -> Letterbox:
     resized = image if fit == 1.0 else cv2.resize(image, (new_width, new_height), interpolation=cv2.INTER_AREA)
     left, top = (side - new_width) // 2, (side - new_height) // 2
     canvas = np.zeros((side, side, 3), np.uint8)
-    canvas[top:top + new_height, left:left + new_width] = resized
+    canvas[top : top + new_height, left : left + new_width] = resized
     return Letterbox(canvas, new_width / width, new_height / height, left, top)
 
 

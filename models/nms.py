@@ -15,8 +15,9 @@ except Exception:  # noqa: BLE001 - any import failure (missing, ABI mismatch) m
     _batched_nms = None
 
 
-def _greedy_batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor,
-                        iou_threshold: float) -> torch.Tensor:
+def _greedy_batched_nms(
+    boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, iou_threshold: float
+) -> torch.Tensor:
     # Offsetting each group far apart makes one pass over all boxes equal to per-group NMS.
     offsets = groups.to(boxes.dtype) * (boxes.max() + 1)
     shifted = boxes + offsets[:, None]
@@ -39,8 +40,11 @@ def batched_nms(boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray, iou_t
     """Indices of the boxes kept, highest score first. ``boxes`` is (N, 4) as x1, y1, x2, y2."""
     if len(boxes) == 0:
         return np.empty(0, dtype=np.int64)
-    args = (torch.from_numpy(np.ascontiguousarray(boxes, dtype=np.float32)),
-            torch.from_numpy(np.ascontiguousarray(scores, dtype=np.float32)),
-            torch.from_numpy(np.ascontiguousarray(groups, dtype=np.int64)), float(iou_threshold))
+    args = (
+        torch.from_numpy(np.ascontiguousarray(boxes, dtype=np.float32)),
+        torch.from_numpy(np.ascontiguousarray(scores, dtype=np.float32)),
+        torch.from_numpy(np.ascontiguousarray(groups, dtype=np.int64)),
+        float(iou_threshold),
+    )
     keep = _batched_nms(*args) if _batched_nms is not None else _greedy_batched_nms(*args)
     return keep.numpy()

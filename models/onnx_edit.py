@@ -39,7 +39,7 @@ def with_free_batch_axis(model: onnx.ModelProto) -> onnx.ModelProto:
             target[0] = 0
             initializers[node.input[1]].CopyFrom(numpy_helper.from_array(target, node.input[1]))
     _free_dims(graph.input[0], {0: "batch", 2: "height", 3: "width"})
-    del graph.value_info[:]         # shapes of the one-image graph; onnxruntime infers them again
+    del graph.value_info[:]  # shapes of the one-image graph; onnxruntime infers them again
     for output in graph.output:
         _free_dims(output, {0: "batch", 1: "anchors"})
     return model
@@ -69,8 +69,9 @@ def with_float_weights(model: onnx.ModelProto) -> onnx.ModelProto:
     del graph.node[:]
     graph.node.extend(kept)
     del graph.initializer[:]
-    graph.initializer.extend(numpy_helper.from_array(np.asarray(value), name)
-                             for name, value in constants.items() if name in used)
+    graph.initializer.extend(
+        numpy_helper.from_array(np.asarray(value), name) for name, value in constants.items() if name in used
+    )
     # The published file still declares its original weights as graph inputs, which no node reads.
     real_inputs = [value for value in graph.input if value.name not in constants and value.name in used]
     del graph.input[:]
@@ -96,12 +97,14 @@ def with_cheap_prelu(model: onnx.ModelProto) -> onnx.ModelProto:
         channels = len(slope)
         graph.initializer.append(numpy_helper.from_array(slope.reshape(channels, 1, 1, 1), f"{out}_slope"))
         graph.initializer.append(numpy_helper.from_array((1 - slope).reshape(channels, 1, 1, 1), f"{out}_rest"))
-        nodes += [onnx.helper.make_node("Relu", [y], [f"{out}_relu"]),
-                  onnx.helper.make_node("Conv", [y, f"{out}_slope"], [f"{out}_sloped"], group=channels,
-                                        kernel_shape=[1, 1]),
-                  onnx.helper.make_node("Conv", [f"{out}_relu", f"{out}_rest"], [f"{out}_kept"], group=channels,
-                                        kernel_shape=[1, 1]),
-                  onnx.helper.make_node("Add", [f"{out}_sloped", f"{out}_kept"], [out])]
+        nodes += [
+            onnx.helper.make_node("Relu", [y], [f"{out}_relu"]),
+            onnx.helper.make_node("Conv", [y, f"{out}_slope"], [f"{out}_sloped"], group=channels, kernel_shape=[1, 1]),
+            onnx.helper.make_node(
+                "Conv", [f"{out}_relu", f"{out}_rest"], [f"{out}_kept"], group=channels, kernel_shape=[1, 1]
+            ),
+            onnx.helper.make_node("Add", [f"{out}_sloped", f"{out}_kept"], [out]),
+        ]
     del graph.node[:]
     graph.node.extend(nodes)
     used = {name for node in nodes for name in node.input}

@@ -38,8 +38,8 @@ ATTRIBUTE_TEMPLATE = template_for(ATTRIBUTE_SIZE)
 class FaceChips:
     """One image's aligned chips: per extractor (by model name) and for the attribute networks."""
 
-    facens: dict[str, np.ndarray] = field(default_factory=dict)    # model -> (N, S, S, 3) uint8
-    attributes: np.ndarray | None = None                            # (N, 112, 112, 3) uint8
+    facens: dict[str, np.ndarray] = field(default_factory=dict)  # model -> (N, S, S, 3) uint8
+    attributes: np.ndarray | None = None  # (N, 112, 112, 3) uint8
 
 
 @dataclass
@@ -50,14 +50,16 @@ class Descriptions:
     attributes: list[FaceAttributes] = field(default_factory=list)
 
 
-def cut_chips(image: np.ndarray, detections: Sequence[Detection], geometries: Sequence[ChipGeometry],
-              attributes: bool) -> FaceChips:
+def cut_chips(
+    image: np.ndarray, detections: Sequence[Detection], geometries: Sequence[ChipGeometry], attributes: bool
+) -> FaceChips:
     """Chips of every face for each extractor geometry given (none: no vectors asked) and, if asked,
     for the attribute networks."""
     landmarks = [d.landmarks for d in detections]
-    return FaceChips({g.model: align_faces(image, landmarks, g.size, g.template) for g in geometries},
-                     align_faces(image, landmarks, ATTRIBUTE_SIZE, ATTRIBUTE_TEMPLATE)
-                     if attributes else None)
+    return FaceChips(
+        {g.model: align_faces(image, landmarks, g.size, g.template) for g in geometries},
+        align_faces(image, landmarks, ATTRIBUTE_SIZE, ATTRIBUTE_TEMPLATE) if attributes else None,
+    )
 
 
 def _per_group(network, groups: Sequence[np.ndarray | None]) -> list:
@@ -66,13 +68,14 @@ def _per_group(network, groups: Sequence[np.ndarray | None]) -> list:
     output = network(np.concatenate(asked)) if asked else None
     results, at = [], 0
     for group in groups:
-        results.append(None if group is None else output[at:at + len(group)])
+        results.append(None if group is None else output[at : at + len(group)])
         at += 0 if group is None else len(group)
     return results
 
 
-def describe(extractors: Mapping[str, Extractor], attribute_model: AttributeModel | None,
-             chips: Sequence[FaceChips]) -> list[Descriptions]:
+def describe(
+    extractors: Mapping[str, Extractor], attribute_model: AttributeModel | None, chips: Sequence[FaceChips]
+) -> list[Descriptions]:
     """Vectors and attributes for the chips of many images (a group per image or per request): one
     forward pass per network over all groups, split back by group."""
     if attribute_model is None and any(group.attributes is not None for group in chips):
@@ -93,12 +96,12 @@ def describe(extractors: Mapping[str, Extractor], attribute_model: AttributeMode
 
 @dataclass(frozen=True, eq=False)
 class Face:
-    box: np.ndarray             # x1, y1, x2, y2 in pixels of the input image
+    box: np.ndarray  # x1, y1, x2, y2 in pixels of the input image
     score: float
-    landmarks: np.ndarray       # (5, 2)
-    facens: dict[str, np.ndarray]        # model -> unit float32 vector, when extraction was asked
+    landmarks: np.ndarray  # (5, 2)
+    facens: dict[str, np.ndarray]  # model -> unit float32 vector, when extraction was asked
     attributes: FaceAttributes | None
-    primary: str | None = None           # the model of ``facen``
+    primary: str | None = None  # the model of ``facen``
 
     @property
     def facen(self) -> np.ndarray | None:
@@ -108,28 +111,46 @@ class Face:
 class FacePipeline:
     """``extractors``: the primary one first (its vectors are ``Face.facen``), then any others served."""
 
-    def __init__(self, detector: Detector, extractors: Extractor | Sequence[Extractor],
-                 attributes: AttributeModel | None = None):
+    def __init__(
+        self, detector: Detector, extractors: Extractor | Sequence[Extractor], attributes: AttributeModel | None = None
+    ):
         listed = [extractors] if not isinstance(extractors, (list, tuple)) else list(extractors)
         self.detector, self.attribute_model = detector, attributes
         self.extractors = {extractor.name: extractor for extractor in listed}
         self.extractor = listed[0]
         self.geometries = [ChipGeometry(e.name, e.input_size, e.template) for e in listed]
 
-    def describe_faces(self, images: Sequence[np.ndarray], detections: Sequence[Sequence[Detection]],
-                       extract: bool = True, attributes: bool = False) -> list[list[Face]]:
+    def describe_faces(
+        self,
+        images: Sequence[np.ndarray],
+        detections: Sequence[Sequence[Detection]],
+        extract: bool = True,
+        attributes: bool = False,
+    ) -> list[list[Face]]:
         """Feature vectors and attributes for given detections, batched across all images."""
         if attributes and self.attribute_model is None:
             raise RuntimeError(ATTRIBUTES_OFF)
-        chips = [cut_chips(image, found, self.geometries if extract else (), attributes)
-                 for image, found in zip(images, detections)]
+        chips = [
+            cut_chips(image, found, self.geometries if extract else (), attributes)
+            for image, found in zip(images, detections)
+        ]
         described = describe(self.extractors, self.attribute_model, chips)
-        return [[Face(d.box, d.score, d.landmarks, {m: v[i] for m, v in about.facens.items()},
-                      about.attributes[i] if about.attributes else None, self.extractor.name)
-                 for i, d in enumerate(found)] for found, about in zip(detections, described)]
+        return [
+            [
+                Face(
+                    d.box,
+                    d.score,
+                    d.landmarks,
+                    {m: v[i] for m, v in about.facens.items()},
+                    about.attributes[i] if about.attributes else None,
+                    self.extractor.name,
+                )
+                for i, d in enumerate(found)
+            ]
+            for found, about in zip(detections, described)
+        ]
 
-    def detect(self, images: Sequence[np.ndarray], extract: bool = True,
-               attributes: bool = False) -> list[list[Face]]:
+    def detect(self, images: Sequence[np.ndarray], extract: bool = True, attributes: bool = False) -> list[list[Face]]:
         """Faces in each HxWx3 uint8 RGB image, highest detection score first."""
         return self.describe_faces(images, self.detector.detect_batch(images), extract, attributes)
 

@@ -41,8 +41,9 @@ def providers_for(device: str) -> list:
         _load_cuda_libraries()
         return [("CUDAExecutionProvider", CUDA_OPTIONS), "CPUExecutionProvider"]
     if device == "cuda":
-        raise RuntimeError("device=cuda, but this onnxruntime has no CUDA provider "
-                           f"(available: {available}); install onnxruntime-gpu")
+        raise RuntimeError(
+            f"device=cuda, but this onnxruntime has no CUDA provider (available: {available}); install onnxruntime-gpu"
+        )
     return ["CPUExecutionProvider"]
 
 
@@ -75,8 +76,14 @@ class OnnxRunner:
     times (a camera: from its third frame on), and until then runs on the shared session.
     """
 
-    def __init__(self, path: Path, device: str = "auto", num_threads: int = 0, spin_wait: bool = True,
-                 fixed_shapes: bool | None = None):
+    def __init__(
+        self,
+        path: Path,
+        device: str = "auto",
+        num_threads: int = 0,
+        spin_wait: bool = True,
+        fixed_shapes: bool | None = None,
+    ):
         self.path = Path(path)
         self._options = ort.SessionOptions()
         self._options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -90,8 +97,10 @@ class OnnxRunner:
         self.session = self._new_session()
         if device == "cuda" and self.provider != "CUDAExecutionProvider":
             # onnxruntime falls back to the CPU, with only a log line, when the CUDA libraries don't load.
-            raise RuntimeError(f"device=cuda, but onnxruntime could not start its CUDA provider for {path} "
-                               "(are CUDA 13 and cuDNN 9 installed? onnxruntime.preload_dlls() says which is missing)")
+            raise RuntimeError(
+                f"device=cuda, but onnxruntime could not start its CUDA provider for {path} "
+                "(are CUDA 13 and cuDNN 9 installed? onnxruntime.preload_dlls() says which is missing)"
+            )
         first_input = self.session.get_inputs()[0]
         self.input_name = first_input.name
         self.input_shape = tuple(first_input.shape)
@@ -125,8 +134,9 @@ class OnnxRunner:
             batch = np.concatenate([batch, np.zeros((padded - count, *batch.shape[1:]), batch.dtype)])
         outputs = self._session_for(batch.shape).run(self.output_names, {self.input_name: batch})
         # Only padded rows are cut; outputs without a batch axis (SCRFD's, for one) are left whole.
-        return tuple(output[:count] if padded != count and output.shape[:1] == (padded,) else output
-                     for output in outputs)
+        return tuple(
+            output[:count] if padded != count and output.shape[:1] == (padded,) else output for output in outputs
+        )
 
     def _session_for(self, shape: tuple[int, ...]) -> ort.InferenceSession:
         with self._lock:
@@ -140,7 +150,7 @@ class OnnxRunner:
                 self._calls_by_shape.popitem(last=False)
             if calls < SHAPE_SESSION_AFTER:
                 return self.session
-        session = self._new_session()       # outside the lock: other shapes' calls go on meanwhile
+        session = self._new_session()  # outside the lock: other shapes' calls go on meanwhile
         with self._lock:
             session = self._by_shape.setdefault(shape, session)
             self._calls_by_shape.pop(shape, None)

@@ -48,8 +48,10 @@ class ScrfdDetector:
         blob = (planar_batch([box.canvas]) - 127.5) / 128.0
         outputs = self.runner(blob)
         if len(outputs) != 3 * len(STRIDES):
-            raise ValueError(f"SCRFD model has {len(outputs)} outputs; facegrid needs the 9-output "
-                             "variant with landmarks (scores, boxes, landmarks for strides 8/16/32)")
+            raise ValueError(
+                f"SCRFD model has {len(outputs)} outputs; facegrid needs the 9-output "
+                "variant with landmarks (scores, boxes, landmarks for strides 8/16/32)"
+            )
         boxes, scores, points = [], [], []
         for level, stride in enumerate(STRIDES):
             level_scores = outputs[level].reshape(-1)
@@ -69,6 +71,11 @@ class ScrfdDetector:
             face = box.to_photo(boxes[index])
             if min(face[2] - face[0], face[3] - face[1]) < min_side:
                 continue
-            faces.append(Detection(face.astype(np.float32), float(scores[index]),
-                                   box.to_photo(points[index].reshape(-1)).reshape(5, 2).astype(np.float32)))
+            faces.append(
+                Detection(
+                    face.astype(np.float32),
+                    float(scores[index]),
+                    box.to_photo(points[index].reshape(-1)).reshape(5, 2).astype(np.float32),
+                )
+            )
         return faces

@@ -48,8 +48,12 @@ class YunetDetector:
         self.config = config or DetectorConfig(kind="yunet")
         names = list(getattr(runner, "output_names", []))
         self._outputs = {name: index for index, name in enumerate(names)}
-        missing = [f"{part}_{stride}" for part in ("cls", "obj", "bbox", "kps") for stride in STRIDES
-                   if f"{part}_{stride}" not in self._outputs]
+        missing = [
+            f"{part}_{stride}"
+            for part in ("cls", "obj", "bbox", "kps")
+            for stride in STRIDES
+            if f"{part}_{stride}" not in self._outputs
+        ]
         if missing:
             raise ValueError(f"not a YuNet 2023mar graph: outputs {', '.join(missing)} are missing")
         self._cells: dict[tuple[int, int], np.ndarray] = {}
@@ -86,7 +90,7 @@ class YunetDetector:
         candidates: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in images]
         for side, members in sorted(by_side.items()):
             for start in range(0, len(members), self.images_per_call):
-                group = members[start:start + self.images_per_call]
+                group = members[start : start + self.images_per_call]
                 boxes = [letterbox(images[i], side) for i in group]
                 outputs = self.runner(planar_batch([box.canvas for box in boxes], bgr=True))
                 for row, (index, box) in enumerate(zip(group, boxes)):
@@ -106,12 +110,18 @@ class YunetDetector:
             boxes.append(np.hstack([centre - size / 2, centre + size / 2]))
             points.append(((part["kps"][passed].reshape(-1, 5, 2) + cell[:, None, :]) * stride).reshape(-1, 10))
             scores.append(score[passed])
-        return (box.to_photo(np.concatenate(boxes)), np.concatenate(scores),
-                box.to_photo(np.concatenate(points)).reshape(-1, 5, 2))
+        return (
+            box.to_photo(np.concatenate(boxes)),
+            np.concatenate(scores),
+            box.to_photo(np.concatenate(points)).reshape(-1, 5, 2),
+        )
 
     def _faces(self, found: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> list[Detection]:
         """One photo's candidates from all its passes, merged, highest score first."""
         boxes, scores, points = (np.concatenate(parts) for parts in zip(*found))
         keep = batched_nms(boxes, scores, np.zeros(len(boxes)), self.config.nms_iou)
-        return [Detection(boxes[i].astype(np.float32), float(scores[i]), points[i].astype(np.float32))
-                for i in keep if max(boxes[i, 2] - boxes[i, 0], boxes[i, 3] - boxes[i, 1]) >= self.smallest_box_px]
+        return [
+            Detection(boxes[i].astype(np.float32), float(scores[i]), points[i].astype(np.float32))
+            for i in keep
+            if max(boxes[i, 2] - boxes[i, 0], boxes[i, 3] - boxes[i, 1]) >= self.smallest_box_px
+        ]

@@ -34,12 +34,19 @@ from .services import Services
 
 log = logging.getLogger("facegrid")
 
+
 def create_api(services: Services | None) -> FastAPI:
     """The /v2 application of one Ingress replica, its routes reaching ``services`` through
     ``app.state`` (serve_app.services.ServicesDep)."""
-    api = FastAPI(title="facegrid", version="0.1.0", docs_url=None, openapi_url="/v2/openapi.json",
-                  redoc_url=None, redirect_slashes=False,
-                  description="The FindFace Enterprise Server biometric API (/v2), on Ray.")
+    api = FastAPI(
+        title="facegrid",
+        version="0.1.0",
+        docs_url=None,
+        openapi_url="/v2/openapi.json",
+        redoc_url=None,
+        redirect_slashes=False,
+        description="The FindFace Enterprise Server biometric API (/v2), on Ray.",
+    )
     for module in (detect, verify, galleries, faces, search, health):
         api.include_router(module.router)
     api.add_middleware(EdgeMiddleware)
@@ -51,10 +58,12 @@ def create_api(services: Services | None) -> FastAPI:
         """FastAPI's document completed by serve_app/openapi.py (made once, when first asked for)."""
         if api.openapi_schema is None:
             settings = services.settings if services else None
-            document = get_openapi(title=api.title, version=api.version, description=api.description,
-                                   routes=api.routes)
-            api.openapi_schema = complete_openapi(document, bearer_token=bool(settings and settings.auth_token),
-                                                  limits=settings.limits if settings else LimitSettings())
+            document = get_openapi(title=api.title, version=api.version, description=api.description, routes=api.routes)
+            api.openapi_schema = complete_openapi(
+                document,
+                bearer_token=bool(settings and settings.auth_token),
+                limits=settings.limits if settings else LimitSettings(),
+            )
         return api.openapi_schema
 
     api.openapi = openapi  # type: ignore[method-assign]
@@ -67,14 +76,27 @@ def open_store(settings: Settings) -> FaceStore:
         from store.cassandra import CassandraFaceStore
 
         c = settings.store.cassandra
-        return CassandraFaceStore(c.hosts, c.port, c.keyspace, settings.index.num_shards,
-                                  replication_factor=c.replication_factor, read_consistency=c.read_consistency,
-                                  write_consistency=c.write_consistency, max_in_flight=c.max_in_flight,
-                                  request_timeout_s=c.request_timeout_s, page_size=c.page_size,
-                                  change_log_retention_s=settings.store.change_log_retention_s,
-                                  meta_rules=settings.limits.meta)
-    return SqliteFaceStore(settings.store.path, settings.index.num_shards, settings.store.busy_timeout_s,
-                           settings.store.change_log_retention_s, settings.limits.meta)
+        return CassandraFaceStore(
+            c.hosts,
+            c.port,
+            c.keyspace,
+            settings.index.num_shards,
+            replication_factor=c.replication_factor,
+            read_consistency=c.read_consistency,
+            write_consistency=c.write_consistency,
+            max_in_flight=c.max_in_flight,
+            request_timeout_s=c.request_timeout_s,
+            page_size=c.page_size,
+            change_log_retention_s=settings.store.change_log_retention_s,
+            meta_rules=settings.limits.meta,
+        )
+    return SqliteFaceStore(
+        settings.store.path,
+        settings.index.num_shards,
+        settings.store.busy_timeout_s,
+        settings.store.change_log_retention_s,
+        settings.limits.meta,
+    )
 
 
 def open_cache(settings: Settings) -> DetectionCache:
@@ -92,8 +114,9 @@ class Ingress:
         store = open_store(settings)
         cache = open_cache(settings)
         # Shards are named after the application, so two facegrid applications on one cluster keep apart.
-        router = ShardRouter.start(store, settings.index, name_prefix=serve.get_replica_context().app_name,
-                                   detached=True)
+        router = ShardRouter.start(
+            store, settings.index, name_prefix=serve.get_replica_context().app_name, detached=True
+        )
         self.services = Services(settings, store, cache, router, detector, extractor)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
@@ -114,29 +137,37 @@ def deployment_options(section: DeploymentSettings, gpus_present: bool, batching
         "max_queued_requests": section.max_queued_requests,
     }
     if section.max_replicas > max(section.min_replicas, 1):
-        options["autoscaling_config"] = {"min_replicas": section.min_replicas, "max_replicas": section.max_replicas,
-                                         "target_ongoing_requests": section.target_ongoing_requests,
-                                         "upscale_delay_s": section.upscale_delay_s,
-                                         "downscale_delay_s": section.downscale_delay_s}
+        options["autoscaling_config"] = {
+            "min_replicas": section.min_replicas,
+            "max_replicas": section.max_replicas,
+            "target_ongoing_requests": section.target_ongoing_requests,
+            "upscale_delay_s": section.upscale_delay_s,
+            "downscale_delay_s": section.downscale_delay_s,
+        }
     else:
         options["num_replicas"] = max(section.min_replicas, 1)
     if batching:
         # A replica never holds more than max_ongoing_requests calls, so no batch can be larger; a batch
         # waiting for more would wait out its whole timeout.
-        options["user_config"] = {"max_batch_size": min(section.max_batch_size, section.max_ongoing_requests),
-                                  "batch_wait_timeout_s": section.batch_wait_timeout_s}
+        options["user_config"] = {
+            "max_batch_size": min(section.max_batch_size, section.max_ongoing_requests),
+            "batch_wait_timeout_s": section.batch_wait_timeout_s,
+        }
     return options
 
 
 def build_app(settings: Settings, gpus_present: bool = False):
     serve_settings = settings.serve
-    detector = DetectorDeployment.options(
-        **deployment_options(serve_settings.detector, gpus_present, True)).bind(settings.models)
-    extractor = ExtractorDeployment.options(
-        **deployment_options(serve_settings.extractor, gpus_present, True)).bind(settings.models)
+    detector = DetectorDeployment.options(**deployment_options(serve_settings.detector, gpus_present, True)).bind(
+        settings.models
+    )
+    extractor = ExtractorDeployment.options(**deployment_options(serve_settings.extractor, gpus_present, True)).bind(
+        settings.models
+    )
     ingress_options = deployment_options(serve_settings.ingress, False, False)
-    ingress_options["user_config"] = {"index": {name: getattr(settings.index, name)
-                                                for name in sorted(IndexConfig.TUNABLE)}}
+    ingress_options["user_config"] = {
+        "index": {name: getattr(settings.index, name) for name in sorted(IndexConfig.TUNABLE)}
+    }
     return Ingress.options(**ingress_options).bind(settings, detector, extractor)
 
 
@@ -146,15 +177,17 @@ def ray_environment(settings: Settings) -> dict[str, str]:
     a cluster (ray-config.yaml, cluster/kuberay/rayservice.yaml)."""
     # HAProxy's files default to one folder per host; one per port lets two services share a host.
     files = f"/tmp/facegrid-haproxy-{settings.port}"
-    return {"RAY_SERVE_ENABLE_HA_PROXY": "1" if settings.serve.http_proxy == "haproxy" else "0",
-            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(settings.serve.ingress_drain_s),
-            "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": f"{files}/haproxy.cfg",
-            "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{files}/admin.sock",
-            "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": files,
-            "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": f"{files}/server-state",
-            "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": f"{files}/metrics.sock",
-            "RAY_SERVE_HAPROXY_METRICS_PORT": str(settings.serve.haproxy_metrics_port),
-            "RAY_SERVE_HAPROXY_STATS_PORT": str(settings.serve.haproxy_stats_port)}
+    return {
+        "RAY_SERVE_ENABLE_HA_PROXY": "1" if settings.serve.http_proxy == "haproxy" else "0",
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(settings.serve.ingress_drain_s),
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": f"{files}/haproxy.cfg",
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{files}/admin.sock",
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": files,
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": f"{files}/server-state",
+        "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": f"{files}/metrics.sock",
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(settings.serve.haproxy_metrics_port),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(settings.serve.haproxy_stats_port),
+    }
 
 
 def run(settings: Settings, *, blocking: bool = False) -> None:
@@ -165,8 +198,9 @@ def run(settings: Settings, *, blocking: bool = False) -> None:
         os.environ.update(ray_environment(settings))
         ray.init(namespace="facegrid", include_dashboard=True, dashboard_host="127.0.0.1", logging_level="WARNING")
     gpus_present = ray.cluster_resources().get("GPU", 0) > 0
-    serve.start(http_options={"host": settings.host, "port": settings.port},
-                proxy_location=settings.serve.proxy_location)
+    serve.start(
+        http_options={"host": settings.host, "port": settings.port}, proxy_location=settings.serve.proxy_location
+    )
     serve.run(build_app(settings, gpus_present), name="facegrid", route_prefix="/", blocking=blocking)
 
 

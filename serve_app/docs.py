@@ -36,11 +36,14 @@ def install_docs(api: FastAPI, openapi_url: str) -> None:
     def page(request: Request) -> HTMLResponse:
         # Behind a route prefix (a Serve application at /something) every URL of the page carries it.
         root = request.scope.get("root_path", "").rstrip("/")
-        return get_swagger_ui_html(openapi_url=root + openapi_url, title=f"{api.title}: the /v2 API",
-                                   swagger_js_url=f"{root}{_STATIC}/swagger-ui-bundle.js",
-                                   swagger_css_url=f"{root}{_STATIC}/swagger-ui.css",
-                                   swagger_favicon_url=f"{root}{_STATIC}/favicon-32x32.png",
-                                   swagger_ui_parameters={"persistAuthorization": True})
+        return get_swagger_ui_html(
+            openapi_url=root + openapi_url,
+            title=f"{api.title}: the /v2 API",
+            swagger_js_url=f"{root}{_STATIC}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{_STATIC}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{_STATIC}/favicon-32x32.png",
+            swagger_ui_parameters={"persistAuthorization": True},
+        )
 
     api.add_api_route(DOCS_PATH, page, methods=["GET"], include_in_schema=False)
     api.add_api_route(FINDFACE_DOCS_PATH, page, methods=["GET"], include_in_schema=False)

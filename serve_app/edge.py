@@ -7,7 +7,7 @@ from .handlers import error_response
 from .images import body_too_large, drain_body
 
 OPEN_PATHS = ("/healthz", "/readyz", "/v2/docs", "/v2/openapi.json")
-ADMITTED_REQUESTS = {("POST", "/v2/detect")}     # requests that hold a place in the Detector's queue
+ADMITTED_REQUESTS = {("POST", "/v2/detect")}  # requests that hold a place in the Detector's queue
 
 
 class EdgeMiddleware:
@@ -61,7 +61,7 @@ class EdgeMiddleware:
 def local_path(scope) -> str:
     """The path without the application's route prefix (Serve gives both in the scope)."""
     root, path = scope.get("root_path", "").rstrip("/"), scope["path"]
-    return path[len(root):] if root and path.startswith(root + "/") else path
+    return path[len(root) :] if root and path.startswith(root + "/") else path
 
 
 def _declared_length(scope) -> int:

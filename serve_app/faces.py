@@ -31,8 +31,12 @@ def decode_facen(text: str, param: str) -> np.ndarray:
 
 
 def face_object(record: FaceRecord, allow_facen: bool, confidence: float | None = None) -> dict:
-    body = {"id": {"gallery": record.gallery, "face": record.face_id}, "meta": record.meta,
-            "features": record.features.get("features", {}), "attributes": record.features.get("attributes", {})}
+    body = {
+        "id": {"gallery": record.gallery, "face": record.face_id},
+        "meta": record.meta,
+        "features": record.features.get("features", {}),
+        "attributes": record.features.get("attributes", {}),
+    }
     if confidence is not None:
         body["confidence"] = round(confidence, 6)
     if allow_facen:

@@ -12,8 +12,18 @@ from .services import ServicesDep
 router = APIRouter(tags=["operations"])
 
 # What /readyz shows of each shard replica.
-SHARD_FIELDS = ("state", "faces", "index_bytes", "threads", "rebuild_s", "started_from", "replayed",
-                "snapshot_age_s", "node", "huge_page_bytes")
+SHARD_FIELDS = (
+    "state",
+    "faces",
+    "index_bytes",
+    "threads",
+    "rebuild_s",
+    "started_from",
+    "replayed",
+    "snapshot_age_s",
+    "node",
+    "huge_page_bytes",
+)
 
 
 @router.get("/healthz", summary="The process is up")
@@ -32,16 +42,23 @@ async def readyz(services: ServicesDep) -> JSONResponse:
 
     replicas, *answers = await asyncio.gather(
         services.router.health(timeout_s=4),
-        check("detector", services.detector.ping.remote()), check("extractor", services.extractor.ping.remote()),
-        check("store", services.in_thread(services.store.list_galleries)), check("cache", services.cache.ping()))
+        check("detector", services.detector.ping.remote()),
+        check("extractor", services.extractor.ping.remote()),
+        check("store", services.in_thread(services.store.list_galleries)),
+        check("cache", services.cache.ping()),
+    )
     checks = dict(answers)
     # Ready while every shard has a live replica: the others may still be rebuilding after a restart.
     missing = [shard for shard, states in enumerate(replicas) if all(r["state"] != "ready" for r in states)]
-    checks["shards"] = (f"ShardUnavailable: shards {missing} have no ready replica (starting or rebuilding)"
-                        if missing else "ok")
+    checks["shards"] = (
+        f"ShardUnavailable: shards {missing} have no ready replica (starting or rebuilding)" if missing else "ok"
+    )
     ready = all(state == "ok" for state in checks.values())
-    body = {"ready": ready, "checks": checks,
-            "shards": [[{key: r[key] for key in SHARD_FIELDS if key in r} for r in states] for states in replicas]}
+    body = {
+        "ready": ready,
+        "checks": checks,
+        "shards": [[{key: r[key] for key in SHARD_FIELDS if key in r} for r in states] for states in replicas],
+    }
     if not ready:
         body = {"code": "NOT_READY", "desc": "some parts are not ready", **body}
     return JSONResponse(body, 200 if ready else 503)

@@ -25,8 +25,8 @@ ORIENTATION_OF_TURNS = {0: 1, 1: 6, 2: 3, 3: 8}
 
 @dataclass
 class DecodedImage:
-    rgb: np.ndarray        # upright, HxWx3 uint8
-    orientation: int       # EXIF orientation of the received image (1 when none)
+    rgb: np.ndarray  # upright, HxWx3 uint8
+    orientation: int  # EXIF orientation of the received image (1 when none)
 
 
 # How long the rest of a body over its limit is read and dropped before the 400 answer: a client that is
@@ -77,10 +77,11 @@ async def image_bytes(request: Request, limits: LimitSettings, url_fetch: UrlFet
         url = (await read_body(request, 8192)).decode("utf-8", "replace").strip()
         return await fetch_url(url, url_fetch)
     if content_type == "multipart/form-data":
-        data = await read_body(request, limits.max_body_bytes)      # bounded, however the body is sent
+        data = await read_body(request, limits.max_body_bytes)  # bounded, however the body is sent
 
         async def replay():
             return {"type": "http.request", "body": data, "more_body": False}
+
         try:
             form = await Request(request.scope, replay).form()
         except Exception as error:  # noqa: BLE001 - any parse failure is the client's malformed body
@@ -89,8 +90,9 @@ async def image_bytes(request: Request, limits: LimitSettings, url_fetch: UrlFet
         if not isinstance(part, UploadFile):
             raise MalformedRequest("a multipart body needs one file part named 'photo' or 'image'")
         return await part.read()
-    raise MalformedRequest(f"Content-Type {content_type or '(none)'} is not an image, text/x-url or "
-                           "multipart/form-data")
+    raise MalformedRequest(
+        f"Content-Type {content_type or '(none)'} is not an image, text/x-url or multipart/form-data"
+    )
 
 
 def decode(data: bytes, limits: LimitSettings) -> DecodedImage:
@@ -104,8 +106,7 @@ def decode(data: bytes, limits: LimitSettings) -> DecodedImage:
         raise BadParam("the image has too many pixels", "image", "decompression bomb") from None
     width, height = image.size
     if max(width, height) > limits.max_image_side_px:
-        raise BadParam(f"the image's longest side may be {limits.max_image_side_px} px", "image",
-                       f"{width}x{height}")
+        raise BadParam(f"the image's longest side may be {limits.max_image_side_px} px", "image", f"{width}x{height}")
     if width * height > limits.max_image_pixels:
         raise BadParam(f"the image may have {limits.max_image_pixels} pixels", "image", f"{width}x{height}")
     try:

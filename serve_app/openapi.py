@@ -17,80 +17,146 @@ from .errors import ERROR_TABLE
 from .schemas import AddFace, BulkAdd, PatchFace
 from .sources import SOURCE_PATTERN
 
-_MAX_ID = 2 ** 64 - 1
+_MAX_ID = 2**64 - 1
 _GALLERY = {"type": "string", "pattern": r"^[A-Za-z0-9_-]{1,64}$"}
 _FACE_ID = {"type": "integer", "minimum": 0, "maximum": _MAX_ID}
-_SOURCE = {"type": "string", "pattern": SOURCE_PATTERN,
-           "description": "detection:<id>, face:<gallery>/<id> or (ext) facen:<base64 of float32 little-endian>"}
+_SOURCE = {
+    "type": "string",
+    "pattern": SOURCE_PATTERN,
+    "description": "detection:<id>, face:<gallery>/<id> or (ext) facen:<base64 of float32 little-endian>",
+}
 
 OPERATIONS: dict[tuple[str, str], dict] = {
     ("post", "/v2/detect"): {
         "body": "photo",
-        "errors": ["BAD_PARAM", "MALFORMED_REQUEST", "OVER_CAPACITY", "NOT_IMPLEMENTED", "EXTRACTION_ERROR",
-                   "CACHE_ERROR"]},
+        "errors": [
+            "BAD_PARAM",
+            "MALFORMED_REQUEST",
+            "OVER_CAPACITY",
+            "NOT_IMPLEMENTED",
+            "EXTRACTION_ERROR",
+            "CACHE_ERROR",
+        ],
+    },
     ("get", "/v2/detect/{detection_id}"): {"errors": ["NOT_FOUND", "CACHE_ERROR"]},
     ("get", "/v2/verify"): {
-        "errors": ["BAD_PARAM", "SOURCE_NOT_FOUND", "SOURCE_GALLERY_NOT_FOUND", "STORAGE_ERROR", "CACHE_ERROR"]},
+        "errors": ["BAD_PARAM", "SOURCE_NOT_FOUND", "SOURCE_GALLERY_NOT_FOUND", "STORAGE_ERROR", "CACHE_ERROR"]
+    },
     ("get", "/v2/galleries"): {"errors": ["STORAGE_ERROR"]},
     ("post", "/v2/galleries/{gallery}"): {"errors": ["BAD_PARAM", "CONFLICT", "STORAGE_ERROR"]},
     ("get", "/v2/galleries/{gallery}"): {"errors": ["GALLERY_NOT_FOUND", "STORAGE_ERROR"]},
     ("delete", "/v2/galleries/{gallery}"): {"errors": ["GALLERY_NOT_FOUND", "STORAGE_ERROR"]},
     ("post", "/v2/galleries/{gallery}/faces/{face_id}"): {
         "body": "AddFace",
-        "errors": ["BAD_PARAM", "MALFORMED_REQUEST", "CONFLICT", "GALLERY_NOT_FOUND", "SOURCE_NOT_FOUND",
-                   "SOURCE_GALLERY_NOT_FOUND", "STORAGE_ERROR", "CACHE_ERROR"]},
-    ("get", "/v2/galleries/{gallery}/faces/{face_id}"): {"errors": ["BAD_PARAM", "GALLERY_NOT_FOUND", "NOT_FOUND",
-                                                                    "STORAGE_ERROR"]},
+        "errors": [
+            "BAD_PARAM",
+            "MALFORMED_REQUEST",
+            "CONFLICT",
+            "GALLERY_NOT_FOUND",
+            "SOURCE_NOT_FOUND",
+            "SOURCE_GALLERY_NOT_FOUND",
+            "STORAGE_ERROR",
+            "CACHE_ERROR",
+        ],
+    },
+    ("get", "/v2/galleries/{gallery}/faces/{face_id}"): {
+        "errors": ["BAD_PARAM", "GALLERY_NOT_FOUND", "NOT_FOUND", "STORAGE_ERROR"]
+    },
     ("patch", "/v2/galleries/{gallery}/faces/{face_id}"): {
-        "body": "PatchFace", "errors": ["BAD_PARAM", "MALFORMED_REQUEST", "GALLERY_NOT_FOUND", "NOT_FOUND",
-                                        "STORAGE_ERROR"]},
-    ("delete", "/v2/galleries/{gallery}/faces/{face_id}"): {"errors": ["BAD_PARAM", "GALLERY_NOT_FOUND", "NOT_FOUND",
-                                                                       "STORAGE_ERROR"]},
+        "body": "PatchFace",
+        "errors": ["BAD_PARAM", "MALFORMED_REQUEST", "GALLERY_NOT_FOUND", "NOT_FOUND", "STORAGE_ERROR"],
+    },
+    ("delete", "/v2/galleries/{gallery}/faces/{face_id}"): {
+        "errors": ["BAD_PARAM", "GALLERY_NOT_FOUND", "NOT_FOUND", "STORAGE_ERROR"]
+    },
     ("post", "/v2/galleries/{gallery}/faces"): {
-        "body": "BulkAdd", "errors": ["BAD_PARAM", "MALFORMED_REQUEST", "GALLERY_NOT_FOUND", "STORAGE_ERROR"]},
+        "body": "BulkAdd",
+        "errors": ["BAD_PARAM", "MALFORMED_REQUEST", "GALLERY_NOT_FOUND", "STORAGE_ERROR"],
+    },
     ("get", "/v2/galleries/{gallery}/faces"): {
-        "errors": ["BAD_PARAM", "GALLERY_NOT_FOUND", "SOURCE_NOT_FOUND", "SOURCE_GALLERY_NOT_FOUND",
-                   "STORAGE_ERROR", "CACHE_ERROR"]},
+        "errors": [
+            "BAD_PARAM",
+            "GALLERY_NOT_FOUND",
+            "SOURCE_NOT_FOUND",
+            "SOURCE_GALLERY_NOT_FOUND",
+            "STORAGE_ERROR",
+            "CACHE_ERROR",
+        ]
+    },
     ("get", "/v2/faces"): {
-        "errors": ["BAD_PARAM", "GALLERY_NOT_FOUND", "SOURCE_NOT_FOUND", "SOURCE_GALLERY_NOT_FOUND", "STORAGE_ERROR",
-                   "CACHE_ERROR"]},
+        "errors": [
+            "BAD_PARAM",
+            "GALLERY_NOT_FOUND",
+            "SOURCE_NOT_FOUND",
+            "SOURCE_GALLERY_NOT_FOUND",
+            "STORAGE_ERROR",
+            "CACHE_ERROR",
+        ]
+    },
     ("get", "/healthz"): {"errors": []},
     ("get", "/readyz"): {"errors": [], "extra_status": {503: "Some part is not ready (the body says which)."}},
 }
 OPERATIONS[("post", "/v2/verify")] = OPERATIONS[("get", "/v2/verify")]
 
-_PATH_PARAMETERS = {"gallery": _GALLERY, "face_id": _FACE_ID,
-                    "detection_id": {"type": "string", "pattern": "^[0-9a-v]{20}$"}}
+_PATH_PARAMETERS = {
+    "gallery": _GALLERY,
+    "face_id": _FACE_ID,
+    "detection_id": {"type": "string", "pattern": "^[0-9a-v]{20}$"},
+}
 _PHOTO_BODY = {
     "required": True,
-    "content": {**{kind: {"schema": {"type": "string", "format": "binary"}}
-                   for kind in ("image/jpeg", "image/png", "image/webp", "image/bmp")},
-                "text/x-url": {"schema": {"type": "string", "format": "uri", "maxLength": 8192},
-                               "example": "https://example.org/photo.jpg"},
-                "multipart/form-data": {"schema": {"type": "object", "required": ["photo"], "properties": {
-                    "photo": {"type": "string", "format": "binary"}}}}}}
+    "content": {
+        **{
+            kind: {"schema": {"type": "string", "format": "binary"}}
+            for kind in ("image/jpeg", "image/png", "image/webp", "image/bmp")
+        },
+        "text/x-url": {
+            "schema": {"type": "string", "format": "uri", "maxLength": 8192},
+            "example": "https://example.org/photo.jpg",
+        },
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["photo"],
+                "properties": {"photo": {"type": "string", "format": "binary"}},
+            }
+        },
+    },
+}
 
-_INTEGER = {"type": "integer", "minimum": -2 ** 63, "maximum": 2 ** 63 - 1}
+_INTEGER = {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1}
 
 
 def _meta_schema(rules: MetaRules) -> dict:
     """What a face's meta may hold under ``rules`` (all but its size in bytes, which JSON Schema cannot say)."""
     text = {"type": "string", "maxLength": rules.max_string_length}
-    return {"type": "object", "maxProperties": rules.max_keys,
-            "propertyNames": {"minLength": 1, "maxLength": rules.max_key_length},
-            "description": f"Strings, signed 64-bit integers, or lists of one of them; at most "
-                           f"{rules.max_bytes} bytes as compact JSON (limits.meta).",
-            "additionalProperties": {"anyOf": [text, _INTEGER,
-                                               {"type": "array", "items": text, "maxItems": rules.max_list_items},
-                                               {"type": "array", "items": _INTEGER,
-                                                "maxItems": rules.max_list_items}]}}
+    return {
+        "type": "object",
+        "maxProperties": rules.max_keys,
+        "propertyNames": {"minLength": 1, "maxLength": rules.max_key_length},
+        "description": f"Strings, signed 64-bit integers, or lists of one of them; at most "
+        f"{rules.max_bytes} bytes as compact JSON (limits.meta).",
+        "additionalProperties": {
+            "anyOf": [
+                text,
+                _INTEGER,
+                {"type": "array", "items": text, "maxItems": rules.max_list_items},
+                {"type": "array", "items": _INTEGER, "maxItems": rules.max_list_items},
+            ]
+        },
+    }
+
 
 _ERROR_SCHEMA = {
-    "type": "object", "required": ["code", "desc"],
-    "properties": {"code": {"type": "string", "enum": sorted({code for code, _ in ERROR_TABLE.values()})},
-                   "desc": {"type": "string"},
-                   "param": {"type": "string", "description": "BAD_PARAM: the parameter or field"},
-                   "value": {"description": "BAD_PARAM: the value refused"}}}
+    "type": "object",
+    "required": ["code", "desc"],
+    "properties": {
+        "code": {"type": "string", "enum": sorted({code for code, _ in ERROR_TABLE.values()})},
+        "desc": {"type": "string"},
+        "param": {"type": "string", "description": "BAD_PARAM: the parameter or field"},
+        "value": {"description": "BAD_PARAM: the value refused"},
+    },
+}
 
 
 def _status_of(code: str) -> int:
@@ -103,12 +169,20 @@ def _error_responses(codes: list[str]) -> dict:
         by_status.setdefault(_status_of(code), []).append(code)
     responses = {}
     for status, group in sorted(by_status.items()):
-        examples = {code: {"value": {"code": code, "desc": "what went wrong, for people",
-                                     **({"param": "limit", "value": "0"} if code == "BAD_PARAM" else {})}}
-                    for code in group}
-        responses[str(status)] = {"description": " or ".join(group),
-                                  "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"},
-                                                                    "examples": examples}}}
+        examples = {
+            code: {
+                "value": {
+                    "code": code,
+                    "desc": "what went wrong, for people",
+                    **({"param": "limit", "value": "0"} if code == "BAD_PARAM" else {}),
+                }
+            }
+            for code in group
+        }
+        responses[str(status)] = {
+            "description": " or ".join(group),
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}, "examples": examples}},
+        }
     return responses
 
 
@@ -118,7 +192,7 @@ def _query_schema(schema: dict) -> dict:
     if len(options) == 1:
         schema = {**options[0], **{key: value for key, value in schema.items() if key != "anyOf"}}
     schema.pop("title", None)
-    schema.pop("description", None)         # the parameter's own
+    schema.pop("description", None)  # the parameter's own
     return schema
 
 
@@ -171,8 +245,10 @@ def complete(document: dict, bearer_token: bool, limits: LimitSettings) -> dict:
             if body == "photo":
                 operation["requestBody"] = _PHOTO_BODY
             elif body:
-                operation["requestBody"] = {"required": body != "AddFace", "content": {
-                    "application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}}}
+                operation["requestBody"] = {
+                    "required": body != "AddFace",
+                    "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}},
+                }
             errors = list(described.get("errors", []))
             if bearer_token and path not in ("/healthz", "/readyz"):
                 errors.append("UNAUTHORIZED")

@@ -43,8 +43,13 @@ def _comma_list(value):
 
 Flag = Annotated[bool, BeforeValidator(_flag)]
 FaceIdValue = Annotated[int, Field(ge=0, le=MAX_FACE_ID)]
-Source = Annotated[str, Field(pattern=SOURCE_PATTERN, description=(
-    "detection:<id>, face:<gallery>/<id> or (ext) facen:<base64 of float32 little-endian>"))]
+Source = Annotated[
+    str,
+    Field(
+        pattern=SOURCE_PATTERN,
+        description=("detection:<id>, face:<gallery>/<id> or (ext) facen:<base64 of float32 little-endian>"),
+    ),
+]
 Threshold = Annotated[float, Field(ge=0, le=1)]
 Attribute = Literal[ATTRIBUTE_NAMES]  # type: ignore[valid-type]
 Sort = Literal["id", "-id", "-confidence"]
@@ -52,18 +57,22 @@ Sort = Literal["id", "-id", "-confidence"]
 
 class DetectQuery(BaseModel):
     detector: Literal["nnd", "normalized"] = Field(
-        "nnd", description="nnd: find faces; normalized: the body is an aligned face crop.")
+        "nnd", description="nnd: find faces; normalized: the body is an aligned face crop."
+    )
     facen: Flag = Field(False, description="Extract feature vectors and cache the detection (faces get an id).")
     return_facen: Flag = Field(False, description="Put facen in the answer (only where limits.allow_return_facen).")
     gender: Flag = Field(False, description="Gender in features (old style).")
     age: Flag = Field(False, description="Age in features (old style).")
     emotions: Flag = Field(False, description="Emotions in features (old style).")
     attribute: Annotated[list[Attribute], BeforeValidator(_comma_list)] = Field(
-        [], description="Attributes under attributes (new style; repeatable or a comma list); not also asked "
-                        "as a flag.")
+        [], description="Attributes under attributes (new style; repeatable or a comma list); not also asked as a flag."
+    )
     autorotate: Flag = Field(False, description="Also try the photo turned by 90, 180 and 270 degrees.")
-    roi: str | None = Field(None, pattern=r"^\d{1,5},\d{1,5},\d{1,5},\d{1,5}$",
-                            description="left,top,right,bottom: look for faces only there.")
+    roi: str | None = Field(
+        None,
+        pattern=r"^\d{1,5},\d{1,5},\d{1,5},\d{1,5}$",
+        description="left,top,right,bottom: look for faces only there.",
+    )
     landmarks: Flag = Field(False, description="(ext) The five alignment points of each face.")
 
 
@@ -71,7 +80,8 @@ class VerifyQuery(BaseModel):
     face1: Source = Field(description="The first face.")
     face2: Source = Field(description="The second face.")
     threshold: Threshold | None = Field(
-        None, description="(ext) verified is confidence >= this (default: the model's recommended threshold).")
+        None, description="(ext) verified is confidence >= this (default: the model's recommended threshold)."
+    )
 
 
 class AddFaceQuery(BaseModel):
@@ -83,12 +93,14 @@ class ListQuery(BaseModel):
 
     looks_like: Source | None = Field(None, description="Search by similarity to this face.")
     threshold: Threshold | None = Field(None, description="Only faces at least this alike (with looks_like).")
-    limit: int | None = Field(None, ge=1, description="At most this many faces (default limits.default_limit, "
-                                                      "at most limits.max_limit).")
+    limit: int | None = Field(
+        None, ge=1, description="At most this many faces (default limits.default_limit, at most limits.max_limit)."
+    )
     id_gte: FaceIdValue | None = Field(None, alias="id:gte", description="Face ids from this one.")
     id_lte: FaceIdValue | None = Field(None, alias="id:lte", description="Face ids up to this one.")
     id_in: Annotated[list[FaceIdValue], BeforeValidator(_comma_list)] | None = Field(
-        None, alias="id:in", description="Face ids among these (repeatable or a comma list).")
+        None, alias="id:in", description="Face ids among these (repeatable or a comma list)."
+    )
     page: str | None = Field(None, description="The next_page of a previous answer.")
     sort: Sort | None = Field(None, description="-id by default; -confidence by default with looks_like.")
 
@@ -104,14 +116,17 @@ class SearchQuery(ListQuery):
     """(ext) ``GET /v2/faces``: one search over several galleries."""
 
     looks_like: Source = Field(description="Search by similarity to this face.")
-    gallery: Annotated[list[Annotated[str, Field(pattern=GALLERY_NAME.pattern)]], BeforeValidator(_comma_list)] = \
-        Field([], description="Galleries to search (repeatable or a comma list; none: all).")
+    gallery: Annotated[list[Annotated[str, Field(pattern=GALLERY_NAME.pattern)]], BeforeValidator(_comma_list)] = Field(
+        [], description="Galleries to search (repeatable or a comma list; none: all)."
+    )
     sort: Sort | None = Field(None, description="-confidence by default.")
 
 
-META_FILTERS_TEXT = ("Meta filters take the field in the parameter's name: meta:in:<field>=a,b (one of), "
-                     "meta:gte:<field>= and meta:lte:<field>= (a range), meta:subset:<field>=a,b (all in a list "
-                     "field). OpenAPI cannot name such parameters one by one.")
+META_FILTERS_TEXT = (
+    "Meta filters take the field in the parameter's name: meta:in:<field>=a,b (one of), "
+    "meta:gte:<field>= and meta:lte:<field>= (a range), meta:subset:<field>=a,b (all in a list "
+    "field). OpenAPI cannot name such parameters one by one."
+)
 
 
 def face_filter(query: ListQuery, raw: QueryParams) -> FaceFilter:
@@ -133,7 +148,12 @@ def face_filter(query: ListQuery, raw: QueryParams) -> FaceFilter:
             raise BadParam(f"{key} takes one value", key, raw[key])
         meta[op][field] = values
     id_in = None if query.id_in is None else tuple(query.id_in)
-    return FaceFilter(id_gte=query.id_gte, id_lte=query.id_lte, id_in=id_in,
-                      meta_in=tuple(meta["in"].items()), meta_subset=tuple(meta["subset"].items()),
-                      meta_gte=tuple((field, values[0]) for field, values in meta["gte"].items()),
-                      meta_lte=tuple((field, values[0]) for field, values in meta["lte"].items()))
+    return FaceFilter(
+        id_gte=query.id_gte,
+        id_lte=query.id_lte,
+        id_in=id_in,
+        meta_in=tuple(meta["in"].items()),
+        meta_subset=tuple(meta["subset"].items()),
+        meta_gte=tuple((field, values[0]) for field, values in meta["gte"].items()),
+        meta_lte=tuple((field, values[0]) for field, values in meta["lte"].items()),
+    )

@@ -62,8 +62,11 @@ class VerifyResponse(BaseModel):
 class GalleryInfo(BaseModel):
     name: str
     number_of_elements: int
-    model: str | None = Field(None, description="(ext) The extractor whose vectors the gallery holds; "
-                                                "null while it is empty. Only vectors of it are added.")
+    model: str | None = Field(
+        None,
+        description="(ext) The extractor whose vectors the gallery holds; "
+        "null while it is empty. Only vectors of it are added.",
+    )
     dim: int | None = Field(None, description="(ext) Their length; null while the gallery is empty.")
 
 

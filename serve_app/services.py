@@ -29,8 +29,11 @@ def _serve_errors():
     from ray import exceptions as ray_errors
     from ray.serve import exceptions as serve_errors
 
-    return serve_errors.BackPressureError, (ray_errors.RayActorError, ray_errors.RayTaskError,
-                                            getattr(serve_errors, "DeploymentUnavailableError", ray_errors.RayError))
+    return serve_errors.BackPressureError, (
+        ray_errors.RayActorError,
+        ray_errors.RayTaskError,
+        getattr(serve_errors, "DeploymentUnavailableError", ray_errors.RayError),
+    )
 
 
 def admission_limit(detector: DeploymentSettings) -> int:
@@ -44,21 +47,24 @@ class Services:
     store: FaceStore
     cache: DetectionCache
     router: ShardRouter
-    detector: Any        # DeploymentHandle of models.deployments.DetectorDeployment
-    extractor: Any       # DeploymentHandle of models.deployments.ExtractorDeployment
+    detector: Any  # DeploymentHandle of models.deployments.DetectorDeployment
+    extractor: Any  # DeploymentHandle of models.deployments.ExtractorDeployment
 
     def __post_init__(self):
         models = self.settings.models
         # Read from the configs without loading a network: the extractors live in other replicas.
         self.geometries: list[ChipGeometry] = [geometry_for(extractor) for extractor in models.extractors]
         self.primary_model = self.geometries[0].model
-        self.served_models = {geometry.model: calibration_for(extractor.kind, extractor.match_threshold)
-                              for geometry, extractor in zip(self.geometries, models.extractors)}
+        self.served_models = {
+            geometry.model: calibration_for(extractor.kind, extractor.match_threshold)
+            for geometry, extractor in zip(self.geometries, models.extractors)
+        }
         self._backpressure, self._model_errors = _serve_errors()
         from ray.util import metrics
 
-        self.over_capacity = metrics.Counter("facegrid_over_capacity_total",
-                                             "Requests answered 429 OVER_CAPACITY.", tag_keys=("deployment",))
+        self.over_capacity = metrics.Counter(
+            "facegrid_over_capacity_total", "Requests answered 429 OVER_CAPACITY.", tag_keys=("deployment",)
+        )
         # Admission at the door (serve_app.app.EdgeMiddleware): a photo request that the Detector could not
         # even queue is refused before FastAPI routes it, and before its body is read or decoded.
         self.admission_limit = admission_limit(self.settings.serve.detector)

@@ -26,9 +26,9 @@ SOURCE_PATTERN = r"^(detection:|face:[\s\S]+/|facen:)[\s\S]+$"
 
 @dataclass
 class ResolvedSource:
-    facens: dict[str | None, np.ndarray]              # model (None: unknown) -> unit vector
-    features: dict = field(default_factory=dict)     # {"features": {...}, "attributes": {...}}
-    text: str = ""                                   # the source as given, for errors
+    facens: dict[str | None, np.ndarray]  # model (None: unknown) -> unit vector
+    features: dict = field(default_factory=dict)  # {"features": {...}, "attributes": {...}}
+    text: str = ""  # the source as given, for errors
 
     @property
     def models(self) -> set[str]:
@@ -47,14 +47,16 @@ async def resolve(source: str | None, services: Services, param: str) -> Resolve
         primary = record.get("model", services.settings.models.unlabelled_gallery_model)
         facens = {primary: decode_facen(record["facen"], param)}
         facens.update({model: decode_facen(text, param) for model, text in record.get("facens", {}).items()})
-        return ResolvedSource(facens, {"features": record.get("features", {}),
-                                       "attributes": record.get("attributes", {})}, source)
+        return ResolvedSource(
+            facens, {"features": record.get("features", {}), "attributes": record.get("attributes", {})}, source
+        )
     if kind == "face" and "/" in rest:
         gallery, _, raw_id = rest.rpartition("/")
         number = face_id(raw_id, param)
 
-        def read(store=services.store):      # the face and its gallery's model, in one trip to a thread
+        def read(store=services.store):  # the face and its gallery's model, in one trip to a thread
             return store.get_gallery(gallery), store.get_face(gallery, number)
+
         try:
             gallery_record, record = await services.in_thread(read)
         except GalleryNotFound:
@@ -67,8 +69,9 @@ async def resolve(source: str | None, services: Services, param: str) -> Resolve
     raise BadParam(f"{param} must be detection:<id>, face:<gallery>/<id> or facen:<base64>", param, source)
 
 
-def vector_for(source: ResolvedSource, model: str | None, services: Services,
-               param: str) -> tuple[str | None, np.ndarray]:
+def vector_for(
+    source: ResolvedSource, model: str | None, services: Services, param: str
+) -> tuple[str | None, np.ndarray]:
     """(its model, the vector) of ``source`` to compare with vectors of ``model``; None: any model, the
     primary one preferred (an empty gallery, or a comparison of two sources). A raw facen, whose model is
     unknown, is taken as a vector of ``model``, or of the primary model (what return_facen gives) where
@@ -83,9 +86,16 @@ def vector_for(source: ResolvedSource, model: str | None, services: Services,
     if None in source.facens:
         return model, source.facens[None]
     served = ", ".join(sorted(source.models))
-    raise BadParam(f"{param} holds vectors of {served}, not of {model}, the model this gallery was filled with"
-                   + ("" if model in services.served_models else
-                      f"; this deployment does not run {model} (models.extra_extractors)"), param, source.text)
+    raise BadParam(
+        f"{param} holds vectors of {served}, not of {model}, the model this gallery was filled with"
+        + (
+            ""
+            if model in services.served_models
+            else f"; this deployment does not run {model} (models.extra_extractors)"
+        ),
+        param,
+        source.text,
+    )
 
 
 def common_model(first: ResolvedSource, second: ResolvedSource, services: Services) -> str | None:
@@ -94,9 +104,12 @@ def common_model(first: ResolvedSource, second: ResolvedSource, services: Servic
     both_known = bool(first.models and second.models)
     candidates = first.models & second.models if both_known else first.models | second.models
     if both_known and not candidates:
-        raise BadParam(f"face1 holds vectors of {', '.join(sorted(first.models))} and face2 of "
-                       f"{', '.join(sorted(second.models))}: faces of different models cannot be compared",
-                       "face2", second.text)
+        raise BadParam(
+            f"face1 holds vectors of {', '.join(sorted(first.models))} and face2 of "
+            f"{', '.join(sorted(second.models))}: faces of different models cannot be compared",
+            "face2",
+            second.text,
+        )
     if not candidates:
         return None
     return services.primary_model if services.primary_model in candidates else sorted(candidates)[0]

@@ -29,14 +29,17 @@ def serve_replica_counts() -> dict[str, int]:
     from ray import serve
 
     app = serve.status().applications[serve.get_replica_context().app_name]
-    return {stage: app.deployments[name].replica_states.get("RUNNING", 1)
-            for stage, name in DEPLOYMENT_OF_STAGE.items() if name in app.deployments}
+    return {
+        stage: app.deployments[name].replica_states.get("RUNNING", 1)
+        for stage, name in DEPLOYMENT_OF_STAGE.items()
+        if name in app.deployments
+    }
 
 
 class StageTraffic:
     def __init__(self, read_replica_counts: Callable[[], dict[str, int]] = serve_replica_counts):
-        self.coming: Counter[str] = Counter()     # stage -> requests that have yet to call it
-        self.replicas: dict[str, int] = {}        # stage -> running replicas of its deployment
+        self.coming: Counter[str] = Counter()  # stage -> requests that have yet to call it
+        self.replicas: dict[str, int] = {}  # stage -> running replicas of its deployment
         self._read_replica_counts = read_replica_counts
         self._counting: asyncio.Task | None = None
 

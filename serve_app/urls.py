@@ -51,7 +51,7 @@ def _forms(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list:
     if ip.sixtofour is not None:
         forms.append(ip.sixtofour)
     if ip.teredo is not None:
-        forms.extend(ip.teredo)              # the Teredo server and the client behind it
+        forms.extend(ip.teredo)  # the Teredo server and the client behind it
     return forms
 
 
@@ -89,19 +89,22 @@ async def fetch_url(url: str, settings: UrlFetchSettings) -> bytes:
                     stream = response.extensions.get("network_stream")
                     peer = stream.get_extra_info("server_addr") if stream is not None else None
                     if peer is None or refused(str(peer[0]), settings):
-                        raise BadParam("the image URL's connection reached an address that is not publicly "
-                                       "routable", "url", url)
+                        raise BadParam(
+                            "the image URL's connection reached an address that is not publicly routable", "url", url
+                        )
                     if response.is_redirect:
-                        raise ExtractionFailed(f"the image URL redirects ({response.status_code}); "
-                                               "redirects are not followed")
+                        raise ExtractionFailed(
+                            f"the image URL redirects ({response.status_code}); redirects are not followed"
+                        )
                     if response.status_code != 200:
                         raise ExtractionFailed(f"the image URL answered {response.status_code}")
                     chunks, size = [], 0
                     async for chunk in response.aiter_bytes():
                         size += len(chunk)
                         if size > settings.max_bytes:
-                            raise BadParam(f"the image at the URL is larger than {settings.max_bytes} bytes",
-                                           "url", url)
+                            raise BadParam(
+                                f"the image at the URL is larger than {settings.max_bytes} bytes", "url", url
+                            )
                         chunks.append(chunk)
                     return b"".join(chunks)
     except (httpx.HTTPError, TimeoutError) as error:

@@ -19,7 +19,19 @@ from .errors import (
 from .sqlite import SqliteFaceStore
 
 __all__ = [
-    "CacheUnavailable", "FaceExists", "FaceNotFound", "FaceRecord", "FaceStore", "FacegridError", "GalleryExists",
-    "GalleryNotFound", "GalleryRecord", "InvalidFace", "ShardUnavailable", "SqliteFaceStore", "StoreUnavailable",
-    "add_face", "shard_of",
+    "CacheUnavailable",
+    "FaceExists",
+    "FaceNotFound",
+    "FaceRecord",
+    "FaceStore",
+    "FacegridError",
+    "GalleryExists",
+    "GalleryNotFound",
+    "GalleryRecord",
+    "InvalidFace",
+    "ShardUnavailable",
+    "SqliteFaceStore",
+    "StoreUnavailable",
+    "add_face",
+    "shard_of",
 ]

@@ -17,10 +17,10 @@ import numpy as np
 
 from .errors import FacegridError, InvalidFace
 
-MAX_FACE_ID = 2 ** 64 - 1
+MAX_FACE_ID = 2**64 - 1
 # Face ids are unsigned 64-bit; SQLite and Cassandra keep signed 64-bit integers, so both stores keep an id
 # shifted by 2**63, which keeps the ids' order (keyset paging by id relies on it).
-_STORED_ID_SHIFT = 2 ** 63
+_STORED_ID_SHIFT = 2**63
 SMALLEST_STORED_ID = -_STORED_ID_SHIFT
 
 
@@ -42,19 +42,19 @@ GALLERY_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 class GalleryRecord:
     name: str
     created_at: float
-    dim: int | None = None       # fixed by the first face added
-    model: str | None = None     # the extractor that made its vectors, when known
+    dim: int | None = None  # fixed by the first face added
+    model: str | None = None  # the extractor that made its vectors, when known
 
 
 @dataclass(frozen=True, eq=False)
 class FaceRecord:
     gallery: str
     face_id: int
-    facen: np.ndarray            # float32, unit length
+    facen: np.ndarray  # float32, unit length
     meta: dict = field(default_factory=dict)
-    features: dict = field(default_factory=dict)    # detection features/attributes copied from the source
+    features: dict = field(default_factory=dict)  # detection features/attributes copied from the source
     created_at: float = 0.0
-    model: str | None = None     # the extractor that made facen, where known: binds an empty gallery to it
+    model: str | None = None  # the extractor that made facen, where known: binds an empty gallery to it
 
 
 def shard_of(gallery: str, face_id: int, num_shards: int) -> int:
@@ -77,13 +77,15 @@ def check_facen(facen, gallery: GalleryRecord, model: str | None = None) -> np.n
     """The vector, unit length, if it fits the gallery: its length, and its model where both are known."""
     vector = np.asarray(facen, dtype=np.float32).reshape(-1)
     if gallery.model is not None and model is not None and model != gallery.model:
-        raise InvalidFace(f"gallery {gallery.name!r} holds vectors of {gallery.model}, not of {model}",
-                          "facen", model)
+        raise InvalidFace(f"gallery {gallery.name!r} holds vectors of {gallery.model}, not of {model}", "facen", model)
     if vector.size == 0 or not np.isfinite(vector).all():
         raise InvalidFace("the feature vector is empty or not finite", "facen", f"dim {vector.size}")
     if gallery.dim is not None and vector.size != gallery.dim:
-        raise InvalidFace(f"gallery {gallery.name!r} holds {gallery.dim}-d vectors, not {vector.size}-d",
-                          "facen", f"dim {vector.size}")
+        raise InvalidFace(
+            f"gallery {gallery.name!r} holds {gallery.dim}-d vectors, not {vector.size}-d",
+            "facen",
+            f"dim {vector.size}",
+        )
     norm = float(np.linalg.norm(vector))
     if norm == 0:
         raise InvalidFace("the feature vector is zero", "facen", "norm 0")
@@ -94,34 +96,46 @@ class FaceStore(Protocol):
     """Durable galleries and faces. Every write is durable when the call returns."""
 
     num_shards: int
-    store_id: str                # made once when the store is first laid out: tells one store from another
+    store_id: str  # made once when the store is first laid out: tells one store from another
 
     def create_gallery(self, name: str) -> GalleryRecord:
         """Raises GalleryExists."""
+
     def get_gallery(self, name: str) -> GalleryRecord:
         """Raises GalleryNotFound."""
+
     def list_galleries(self) -> list[GalleryRecord]: ...
     def delete_gallery(self, name: str) -> None:
         """Removes the gallery and every face in it. Raises GalleryNotFound."""
+
     def add_faces(self, faces: Sequence[FaceRecord]) -> list[FacegridError | None]:
         """Adds each face whole or not at all; one result per face (None = added)."""
+
     def get_face(self, gallery: str, face_id: int) -> FaceRecord:
         """Raises GalleryNotFound or FaceNotFound."""
+
     def get_faces(self, gallery: str, face_ids: Sequence[int]) -> dict[int, FaceRecord]:
         """The faces that exist among ``face_ids``, by id. Raises GalleryNotFound."""
+
     def update_meta(self, gallery: str, face_id: int, meta: dict) -> FaceRecord:
         """Replaces the listed meta keys, keeps the others; returns the updated face."""
+
     def delete_face(self, gallery: str, face_id: int) -> None:
         """Raises GalleryNotFound or FaceNotFound."""
-    def scan_partition(self, gallery: str, shard: int, after_id: int | None = None,
-                       limit: int = 1000) -> list[FaceRecord]:
+
+    def scan_partition(
+        self, gallery: str, shard: int, after_id: int | None = None, limit: int = 1000
+    ) -> list[FaceRecord]:
         """Faces of one (gallery, shard) partition in id order, after ``after_id``."""
+
     def changed_since(self, gallery: str, shard: int, since: float) -> set[int] | None:
         """Ids of the (gallery, shard) partition's faces added, patched or deleted at or after the time
         ``since`` (seconds since the epoch, the writers' clocks); None when the change log no longer
         reaches back that far. Deleting a gallery deletes its log."""
+
     def prune_changes(self, gallery: str, shard: int) -> None:
         """Forget the (gallery, shard) partition's changes older than the log's retention."""
+
     def count_faces(self, gallery: str) -> int: ...
     def close(self) -> None: ...
 

@@ -43,8 +43,10 @@ async def find_detection(cache: "DetectionCache", detection_id: str) -> dict | N
 class DetectionCache(Protocol):
     async def put_many(self, records: dict[str, dict], ttl_s: float) -> None:
         """Store every record; confirmed when the call returns. Raises CacheUnavailable."""
+
     async def get(self, detection_id: str) -> dict | None:
         """The record, or None when unknown or expired. Raises CacheUnavailable."""
+
     async def ping(self) -> bool: ...
 
 
@@ -98,10 +100,18 @@ class ActorDetectionCache:
     def _connect(self):
         import ray
 
-        self.actor = ray.remote(LocalDetectionCache).options(
-            name=self.name, get_if_exists=True, lifetime="detached" if self.detached else None,
-            max_restarts=-1, max_task_retries=3, num_cpus=0,
-        ).remote(self.max_entries)
+        self.actor = (
+            ray.remote(LocalDetectionCache)
+            .options(
+                name=self.name,
+                get_if_exists=True,
+                lifetime="detached" if self.detached else None,
+                max_restarts=-1,
+                max_task_retries=3,
+                num_cpus=0,
+            )
+            .remote(self.max_entries)
+        )
         return self.actor
 
     async def _call(self, method: str, *args):
@@ -150,9 +160,18 @@ class MemcachedDetectionCache:
 
         self.servers, self.timeout_s, self.max_item_bytes = servers, timeout_s, max_item_bytes
         addresses = [(host, int(port)) for host, _, port in (server.rpartition(":") for server in servers)]
-        self.client = HashClient(addresses, serde=_JsonSerde(), connect_timeout=timeout_s, timeout=timeout_s,
-                                 ignore_exc=False, retry_attempts=1, retry_timeout=0, dead_timeout=1,
-                                 use_pooling=True, max_pool_size=16)
+        self.client = HashClient(
+            addresses,
+            serde=_JsonSerde(),
+            connect_timeout=timeout_s,
+            timeout=timeout_s,
+            ignore_exc=False,
+            retry_attempts=1,
+            retry_timeout=0,
+            dead_timeout=1,
+            use_pooling=True,
+            max_pool_size=16,
+        )
 
     def __reduce__(self):
         return type(self), (self.servers, self.timeout_s, self.max_item_bytes)

@@ -59,16 +59,33 @@ def _level(name: str) -> int:
 
 
 class CassandraFaceStore:
-    def __init__(self, hosts: Sequence[str], port: int, keyspace: str, num_shards: int, *,
-                 replication_factor: int = 1, read_consistency: str = "LOCAL_QUORUM",
-                 write_consistency: str = "LOCAL_QUORUM", max_in_flight: int = 64,
-                 request_timeout_s: float = 10.0, page_size: int = 5000,
-                 change_log_retention_s: float = CHANGE_LOG_RETENTION_S, meta_rules: MetaRules | None = None):
+    def __init__(
+        self,
+        hosts: Sequence[str],
+        port: int,
+        keyspace: str,
+        num_shards: int,
+        *,
+        replication_factor: int = 1,
+        read_consistency: str = "LOCAL_QUORUM",
+        write_consistency: str = "LOCAL_QUORUM",
+        max_in_flight: int = 64,
+        request_timeout_s: float = 10.0,
+        page_size: int = 5000,
+        change_log_retention_s: float = CHANGE_LOG_RETENTION_S,
+        meta_rules: MetaRules | None = None,
+    ):
         self._args = (tuple(hosts), port, keyspace, num_shards)
-        self._options = dict(replication_factor=replication_factor, read_consistency=read_consistency,
-                             write_consistency=write_consistency, max_in_flight=max_in_flight,
-                             request_timeout_s=request_timeout_s, page_size=page_size,
-                             change_log_retention_s=change_log_retention_s, meta_rules=meta_rules)
+        self._options = dict(
+            replication_factor=replication_factor,
+            read_consistency=read_consistency,
+            write_consistency=write_consistency,
+            max_in_flight=max_in_flight,
+            request_timeout_s=request_timeout_s,
+            page_size=page_size,
+            change_log_retention_s=change_log_retention_s,
+            meta_rules=meta_rules,
+        )
         self.change_log_retention_s = change_log_retention_s
         self.meta_rules = meta_rules or MetaRules()
         self.num_shards, self.keyspace = num_shards, keyspace
@@ -76,12 +93,19 @@ class CassandraFaceStore:
         self._read, self._write = _level(read_consistency), _level(write_consistency)
         profile = ExecutionProfile(
             load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()),
-            consistency_level=self._write, serial_consistency_level=ConsistencyLevel.LOCAL_SERIAL,
-            request_timeout=request_timeout_s)
-        self._cluster = Cluster(list(hosts), port=port, execution_profiles={EXEC_PROFILE_DEFAULT: profile},
-                                # After an outage, find the node again within seconds, not minutes.
-                                reconnection_policy=ExponentialReconnectionPolicy(0.5, 5.0),
-                                connect_timeout=request_timeout_s, protocol_version=5)
+            consistency_level=self._write,
+            serial_consistency_level=ConsistencyLevel.LOCAL_SERIAL,
+            request_timeout=request_timeout_s,
+        )
+        self._cluster = Cluster(
+            list(hosts),
+            port=port,
+            execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+            # After an outage, find the node again within seconds, not minutes.
+            reconnection_policy=ExponentialReconnectionPolicy(0.5, 5.0),
+            connect_timeout=request_timeout_s,
+            protocol_version=5,
+        )
         try:
             self._session = self._cluster.connect()
             self._create_schema(replication_factor)
@@ -101,16 +125,24 @@ class CassandraFaceStore:
 
     def _create_schema(self, replication_factor: int) -> None:
         execute = self._session.execute
-        execute(f"CREATE KEYSPACE IF NOT EXISTS {self.keyspace} WITH replication = "
-                f"{{'class': 'SimpleStrategy', 'replication_factor': {replication_factor}}}")
+        execute(
+            f"CREATE KEYSPACE IF NOT EXISTS {self.keyspace} WITH replication = "
+            f"{{'class': 'SimpleStrategy', 'replication_factor': {replication_factor}}}"
+        )
         execute(f"CREATE TABLE IF NOT EXISTS {self.keyspace}.layout (key text PRIMARY KEY, value text)")
-        execute(f"CREATE TABLE IF NOT EXISTS {self.keyspace}.galleries "
-                "(name text PRIMARY KEY, created_at double, dim int, model text)")
-        execute(f"CREATE TABLE IF NOT EXISTS {self.keyspace}.faces (gallery text, shard int, id bigint, "
-                "facen blob, meta text, features text, created_at double, PRIMARY KEY ((gallery, shard), id)) "
-                "WITH CLUSTERING ORDER BY (id ASC)")
-        execute(f"CREATE TABLE IF NOT EXISTS {self.keyspace}.face_changes (gallery text, shard int, "
-                "changed_at timestamp, id bigint, PRIMARY KEY ((gallery, shard), changed_at, id))")
+        execute(
+            f"CREATE TABLE IF NOT EXISTS {self.keyspace}.galleries "
+            "(name text PRIMARY KEY, created_at double, dim int, model text)"
+        )
+        execute(
+            f"CREATE TABLE IF NOT EXISTS {self.keyspace}.faces (gallery text, shard int, id bigint, "
+            "facen blob, meta text, features text, created_at double, PRIMARY KEY ((gallery, shard), id)) "
+            "WITH CLUSTERING ORDER BY (id ASC)"
+        )
+        execute(
+            f"CREATE TABLE IF NOT EXISTS {self.keyspace}.face_changes (gallery text, shard int, "
+            "changed_at timestamp, id bigint, PRIMARY KEY ((gallery, shard), changed_at, id))"
+        )
 
     def _prepare(self) -> None:
         ks, prepare = self.keyspace, self._session.prepare
@@ -123,26 +155,34 @@ class CassandraFaceStore:
             "gallery_dim": prepare(f"UPDATE {ks}.galleries SET dim = ?, model = ? WHERE name = ? IF dim = null"),
             "gallery_del": prepare(f"DELETE FROM {ks}.galleries WHERE name = ?"),
             "partition_del": prepare(f"DELETE FROM {ks}.faces WHERE gallery = ? AND shard = ?"),
-            "face_put": prepare(f"INSERT INTO {ks}.faces (gallery, shard, id, facen, meta, features, created_at) "
-                                "VALUES (?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS"),
-            "face_get": prepare(f"SELECT id, facen, meta, features, created_at FROM {ks}.faces "
-                                "WHERE gallery = ? AND shard = ? AND id = ?"),
-            "face_meta": prepare(f"UPDATE {ks}.faces SET meta = ? WHERE gallery = ? AND shard = ? AND id = ? "
-                                 "IF meta = ?"),
+            "face_put": prepare(
+                f"INSERT INTO {ks}.faces (gallery, shard, id, facen, meta, features, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS"
+            ),
+            "face_get": prepare(
+                f"SELECT id, facen, meta, features, created_at FROM {ks}.faces "
+                "WHERE gallery = ? AND shard = ? AND id = ?"
+            ),
+            "face_meta": prepare(
+                f"UPDATE {ks}.faces SET meta = ? WHERE gallery = ? AND shard = ? AND id = ? IF meta = ?"
+            ),
             "face_del": prepare(f"DELETE FROM {ks}.faces WHERE gallery = ? AND shard = ? AND id = ? IF EXISTS"),
-            "scan": prepare(f"SELECT id, facen, meta, features, created_at FROM {ks}.faces "
-                            "WHERE gallery = ? AND shard = ? AND id > ? LIMIT ?"),
-            "scan_first": prepare(f"SELECT id, facen, meta, features, created_at FROM {ks}.faces "
-                                  "WHERE gallery = ? AND shard = ? AND id >= ? LIMIT ?"),
+            "scan": prepare(
+                f"SELECT id, facen, meta, features, created_at FROM {ks}.faces "
+                "WHERE gallery = ? AND shard = ? AND id > ? LIMIT ?"
+            ),
+            "scan_first": prepare(
+                f"SELECT id, facen, meta, features, created_at FROM {ks}.faces "
+                "WHERE gallery = ? AND shard = ? AND id >= ? LIMIT ?"
+            ),
             "count": prepare(f"SELECT COUNT(*) FROM {ks}.faces WHERE gallery = ? AND shard = ?"),
-            "change_put": prepare(f"INSERT INTO {ks}.face_changes (gallery, shard, changed_at, id) "
-                                  "VALUES (?, ?, ?, ?) USING TTL ?"),
-            "changes": prepare(f"SELECT id FROM {ks}.face_changes WHERE gallery = ? AND shard = ? "
-                               "AND changed_at >= ?"),
+            "change_put": prepare(
+                f"INSERT INTO {ks}.face_changes (gallery, shard, changed_at, id) VALUES (?, ?, ?, ?) USING TTL ?"
+            ),
+            "changes": prepare(f"SELECT id FROM {ks}.face_changes WHERE gallery = ? AND shard = ? AND changed_at >= ?"),
             "changes_del": prepare(f"DELETE FROM {ks}.face_changes WHERE gallery = ? AND shard = ?"),
         }
-        for name in ("layout_get", "gallery_get", "gallery_all", "face_get", "scan", "scan_first", "count",
-                     "changes"):
+        for name in ("layout_get", "gallery_get", "gallery_all", "face_get", "scan", "scan_first", "count", "changes"):
             self._q[name].consistency_level = self._read
         for name in ("scan", "scan_first", "changes"):
             self._q[name].fetch_size = self.page_size
@@ -153,8 +193,10 @@ class CassandraFaceStore:
         self._session.execute(self._q["layout_put"], ("num_shards", str(self.num_shards)))
         stored = self._session.execute(self._q["layout_get"], ("num_shards",)).one()
         if stored is not None and int(stored.value) != self.num_shards:
-            raise ValueError(f"keyspace {self.keyspace} was laid out for {stored.value} shards, not "
-                             f"{self.num_shards}: keep index.num_shards as it was, or use a new keyspace")
+            raise ValueError(
+                f"keyspace {self.keyspace} was laid out for {stored.value} shards, not "
+                f"{self.num_shards}: keep index.num_shards as it was, or use a new keyspace"
+            )
 
     # ---- helpers ------------------------------------------------------------------------------
 
@@ -173,8 +215,14 @@ class CassandraFaceStore:
 
     @staticmethod
     def _record(gallery: str, row) -> FaceRecord:
-        return FaceRecord(gallery, from_stored_id(row.id), np.frombuffer(row.facen, dtype="<f4").copy(),
-                          json.loads(row.meta), json.loads(row.features), row.created_at)
+        return FaceRecord(
+            gallery,
+            from_stored_id(row.id),
+            np.frombuffer(row.facen, dtype="<f4").copy(),
+            json.loads(row.meta),
+            json.loads(row.features),
+            row.created_at,
+        )
 
     def _key(self, gallery: str, face_id: int) -> tuple[str, int, int]:
         return gallery, shard_of(gallery, face_id, self.num_shards), to_stored_id(face_id)
@@ -189,6 +237,7 @@ class CassandraFaceStore:
             if not self._session.execute(self._q["gallery_put"], (name, record.created_at)).was_applied:
                 raise GalleryExists(name)
             return record
+
         return self._run(work)
 
     def get_gallery(self, name: str) -> GalleryRecord:
@@ -205,12 +254,14 @@ class CassandraFaceStore:
             self._concurrently(self._q["partition_del"], partitions)
             self._concurrently(self._q["changes_del"], partitions)
             self._session.execute(self._q["gallery_del"], (name,))
+
         self._run(work)
 
     def _concurrently(self, statement, parameters: list[tuple]):
         """Run one statement for many parameter tuples, ``max_in_flight`` at a time; raise the first failure."""
-        results = execute_concurrent_with_args(self._session, statement, parameters,
-                                               concurrency=self.max_in_flight, raise_on_first_error=True)
+        results = execute_concurrent_with_args(
+            self._session, statement, parameters, concurrency=self.max_in_flight, raise_on_first_error=True
+        )
         return [result for _, result in results]
 
     # ---- faces --------------------------------------------------------------------------------
@@ -250,8 +301,15 @@ class CassandraFaceStore:
                         # conflicts, as it would had it come in a later call.
                         raise FaceExists(face.gallery, face_id)
                     seen.add((face.gallery, face_id))
-                    rows.append((*self._key(face.gallery, face_id), vector.astype("<f4").tobytes(),
-                                 json.dumps(meta), json.dumps(face.features), face.created_at or time.time()))
+                    rows.append(
+                        (
+                            *self._key(face.gallery, face_id),
+                            vector.astype("<f4").tobytes(),
+                            json.dumps(meta),
+                            json.dumps(face.features),
+                            face.created_at or time.time(),
+                        )
+                    )
                     positions.append(position)
                 except FacegridError as error:
                     results[position] = error
@@ -260,6 +318,7 @@ class CassandraFaceStore:
                 if existed:
                     results[positions[row]] = FaceExists(rows[row][0], from_stored_id(rows[row][2]))
             return results
+
         return self._run(work)
 
     def _note_changes(self, keys: list[tuple[str, int, int]]) -> None:
@@ -272,7 +331,7 @@ class CassandraFaceStore:
         for (gallery, shard), row_ids in partitions.items():
             for start in range(0, len(row_ids), _ROWS_PER_BATCH * 4):
                 batch = BatchStatement(BatchType.UNLOGGED)
-                for row_id in row_ids[start:start + _ROWS_PER_BATCH * 4]:
+                for row_id in row_ids[start : start + _ROWS_PER_BATCH * 4]:
                     batch.add(self._q["change_put"], (gallery, shard, now, row_id, ttl))
                 batches.append((batch, None))
         execute_concurrent(self._session, batches, concurrency=self.max_in_flight, raise_on_first_error=True)
@@ -284,8 +343,11 @@ class CassandraFaceStore:
         pending: dict[tuple[str, int], list[int]] = {}
         for index, row in enumerate(rows):
             pending.setdefault((row[0], row[1]), []).append(index)
-        chunks = [indexes[i:i + _ROWS_PER_BATCH] for indexes in pending.values()
-                  for i in range(0, len(indexes), _ROWS_PER_BATCH)]
+        chunks = [
+            indexes[i : i + _ROWS_PER_BATCH]
+            for indexes in pending.values()
+            for i in range(0, len(indexes), _ROWS_PER_BATCH)
+        ]
         while chunks:
             batches = []
             for chunk in chunks:
@@ -293,8 +355,9 @@ class CassandraFaceStore:
                 for index in chunk:
                     batch.add(self._q["face_put"], rows[index])
                 batches.append((batch, None))
-            outcomes = execute_concurrent(self._session, batches, concurrency=self.max_in_flight,
-                                          raise_on_first_error=True)
+            outcomes = execute_concurrent(
+                self._session, batches, concurrency=self.max_in_flight, raise_on_first_error=True
+            )
             retry = []
             for chunk, (_, result) in zip(chunks, outcomes):
                 if result.was_applied:
@@ -316,6 +379,7 @@ class CassandraFaceStore:
             if row is None:
                 raise FaceNotFound(gallery, face_id)
             return self._record(gallery, row)
+
         return self._run(work)
 
     def get_faces(self, gallery: str, face_ids: Sequence[int]) -> dict[int, FaceRecord]:
@@ -328,6 +392,7 @@ class CassandraFaceStore:
                 if row is not None:
                     found[from_stored_id(row.id)] = self._record(gallery, row)
             return found
+
         return self._run(work)
 
     def update_meta(self, gallery: str, face_id: int, meta: dict) -> FaceRecord:
@@ -346,6 +411,7 @@ class CassandraFaceStore:
                 if self._session.execute(self._q["face_meta"], (json.dumps(merged), *key, row.meta)).was_applied:
                     return FaceRecord(gallery, face_id, face.facen, merged, face.features, face.created_at)
             raise StoreUnavailable(f"face {face_id}: meta kept changing under {_META_RETRIES} attempts")
+
         return self._run(work)
 
     def delete_face(self, gallery: str, face_id: int) -> None:
@@ -355,10 +421,12 @@ class CassandraFaceStore:
             self._note_changes([key])
             if not self._session.execute(self._q["face_del"], key).was_applied:
                 raise FaceNotFound(gallery, face_id)
+
         self._run(work)
 
-    def scan_partition(self, gallery: str, shard: int, after_id: int | None = None,
-                       limit: int = 1000) -> list[FaceRecord]:
+    def scan_partition(
+        self, gallery: str, shard: int, after_id: int | None = None, limit: int = 1000
+    ) -> list[FaceRecord]:
         if after_id is None:
             statement, bound = self._q["scan_first"], SMALLEST_STORED_ID
         else:
@@ -369,7 +437,7 @@ class CassandraFaceStore:
     def changed_since(self, gallery: str, shard: int, since: float) -> set[int] | None:
         if since < time.time() - self.change_log_retention_s:
             return None
-        bound = int(since * 1000)        # a CQL timestamp: milliseconds, as the notes were written
+        bound = int(since * 1000)  # a CQL timestamp: milliseconds, as the notes were written
         rows = self._run(lambda: list(self._session.execute(self._q["changes"], (gallery, shard, bound))))
         return {from_stored_id(row.id) for row in rows}
 
@@ -381,6 +449,7 @@ class CassandraFaceStore:
             self._gallery(gallery)
             results = self._concurrently(self._q["count"], [(gallery, s) for s in range(self.num_shards)])
             return sum(rows.one()[0] for rows in results)
+
         return self._run(work)
 
     def close(self) -> None:

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .errors import InvalidFace
 
-INT_MIN, INT_MAX = -2 ** 63, 2 ** 63 - 1
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 Kind = Literal["string", "unsigned", "set[string]", "set[unsigned]"]
 
 
@@ -27,7 +27,8 @@ class MetaField(BaseModel):
 
     kind: Kind = Field(description="string, unsigned (0 .. 2**63-1), set[string] or set[unsigned].")
     default: str | int | list[str] | list[int] | None = Field(
-        None, description="Given to a face added without this field; none: the field stays absent.")
+        None, description="Given to a face added without this field; none: the field stays absent."
+    )
 
 
 class MetaRules(BaseModel):
@@ -39,8 +40,10 @@ class MetaRules(BaseModel):
     max_string_length: int = Field(1024, ge=1, description="Characters of a string value (also in lists).")
     max_list_items: int = Field(256, ge=1, description="Items of a list value.")
     scheme: dict[str, MetaField] | None = Field(
-        None, description="Typed fields, as FindFace's meta_scheme: unknown fields and wrong kinds are "
-                          "BAD_PARAM, missing ones get their defaults. None: any field of the allowed kinds.")
+        None,
+        description="Typed fields, as FindFace's meta_scheme: unknown fields and wrong kinds are "
+        "BAD_PARAM, missing ones get their defaults. None: any field of the allowed kinds.",
+    )
 
     @model_validator(mode="after")
     def _defaults_fit(self) -> "MetaRules":
@@ -59,8 +62,14 @@ class MetaRules(BaseModel):
         if not meta and self.scheme is None:
             return {}
         if self.scheme is not None and new_face:
-            meta = {**{name: field.default for name, field in self.scheme.items()
-                       if field.default is not None and name not in meta}, **meta}
+            meta = {
+                **{
+                    name: field.default
+                    for name, field in self.scheme.items()
+                    if field.default is not None and name not in meta
+                },
+                **meta,
+            }
         if len(meta) > self.max_keys:
             raise InvalidFace(f"meta may have at most {self.max_keys} fields", "meta", f"{len(meta)} fields")
         checked = {}
@@ -68,8 +77,9 @@ class MetaRules(BaseModel):
             if not isinstance(key, str) or not key:
                 raise InvalidFace("meta keys must be non-empty strings", "meta", str(key)[:200])
             if len(key) > self.max_key_length:
-                raise InvalidFace(f"meta field names may have at most {self.max_key_length} characters",
-                                  "meta", key[:200])
+                raise InvalidFace(
+                    f"meta field names may have at most {self.max_key_length} characters", "meta", key[:200]
+                )
             checked[key] = self._value(key, value)
         size = len(json.dumps(checked, ensure_ascii=False, separators=(",", ":")).encode())
         if size > self.max_bytes:
@@ -86,21 +96,27 @@ class MetaRules(BaseModel):
             value = _check_kind(key, value, field.kind)
         elif _scalar(value) is None:
             if not isinstance(value, list):
-                raise InvalidFace(f"meta {key!r} must be a string, an integer or a list of them", param,
-                                  str(value)[:200])
+                raise InvalidFace(
+                    f"meta {key!r} must be a string, an integer or a list of them", param, str(value)[:200]
+                )
             kinds = {_scalar(item) for item in value}
             if None in kinds or len(kinds) > 1:
-                raise InvalidFace(f"meta {key!r} must be a list of strings or a list of integers", param,
-                                  str(value)[:200])
+                raise InvalidFace(
+                    f"meta {key!r} must be a list of strings or a list of integers", param, str(value)[:200]
+                )
         for item in value if isinstance(value, list) else [value]:
             if isinstance(item, int) and not INT_MIN <= item <= INT_MAX:
                 raise InvalidFace(f"meta {key!r}: integers are signed 64-bit", param, str(item))
             if isinstance(item, str) and len(item) > self.max_string_length:
-                raise InvalidFace(f"meta {key!r}: strings may have at most {self.max_string_length} characters",
-                                  param, f"{len(item)} characters")
+                raise InvalidFace(
+                    f"meta {key!r}: strings may have at most {self.max_string_length} characters",
+                    param,
+                    f"{len(item)} characters",
+                )
         if isinstance(value, list) and len(value) > self.max_list_items:
-            raise InvalidFace(f"meta {key!r}: lists may have at most {self.max_list_items} items", param,
-                              f"{len(value)} items")
+            raise InvalidFace(
+                f"meta {key!r}: lists may have at most {self.max_list_items} items", param, f"{len(value)} items"
+            )
         return value
 
 

@@ -56,10 +56,15 @@ CREATE TABLE IF NOT EXISTS face_changes (
 """
 
 
-
 class SqliteFaceStore:
-    def __init__(self, path: Path, num_shards: int, busy_timeout_s: float = 30,
-                 change_log_retention_s: float = CHANGE_LOG_RETENTION_S, meta_rules: MetaRules | None = None):
+    def __init__(
+        self,
+        path: Path,
+        num_shards: int,
+        busy_timeout_s: float = 30,
+        change_log_retention_s: float = CHANGE_LOG_RETENTION_S,
+        meta_rules: MetaRules | None = None,
+    ):
         self.path = Path(path)
         self.meta_rules = meta_rules or MetaRules()
         self.num_shards, self.busy_timeout_s = num_shards, busy_timeout_s
@@ -78,8 +83,13 @@ class SqliteFaceStore:
 
     def __reduce__(self):
         # Crossing to another process (a Ray actor) opens a fresh connection there.
-        return type(self), (self.path, self.num_shards, self.busy_timeout_s, self.change_log_retention_s,
-                            self.meta_rules)
+        return type(self), (
+            self.path,
+            self.num_shards,
+            self.busy_timeout_s,
+            self.change_log_retention_s,
+            self.meta_rules,
+        )
 
     def _check_layout(self) -> None:
         self._db.execute("INSERT OR IGNORE INTO layout VALUES ('store_id', ?)", (uuid.uuid4().hex,))
@@ -88,8 +98,10 @@ class SqliteFaceStore:
         if row is None:
             self._db.execute("INSERT OR IGNORE INTO layout VALUES ('num_shards', ?)", (str(self.num_shards),))
         elif int(row[0]) != self.num_shards:
-            raise ValueError(f"{self.path} was laid out for {row[0]} shards, not {self.num_shards}: "
-                             "keep index.num_shards as it was, or start from an empty store")
+            raise ValueError(
+                f"{self.path} was laid out for {row[0]} shards, not {self.num_shards}: "
+                "keep index.num_shards as it was, or start from an empty store"
+            )
 
     def _run(self, work, write: bool = False):
         """Run ``work(cursor)`` in one transaction; driver failures become StoreUnavailable."""
@@ -123,14 +135,16 @@ class SqliteFaceStore:
             record = GalleryRecord(name, time.time())
             db.execute("INSERT INTO galleries (name, created_at) VALUES (?, ?)", (name, record.created_at))
             return record
+
         return self._run(work, write=True)
 
     def get_gallery(self, name: str) -> GalleryRecord:
         return self._run(lambda db: self._gallery(db, name))
 
     def list_galleries(self) -> list[GalleryRecord]:
-        rows = self._run(lambda db: db.execute(
-            "SELECT name, created_at, dim, model FROM galleries ORDER BY name").fetchall())
+        rows = self._run(
+            lambda db: db.execute("SELECT name, created_at, dim, model FROM galleries ORDER BY name").fetchall()
+        )
         return [GalleryRecord(*row) for row in rows]
 
     def delete_gallery(self, name: str) -> None:
@@ -139,6 +153,7 @@ class SqliteFaceStore:
             db.execute("DELETE FROM faces WHERE gallery = ?", (name,))
             db.execute("DELETE FROM face_changes WHERE gallery = ?", (name,))
             db.execute("DELETE FROM galleries WHERE name = ?", (name,))
+
         self._run(work, write=True)
 
     def add_faces(self, faces: Sequence[FaceRecord]) -> list[FacegridError | None]:
@@ -158,6 +173,7 @@ class SqliteFaceStore:
                     results.append(error)
             db.executemany("INSERT OR IGNORE INTO face_changes VALUES (?, ?, ?, ?)", changes)
             return results
+
         return self._run(work, write=True)
 
     def _insert(self, db, face: FaceRecord, galleries: dict[str, GalleryRecord]) -> tuple:
@@ -167,29 +183,42 @@ class SqliteFaceStore:
         vector = check_facen(face.facen, gallery, face.model)
         meta = self.meta_rules.check(face.meta, new_face=True)
         if gallery.dim is None:
-            db.execute("UPDATE galleries SET dim = ?, model = ? WHERE name = ?",
-                       (vector.size, face.model, gallery.name))
+            db.execute(
+                "UPDATE galleries SET dim = ?, model = ? WHERE name = ?", (vector.size, face.model, gallery.name)
+            )
             gallery = GalleryRecord(gallery.name, gallery.created_at, vector.size, face.model)
         galleries[face.gallery] = gallery
         shard = shard_of(face.gallery, face_id, self.num_shards)
         try:
-            db.execute("INSERT INTO faces VALUES (?, ?, ?, ?, ?, ?, ?)", (
-                face.gallery, shard, to_stored_id(face_id), vector.astype("<f4").tobytes(),
-                json.dumps(meta), json.dumps(face.features), face.created_at or time.time()))
+            db.execute(
+                "INSERT INTO faces VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    face.gallery,
+                    shard,
+                    to_stored_id(face_id),
+                    vector.astype("<f4").tobytes(),
+                    json.dumps(meta),
+                    json.dumps(face.features),
+                    face.created_at or time.time(),
+                ),
+            )
         except sqlite3.IntegrityError:
             raise FaceExists(face.gallery, face_id) from None
         return face.gallery, shard, time.time(), to_stored_id(face_id)
 
     def _note_change(self, db, gallery: str, face_id: int) -> None:
-        db.execute("INSERT OR IGNORE INTO face_changes VALUES (?, ?, ?, ?)",
-                   (gallery, shard_of(gallery, face_id, self.num_shards), time.time(), to_stored_id(face_id)))
+        db.execute(
+            "INSERT OR IGNORE INTO face_changes VALUES (?, ?, ?, ?)",
+            (gallery, shard_of(gallery, face_id, self.num_shards), time.time(), to_stored_id(face_id)),
+        )
 
     def _face(self, db, gallery: str, face_id: int) -> FaceRecord:
         self._gallery(db, gallery)
         check_face_id(face_id)
-        row = db.execute("SELECT id, facen, meta, features, created_at FROM faces "
-                         "WHERE gallery = ? AND shard = ? AND id = ?",
-                         (gallery, shard_of(gallery, face_id, self.num_shards), to_stored_id(face_id))).fetchone()
+        row = db.execute(
+            "SELECT id, facen, meta, features, created_at FROM faces WHERE gallery = ? AND shard = ? AND id = ?",
+            (gallery, shard_of(gallery, face_id, self.num_shards), to_stored_id(face_id)),
+        ).fetchone()
         if row is None:
             raise FaceNotFound(gallery, face_id)
         return self._record(gallery, row)
@@ -197,8 +226,14 @@ class SqliteFaceStore:
     @staticmethod
     def _record(gallery: str, row) -> FaceRecord:
         row_id, blob, meta, features, created_at = row
-        return FaceRecord(gallery, from_stored_id(row_id), np.frombuffer(blob, dtype="<f4").copy(),
-                          json.loads(meta), json.loads(features), created_at)
+        return FaceRecord(
+            gallery,
+            from_stored_id(row_id),
+            np.frombuffer(blob, dtype="<f4").copy(),
+            json.loads(meta),
+            json.loads(features),
+            created_at,
+        )
 
     def get_face(self, gallery: str, face_id: int) -> FaceRecord:
         return self._run(lambda db: self._face(db, gallery, face_id))
@@ -209,11 +244,15 @@ class SqliteFaceStore:
             found = {}
             for face_id in face_ids:
                 key = (gallery, shard_of(gallery, face_id, self.num_shards), to_stored_id(face_id))
-                row = db.execute("SELECT id, facen, meta, features, created_at FROM faces "
-                                 "WHERE gallery = ? AND shard = ? AND id = ?", key).fetchone()
+                row = db.execute(
+                    "SELECT id, facen, meta, features, created_at FROM faces "
+                    "WHERE gallery = ? AND shard = ? AND id = ?",
+                    key,
+                ).fetchone()
                 if row is not None:
                     found[face_id] = self._record(gallery, row)
             return found
+
         return self._run(work)
 
     def update_meta(self, gallery: str, face_id: int, meta: dict) -> FaceRecord:
@@ -222,49 +261,66 @@ class SqliteFaceStore:
         def work(db):
             face = self._face(db, gallery, face_id)
             merged = self.meta_rules.check({**face.meta, **meta}, new_face=False)
-            db.execute("UPDATE faces SET meta = ? WHERE gallery = ? AND shard = ? AND id = ?",
-                       (json.dumps(merged), gallery, shard_of(gallery, face_id, self.num_shards),
-                        to_stored_id(face_id)))
+            db.execute(
+                "UPDATE faces SET meta = ? WHERE gallery = ? AND shard = ? AND id = ?",
+                (json.dumps(merged), gallery, shard_of(gallery, face_id, self.num_shards), to_stored_id(face_id)),
+            )
             self._note_change(db, gallery, face_id)
             return FaceRecord(gallery, face_id, face.facen, merged, face.features, face.created_at)
+
         return self._run(work, write=True)
 
     def delete_face(self, gallery: str, face_id: int) -> None:
         def work(db):
             self._face(db, gallery, face_id)
-            db.execute("DELETE FROM faces WHERE gallery = ? AND shard = ? AND id = ?",
-                       (gallery, shard_of(gallery, face_id, self.num_shards), to_stored_id(face_id)))
+            db.execute(
+                "DELETE FROM faces WHERE gallery = ? AND shard = ? AND id = ?",
+                (gallery, shard_of(gallery, face_id, self.num_shards), to_stored_id(face_id)),
+            )
             self._note_change(db, gallery, face_id)
+
         self._run(work, write=True)
 
-    def scan_partition(self, gallery: str, shard: int, after_id: int | None = None,
-                       limit: int = 1000) -> list[FaceRecord]:
+    def scan_partition(
+        self, gallery: str, shard: int, after_id: int | None = None, limit: int = 1000
+    ) -> list[FaceRecord]:
         # With no cursor, start at the smallest stored id (-2**63) inclusively.
         bound, operator = (SMALLEST_STORED_ID, ">=") if after_id is None else (to_stored_id(after_id), ">")
-        rows = self._run(lambda db: db.execute(
-            "SELECT id, facen, meta, features, created_at FROM faces "
-            f"WHERE gallery = ? AND shard = ? AND id {operator} ? ORDER BY id LIMIT ?",
-            (gallery, shard, bound, limit)).fetchall())
+        rows = self._run(
+            lambda db: db.execute(
+                "SELECT id, facen, meta, features, created_at FROM faces "
+                f"WHERE gallery = ? AND shard = ? AND id {operator} ? ORDER BY id LIMIT ?",
+                (gallery, shard, bound, limit),
+            ).fetchall()
+        )
         return [self._record(gallery, row) for row in rows]
 
     def changed_since(self, gallery: str, shard: int, since: float) -> set[int] | None:
         if since < time.time() - self.change_log_retention_s:
             return None
-        rows = self._run(lambda db: db.execute(
-            "SELECT DISTINCT id FROM face_changes WHERE gallery = ? AND shard = ? AND changed_at >= ?",
-            (gallery, shard, since)).fetchall())
+        rows = self._run(
+            lambda db: db.execute(
+                "SELECT DISTINCT id FROM face_changes WHERE gallery = ? AND shard = ? AND changed_at >= ?",
+                (gallery, shard, since),
+            ).fetchall()
+        )
         return {from_stored_id(row_id) for (row_id,) in rows}
 
     def prune_changes(self, gallery: str, shard: int) -> None:
         # A range of the table's primary key (gallery, shard, changed_at, ...): no scan of other partitions.
         horizon = time.time() - self.change_log_retention_s
-        self._run(lambda db: db.execute("DELETE FROM face_changes WHERE gallery = ? AND shard = ? AND changed_at < ?",
-                                        (gallery, shard, horizon)), write=True)
+        self._run(
+            lambda db: db.execute(
+                "DELETE FROM face_changes WHERE gallery = ? AND shard = ? AND changed_at < ?", (gallery, shard, horizon)
+            ),
+            write=True,
+        )
 
     def count_faces(self, gallery: str) -> int:
         def work(db):
             self._gallery(db, gallery)
             return db.execute("SELECT COUNT(*) FROM faces WHERE gallery = ?", (gallery,)).fetchone()[0]
+
         return self._run(work)
 
     def close(self) -> None:

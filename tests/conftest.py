@@ -32,8 +32,9 @@ def model_config() -> ModelConfig:
 @pytest.fixture(scope="session")
 def mtcnn_config(model_config) -> ModelConfig:
     """The models of facegrid 0.1: the MTCNN cascade and the dlib descriptor."""
-    return model_config.model_copy(update={"detector": DetectorConfig(kind="mtcnn"),
-                                           "extractor": ExtractorConfig(kind="dlib")})
+    return model_config.model_copy(
+        update={"detector": DetectorConfig(kind="mtcnn"), "extractor": ExtractorConfig(kind="dlib")}
+    )
 
 
 @pytest.fixture(scope="session")
@@ -57,6 +58,7 @@ def labels(faces_dir) -> list[dict]:
 def load_photo(faces_dir):
     def load(name: str) -> np.ndarray:
         return read_image(faces_dir / name)
+
     return load
 
 
@@ -64,8 +66,11 @@ def load_photo(faces_dir):
 def character_crops(faces_dir) -> list[tuple[str, Path]]:
     """The 40 face-api.js 150x150 crops of eight characters, five each: (identity, path)."""
     rows = csv.DictReader(open(faces_dir / "labels.csv", newline=""))
-    return [(row["identity"], faces_dir / row["file"]) for row in rows
-            if row["file"].startswith("faceapi_") and row["identity"] not in ("multi", "unknown")]
+    return [
+        (row["identity"], faces_dir / row["file"])
+        for row in rows
+        if row["file"].startswith("faceapi_") and row["identity"] not in ("multi", "unknown")
+    ]
 
 
 def free_port() -> int:
@@ -89,8 +94,15 @@ def ray_session():
 
     # Restarts in the tests wait out the drain of the Ingress replicas they stop.
     os.environ.update(ray_environment(load_settings(serve={"ingress_drain_s": 1})))
-    ray.init(address="local", num_cpus=2, include_dashboard=False, namespace="facegrid-tests", logging_level="ERROR",
-             log_to_driver=False, _metrics_export_port=METRICS_PORT)
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        namespace="facegrid-tests",
+        logging_level="ERROR",
+        log_to_driver=False,
+        _metrics_export_port=METRICS_PORT,
+    )
     yield ray
     ray.shutdown()
 
@@ -114,20 +126,25 @@ def service_settings_for(data_dir: Path, backends: str, request=None):
 
         host, port = request.getfixturevalue("cassandra_endpoint")
         keyspace = f"facegrid_test_api_{uuid.uuid4().hex[:8]}"
-        store = {"kind": "cassandra", "cassandra": {"hosts": [host], "port": port, "keyspace": keyspace,
-                                                    "request_timeout_s": 5}}
+        store = {
+            "kind": "cassandra",
+            "cassandra": {"hosts": [host], "port": port, "keyspace": keyspace, "request_timeout_s": 5},
+        }
         cache = {"kind": "memcached", "servers": [request.getfixturevalue("memcached_endpoint")]}
     return load_settings(
         port=SERVICE_PORT,
-        store=store, cache=cache,
+        store=store,
+        cache=cache,
         # dlib served beside SFace, as for a store that facegrid 0.1 filled: every API test runs two models.
         models={"extra_extractors": [{"kind": "dlib"}]},
-        limits={"max_body_bytes": 4 * 2 ** 20, "max_bulk_faces": 1000, "max_limit": 500},
+        limits={"max_body_bytes": 4 * 2**20, "max_bulk_faces": 1000, "max_limit": 500},
         # The test's photo server is on loopback: allowed there only; 127.0.0.2 stays refused.
         url_fetch={"allowed_networks": ["127.0.0.1/32"], "timeout_s": 5},
         index={"num_shards": 2, "cpus_per_shard": 0.1, "snapshot_dir": data_dir / "index-snapshots"},
-        serve={"detector": {"max_ongoing_requests": 2, "max_queued_requests": 4},
-               "extractor": {"max_ongoing_requests": 4, "max_queued_requests": 16}},
+        serve={
+            "detector": {"max_ongoing_requests": 2, "max_queued_requests": 4},
+            "extractor": {"max_ongoing_requests": 4, "max_queued_requests": 16},
+        },
     )
 
 

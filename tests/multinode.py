@@ -20,8 +20,11 @@ ANSWER = "@answer "
 WORKERS = 3
 INDEX_RESOURCE = "facegrid_index"
 # Ray's defaults take about 15 s to declare a lost node dead; the test states its own, shorter bound.
-FAST_HEALTH_CHECKS = {"health_check_period_ms": 500, "health_check_failure_threshold": 4,
-                      "health_check_initial_delay_ms": 0}
+FAST_HEALTH_CHECKS = {
+    "health_check_period_ms": 500,
+    "health_check_failure_threshold": 4,
+    "health_check_initial_delay_ms": 0,
+}
 
 
 def placement(settings) -> list[list[str]]:
@@ -32,11 +35,15 @@ def placement(settings) -> list[list[str]]:
 
     namespaces = {info["name"]: info["namespace"] for info in ray.util.list_named_actors(all_namespaces=True)}
     index = settings.index
-    names = [[replica_name("facegrid", shard, replica) for replica in range(index.replicas_per_shard)]
-             for shard in range(index.num_shards)]
+    names = [
+        [replica_name("facegrid", shard, replica) for replica in range(index.replicas_per_shard)]
+        for shard in range(index.num_shards)
+    ]
     actors = [[ray.get_actor(name, namespace=namespaces[name]) for name in shard] for shard in names]
-    return [[state["node"] for state in ray.get([actor.ready.remote() for actor in replicas], timeout=60)]
-            for replicas in actors]
+    return [
+        [state["node"] for state in ray.get([actor.ready.remote() for actor in replicas], timeout=60)]
+        for replicas in actors
+    ]
 
 
 def running_replicas(deployment: str) -> int:

@@ -64,6 +64,7 @@ def largest(faces: list[dict]) -> dict:
 
 # ---- detection ----------------------------------------------------------------------------------
 
+
 def test_detect_finds_every_face_of_a_group_photo(api, faces_dir):
     response = detect(api, faces_dir, "faceapi_bbt4.jpg")
     assert response.status_code == 200
@@ -92,8 +93,7 @@ def test_detect_with_facen_caches_each_face_for_later(api, faces_dir):
 
 def test_detect_gives_attributes_in_both_styles(api, faces_dir):
     body = detect(api, faces_dir, "faceapi_happy.jpg", gender="1", age="on", emotions="TRUE").json()
-    expect_error(detect(api, faces_dir, "faceapi_happy.jpg", age="1", attribute="age"), 400, "BAD_PARAM",
-                 "attribute")
+    expect_error(detect(api, faces_dir, "faceapi_happy.jpg", age="1", attribute="age"), 400, "BAD_PARAM", "attribute")
     face = body["faces"][0]
     assert face["features"]["gender"]["gender"] in ("MALE", "FEMALE")
     assert isinstance(face["features"]["age"], int)
@@ -113,7 +113,7 @@ def test_roi_limits_the_search_and_boxes_stay_in_image_coordinates(api, faces_di
     roi = f"{right['bbox']['left'] - 40},0,{right['bbox']['right'] + 40},{right['bbox']['bottom'] + 40}"
     faces = detect(api, faces_dir, "facerec_two_people.jpg", roi=roi).json()["faces"]
     assert len(faces) == 1
-    tolerance = 0.08 * (right["bbox"]["right"] - right["bbox"]["left"])     # a crop shifts the pyramid a little
+    tolerance = 0.08 * (right["bbox"]["right"] - right["bbox"]["left"])  # a crop shifts the pyramid a little
     assert all(abs(faces[0]["bbox"][k] - right["bbox"][k]) <= tolerance for k in right["bbox"]), (faces, right)
     expect_error(detect(api, faces_dir, "facerec_two_people.jpg", roi="1,2,x"), 400, "BAD_PARAM", "roi")
 
@@ -123,8 +123,9 @@ def test_autorotate_finds_the_face_in_a_photo_lying_on_its_side(api, faces_dir):
     buffer = io.BytesIO()
     image.save(buffer, "JPEG")
     plain = api.post("/v2/detect", content=buffer.getvalue(), headers={"Content-Type": "image/jpeg"}).json()
-    turned = api.post("/v2/detect", params={"autorotate": "true"}, content=buffer.getvalue(),
-                      headers={"Content-Type": "image/jpeg"}).json()
+    turned = api.post(
+        "/v2/detect", params={"autorotate": "true"}, content=buffer.getvalue(), headers={"Content-Type": "image/jpeg"}
+    ).json()
     assert len(turned["faces"]) == 1 and len(plain["faces"]) == 0
     assert turned["orientation"] != 1
 
@@ -173,21 +174,36 @@ def test_image_urls_are_fetched_directly_and_safely(api, faces_dir):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_port}"
     try:
+
         def by_url(url):
             return api.post("/v2/detect", content=url, headers={"Content-Type": "text/x-url"})
+
         assert len(by_url(f"{base}/photo.jpg").json()["faces"]) == 1
         expect_error(by_url(f"{base}/moved"), 503, "EXTRACTION_ERROR")
-        for refused_host in ("127.0.0.2", "[::1]", "[::ffff:127.0.0.2]", "[::127.0.0.1]", "[::ffff:7f00:2]",
-                             "[64:ff9b::7f00:2]", "[2002:7f00:2::]", "0x7f000002", "2130706434"):
+        for refused_host in (
+            "127.0.0.2",
+            "[::1]",
+            "[::ffff:127.0.0.2]",
+            "[::127.0.0.1]",
+            "[::ffff:7f00:2]",
+            "[64:ff9b::7f00:2]",
+            "[2002:7f00:2::]",
+            "0x7f000002",
+            "2130706434",
+        ):
             expect_error(by_url(f"http://{refused_host}:{server.server_port}/photo.jpg"), 400, "BAD_PARAM", "url")
         expect_error(by_url("ftp://example.invalid/x.jpg"), 400, "BAD_PARAM", "url")
     finally:
         server.shutdown()
-    expect_error(api.post("/v2/detect", content=f"{base}/photo.jpg", headers={"Content-Type": "text/x-url"}),
-                 503, "EXTRACTION_ERROR")
+    expect_error(
+        api.post("/v2/detect", content=f"{base}/photo.jpg", headers={"Content-Type": "text/x-url"}),
+        503,
+        "EXTRACTION_ERROR",
+    )
 
 
 # ---- galleries, faces, search -------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def people(api, faces_dir):
@@ -201,8 +217,9 @@ def people(api, faces_dir):
     assert api.post("/v2/galleries/people").status_code == 200
     for number, (name, files) in enumerate(sorted(people.items()), start=1):
         face = largest(detect(api, faces_dir, files[0], facen="true").json()["faces"])
-        added = api.post(f"/v2/galleries/people/faces/{number}",
-                         json={"from": f"detection:{face['id']}", "meta": {"name": name}})
+        added = api.post(
+            f"/v2/galleries/people/faces/{number}", json={"from": f"detection:{face['id']}", "meta": {"name": name}}
+        )
         assert added.status_code == 200, added.json()
     return people
 
@@ -211,8 +228,9 @@ def test_search_puts_the_right_person_first_for_every_probe(api, faces_dir, peop
     for name, files in people.items():
         for probe in files[1:]:
             face = largest(detect(api, faces_dir, probe, facen="true").json()["faces"])
-            found = api.get("/v2/galleries/people/faces", params={"looks_like": f"detection:{face['id']}",
-                                                                  "limit": 3}).json()
+            found = api.get(
+                "/v2/galleries/people/faces", params={"looks_like": f"detection:{face['id']}", "limit": 3}
+            ).json()
             assert found["faces"][0]["meta"]["name"] == name, probe
             confidences = [f["confidence"] for f in found["faces"]]
             assert confidences == sorted(confidences, reverse=True)
@@ -225,8 +243,12 @@ def test_the_recommended_threshold_cuts_impostors(api, faces_dir, people):
     assert len(everyone) == len(people)
     cut = api.get("/v2/galleries/people/faces", params={"looks_like": source, "threshold": "0.6"}).json()
     assert cut["faces"] == [] and cut["next_page"] is None
-    expect_error(api.get("/v2/galleries/people/faces", params={"looks_like": source, "threshold": "2"}),
-                 400, "BAD_PARAM", "threshold")
+    expect_error(
+        api.get("/v2/galleries/people/faces", params={"looks_like": source, "threshold": "2"}),
+        400,
+        "BAD_PARAM",
+        "threshold",
+    )
 
 
 def test_verify_says_same_person_or_not(api, faces_dir, people):
@@ -238,8 +260,9 @@ def test_verify_says_same_person_or_not(api, faces_dir, people):
     match = api.post("/v2/verify", params={"face1": f"detection:{obama}", "face2": f"face:people/{number}"}).json()
     other = api.get("/v2/verify", params={"face1": f"detection:{obama}", "face2": f"detection:{biden}"}).json()
     assert match["verified"] is True and other["verified"] is False and match["confidence"] > other["confidence"]
-    strict = api.get("/v2/verify", params={"face1": f"detection:{obama}", "face2": f"face:people/{number}",
-                                           "threshold": "1"}).json()
+    strict = api.get(
+        "/v2/verify", params={"face1": f"detection:{obama}", "face2": f"face:people/{number}", "threshold": "1"}
+    ).json()
     assert strict["verified"] is False
     expect_error(api.get("/v2/verify", params={"face1": "face:people/1"}), 400, "BAD_PARAM", "face2")
 
@@ -249,8 +272,12 @@ def test_galleries_are_created_listed_read_and_deleted(api):
     expect_error(api.post("/v2/galleries/temp-1"), 409, "CONFLICT")
     expect_error(api.post("/v2/galleries/bad%20name"), 400, "BAD_PARAM", "gallery")
     api.post("/v2/galleries/temp-1/faces/5", json={"from": facen_source(np.ones(128))})
-    assert api.get("/v2/galleries/temp-1").json() == {"name": "temp-1", "number_of_elements": 1,
-                                                      "model": "sface_2021dec.v1", "dim": 128}
+    assert api.get("/v2/galleries/temp-1").json() == {
+        "name": "temp-1",
+        "number_of_elements": 1,
+        "model": "sface_2021dec.v1",
+        "dim": 128,
+    }
     listed = {g["name"]: g["number_of_elements"] for g in api.get("/v2/galleries").json()["galleries"]}
     assert listed["temp-1"] == 1
     assert api.delete("/v2/galleries/temp-1").json() == {}
@@ -261,12 +288,19 @@ def test_galleries_are_created_listed_read_and_deleted(api):
 def test_faces_are_added_read_patched_and_deleted(api, faces_dir, people):
     api.post("/v2/galleries/crud")
     vector = clustered_unit_vectors(1, 128, seed=3)[0]
-    added = api.post("/v2/galleries/crud/faces/18446744073709551615",
-                     json={"from": facen_source(vector), "meta": {"name": "Ann", "tags": ["a", "b"]}}).json()
-    assert added == {"id": {"gallery": "crud", "face": 18446744073709551615},
-                     "meta": {"name": "Ann", "tags": ["a", "b"]}, "features": {}, "attributes": {}}
-    expect_error(api.post("/v2/galleries/crud/faces/18446744073709551615", json={"from": facen_source(vector)}),
-                 409, "CONFLICT")
+    added = api.post(
+        "/v2/galleries/crud/faces/18446744073709551615",
+        json={"from": facen_source(vector), "meta": {"name": "Ann", "tags": ["a", "b"]}},
+    ).json()
+    assert added == {
+        "id": {"gallery": "crud", "face": 18446744073709551615},
+        "meta": {"name": "Ann", "tags": ["a", "b"]},
+        "features": {},
+        "attributes": {},
+    }
+    expect_error(
+        api.post("/v2/galleries/crud/faces/18446744073709551615", json={"from": facen_source(vector)}), 409, "CONFLICT"
+    )
     copied = api.post("/v2/galleries/crud/faces/2", params={"from": "face:people/1"}).json()
     assert copied["id"] == {"gallery": "crud", "face": 2}
     patched = api.patch("/v2/galleries/crud/faces/18446744073709551615", json={"meta": {"age": 30}}).json()
@@ -276,20 +310,33 @@ def test_faces_are_added_read_patched_and_deleted(api, faces_dir, people):
     expect_error(api.get("/v2/galleries/crud/faces/2"), 404, "NOT_FOUND")
     expect_error(api.delete("/v2/galleries/crud/faces/2"), 404, "NOT_FOUND")
     expect_error(api.get("/v2/galleries/nowhere/faces/1"), 404, "GALLERY_NOT_FOUND")
-    expect_error(api.post("/v2/galleries/crud/faces/18446744073709551616", json={"from": facen_source(vector)}),
-                 400, "BAD_PARAM", "id")
-    expect_error(api.post("/v2/galleries/crud/faces/3", json={"from": "detection:nosuchdetection00"}),
-                 400, "SOURCE_NOT_FOUND")
-    expect_error(api.post("/v2/galleries/crud/faces/3", json={"from": "face:nowhere/1"}), 400,
-                 "SOURCE_GALLERY_NOT_FOUND")
+    expect_error(
+        api.post("/v2/galleries/crud/faces/18446744073709551616", json={"from": facen_source(vector)}),
+        400,
+        "BAD_PARAM",
+        "id",
+    )
+    expect_error(
+        api.post("/v2/galleries/crud/faces/3", json={"from": "detection:nosuchdetection00"}), 400, "SOURCE_NOT_FOUND"
+    )
+    expect_error(
+        api.post("/v2/galleries/crud/faces/3", json={"from": "face:nowhere/1"}), 400, "SOURCE_GALLERY_NOT_FOUND"
+    )
     expect_error(api.post("/v2/galleries/crud/faces/3", json={"from": "face:people/999"}), 400, "SOURCE_NOT_FOUND")
-    expect_error(api.post("/v2/galleries/crud/faces/3", json={"from": facen_source(np.ones(64))}), 400,
-                 "BAD_PARAM", "from")
+    expect_error(
+        api.post("/v2/galleries/crud/faces/3", json={"from": facen_source(np.ones(64))}), 400, "BAD_PARAM", "from"
+    )
     expect_error(api.post("/v2/galleries/crud/faces/3", json={"from": "facen:@@@"}), 400, "BAD_PARAM", "from")
-    expect_error(api.post("/v2/galleries/crud/faces/3", json={"from": facen_source(vector), "meta": {"x": 1.5}}),
-                 400, "BAD_PARAM")
-    expect_error(api.post("/v2/galleries/crud/faces/3", content=b"{not json",
-                          headers={"Content-Type": "application/json"}), 400, "MALFORMED_REQUEST")
+    expect_error(
+        api.post("/v2/galleries/crud/faces/3", json={"from": facen_source(vector), "meta": {"x": 1.5}}),
+        400,
+        "BAD_PARAM",
+    )
+    expect_error(
+        api.post("/v2/galleries/crud/faces/3", content=b"{not json", headers={"Content-Type": "application/json"}),
+        400,
+        "MALFORMED_REQUEST",
+    )
     expect_error(api.patch("/v2/galleries/crud/faces/3", json={"meta": {"a": 1}}), 404, "NOT_FOUND")
     assert api.get("/v2/galleries/crud").json()["number_of_elements"] == 1
 
@@ -297,11 +344,13 @@ def test_faces_are_added_read_patched_and_deleted(api, faces_dir, people):
 def test_bulk_add_reports_each_item_and_writes_only_good_faces(api):
     api.post("/v2/galleries/bulk")
     vectors = clustered_unit_vectors(4, 128, seed=4)
-    items = [{"id": 1, "from": facen_source(vectors[0]), "meta": {"k": "a"}},
-             {"id": 2, "from": "detection:missing000000000000"},
-             {"id": 3, "from": facen_source(vectors[2]), "meta": {"bad": {"nested": 1}}},
-             {"id": 1, "from": facen_source(vectors[3])},
-             {"id": 4, "from": facen_source(vectors[3])}]
+    items = [
+        {"id": 1, "from": facen_source(vectors[0]), "meta": {"k": "a"}},
+        {"id": 2, "from": "detection:missing000000000000"},
+        {"id": 3, "from": facen_source(vectors[2]), "meta": {"bad": {"nested": 1}}},
+        {"id": 1, "from": facen_source(vectors[3])},
+        {"id": 4, "from": facen_source(vectors[3])},
+    ]
     results = api.post("/v2/galleries/bulk/faces", json={"faces": items}).json()["results"]
     assert [r.get("code") for r in results] == [None, "SOURCE_NOT_FOUND", "BAD_PARAM", "CONFLICT", None]
     assert results[0]["id"] == {"gallery": "bulk", "face": 1}
@@ -318,10 +367,10 @@ def filtered(api):
     vectors = clustered_unit_vectors(300, 128, seed=7)
     metas = random_meta(300, seed=8)
     api.post("/v2/galleries/filtered")
-    ids = [int(i) for i in np.random.default_rng(9).choice(10 ** 12, 300, replace=False)]
+    ids = [int(i) for i in np.random.default_rng(9).choice(10**12, 300, replace=False)]
     items = [{"id": i, "from": facen_source(v), "meta": m} for i, v, m in zip(ids, vectors, metas)]
     for start in range(0, 300, 50):
-        results = api.post("/v2/galleries/filtered/faces", json={"faces": items[start:start + 50]}).json()
+        results = api.post("/v2/galleries/filtered/faces", json={"faces": items[start : start + 50]}).json()
         assert all("code" not in r for r in results["results"])
     return {i: (v, m) for i, v, m in zip(ids, vectors, metas)}
 
@@ -355,18 +404,21 @@ def test_listing_with_filters_pages_through_exactly_the_matching_ids(api, filter
 def test_search_with_filters_returns_the_exact_top_faces(api, filtered, query, face_filter):
     probe_id = sorted(filtered)[5]
     probe = filtered[probe_id][0]
-    scores = sorted(((float(v @ probe), i) for i, (v, m) in filtered.items() if face_filter.matches(i, m)),
-                    reverse=True)[:10]
-    body = api.get("/v2/galleries/filtered/faces",
-                   params={**query, "looks_like": f"face:filtered/{probe_id}", "limit": 10}).json()
+    scores = sorted(
+        ((float(v @ probe), i) for i, (v, m) in filtered.items() if face_filter.matches(i, m)), reverse=True
+    )[:10]
+    body = api.get(
+        "/v2/galleries/filtered/faces", params={**query, "looks_like": f"face:filtered/{probe_id}", "limit": 10}
+    ).json()
     assert [f["id"]["face"] for f in body["faces"]] == [i for _, i in scores]
 
 
 def test_search_pages_continue_where_the_last_stopped(api, filtered):
     probe = f"face:filtered/{sorted(filtered)[0]}"
     first = api.get("/v2/galleries/filtered/faces", params={"looks_like": probe, "limit": 7}).json()
-    second = api.get("/v2/galleries/filtered/faces", params={"looks_like": probe, "limit": 7,
-                                                             "page": first["next_page"]}).json()
+    second = api.get(
+        "/v2/galleries/filtered/faces", params={"looks_like": probe, "limit": 7, "page": first["next_page"]}
+    ).json()
     both = api.get("/v2/galleries/filtered/faces", params={"looks_like": probe, "limit": 14}).json()
     assert [f["id"] for f in first["faces"] + second["faces"]] == [f["id"] for f in both["faces"]]
     by_id = api.get("/v2/galleries/filtered/faces", params={"looks_like": probe, "limit": 7, "sort": "id"}).json()
@@ -395,12 +447,17 @@ def test_the_service_finds_what_the_pipeline_finds(api, faces_dir, pipeline, loa
     assert len(served) == len(local) == 2
     for face, reference in zip(served, local):
         left, top, right, bottom = reference.box.tolist()
-        assert face["bbox"] == {"left": round(max(left, 0)), "top": round(max(top, 0)),
-                                "right": round(right), "bottom": round(bottom)}
+        assert face["bbox"] == {
+            "left": round(max(left, 0)),
+            "top": round(max(top, 0)),
+            "right": round(right),
+            "bottom": round(bottom),
+        }
         np.testing.assert_allclose(face["landmarks"], reference.landmarks, atol=0.01)
         # The vector the service cached for the face is the pipeline's (cosine ~1, the calibration's top).
-        verified = api.get("/v2/verify", params={"face1": f"detection:{face['id']}",
-                                                 "face2": facen_source(reference.facen)}).json()
+        verified = api.get(
+            "/v2/verify", params={"face1": f"detection:{face['id']}", "face2": facen_source(reference.facen)}
+        ).json()
         assert verified["confidence"] >= 0.999999
 
 
@@ -436,8 +493,9 @@ def test_a_gallery_is_bound_to_the_model_that_filled_it(api, service, faces_dir)
     assert api.get("/v2/verify", params={"face1": f"detection:{again}", "face2": "face:legacy/2"}).json()["verified"]
     # Vectors of different models never meet.
     expect_error(api.post("/v2/galleries/legacy/faces/3", json={"from": "face:bound/1"}), 400, "BAD_PARAM", "from")
-    expect_error(api.get("/v2/verify", params={"face1": "face:bound/1", "face2": "face:legacy/2"}),
-                 400, "BAD_PARAM", "face2")
+    expect_error(
+        api.get("/v2/verify", params={"face1": "face:bound/1", "face2": "face:legacy/2"}), 400, "BAD_PARAM", "face2"
+    )
     # A raw vector is taken as the gallery's model when its length fits.
     vector = clustered_unit_vectors(1, 128, seed=12)[0]
     assert api.post("/v2/galleries/legacy/faces/4", json={"from": facen_source(vector)}).status_code == 200
@@ -445,33 +503,55 @@ def test_a_gallery_is_bound_to_the_model_that_filled_it(api, service, faces_dir)
     # A gallery of a model this deployment does not run keeps its vectors but takes no detections.
     _gallery_in_store(service, "other", 512, "arcface_512.v1")
     assert api.get("/v2/galleries/other").json() | {"number_of_elements": 0} == {
-        "name": "other", "number_of_elements": 0, "model": "arcface_512.v1", "dim": 512}
-    body = expect_error(api.post("/v2/galleries/other/faces/2", json={"from": f"detection:{detected}"}),
-                        400, "BAD_PARAM", "from")
+        "name": "other",
+        "number_of_elements": 0,
+        "model": "arcface_512.v1",
+        "dim": 512,
+    }
+    body = expect_error(
+        api.post("/v2/galleries/other/faces/2", json={"from": f"detection:{detected}"}), 400, "BAD_PARAM", "from"
+    )
     assert "does not run arcface_512.v1" in body["desc"]
-    expect_error(api.get("/v2/galleries/other/faces", params={"looks_like": f"detection:{detected}"}),
-                 400, "BAD_PARAM", "looks_like")
+    expect_error(
+        api.get("/v2/galleries/other/faces", params={"looks_like": f"detection:{detected}"}),
+        400,
+        "BAD_PARAM",
+        "looks_like",
+    )
     for gallery in ("bound", "legacy", "other"):
         api.delete(f"/v2/galleries/{gallery}")
 
 
 # ---- protocol, limits, operations ---------------------------------------------------------------
 
+
 def test_request_errors_get_the_spec_codes(api, faces_dir):
     expect_error(api.get("/v2/nothing-here"), 404, "NOT_FOUND")
     expect_error(api.put("/v2/galleries/people"), 501, "NOT_IMPLEMENTED")
     expect_error(api.post("/v2/detect", content=b"", headers={"Content-Type": "image/jpeg"}), 400, "MALFORMED_REQUEST")
-    expect_error(api.post("/v2/detect", content=b"\xff\xd8garbage", headers={"Content-Type": "image/jpeg"}),
-                 400, "MALFORMED_REQUEST")
-    expect_error(api.post("/v2/detect", content=b"hello", headers={"Content-Type": "application/json"}),
-                 400, "MALFORMED_REQUEST")
+    expect_error(
+        api.post("/v2/detect", content=b"\xff\xd8garbage", headers={"Content-Type": "image/jpeg"}),
+        400,
+        "MALFORMED_REQUEST",
+    )
+    expect_error(
+        api.post("/v2/detect", content=b"hello", headers={"Content-Type": "application/json"}), 400, "MALFORMED_REQUEST"
+    )
     expect_error(detect(api, faces_dir, "faceapi_amy1.png", facen="maybe"), 400, "BAD_PARAM", "facen")
     wide = io.BytesIO()
     Image.new("RGB", (6001, 8)).save(wide, "PNG")
-    expect_error(api.post("/v2/detect", content=wide.getvalue(), headers={"Content-Type": "image/png"}),
-                 400, "BAD_PARAM", "image")
-    expect_error(api.post("/v2/detect", content=b"\xff" * (5 * 2 ** 20), headers={"Content-Type": "image/jpeg"}),
-                 400, "BAD_PARAM", "body")
+    expect_error(
+        api.post("/v2/detect", content=wide.getvalue(), headers={"Content-Type": "image/png"}),
+        400,
+        "BAD_PARAM",
+        "image",
+    )
+    expect_error(
+        api.post("/v2/detect", content=b"\xff" * (5 * 2**20), headers={"Content-Type": "image/jpeg"}),
+        400,
+        "BAD_PARAM",
+        "body",
+    )
 
 
 def test_a_body_over_the_limit_is_answered_not_reset_however_it_is_sent(api):
@@ -479,13 +559,17 @@ def test_a_body_over_the_limit_is_answered_not_reset_however_it_is_sent(api):
     big = b"\xff" * (6 * api_limits(api).max_body_bytes)
 
     def chunked():
-        for start in range(0, len(big), 2 ** 20):
-            yield big[start:start + 2 ** 20]
-    for path, content_type in (("/v2/detect", "image/jpeg"), ("/v2/galleries/people/faces", "application/json"),
-                               ("/v2/detect", "multipart/form-data; boundary=x")):
+        for start in range(0, len(big), 2**20):
+            yield big[start : start + 2**20]
+
+    for path, content_type in (
+        ("/v2/detect", "image/jpeg"),
+        ("/v2/galleries/people/faces", "application/json"),
+        ("/v2/detect", "multipart/form-data; boundary=x"),
+    ):
         for body in (big, chunked()):
             expect_error(api.post(path, content=body, headers={"Content-Type": content_type}), 400, "BAD_PARAM", "body")
-    expect_error(api.post("/v2/verify", content=big), 400, "BAD_PARAM", "body")    # a route that reads no body
+    expect_error(api.post("/v2/verify", content=big), 400, "BAD_PARAM", "body")  # a route that reads no body
 
 
 def test_trailing_slashes_docs_and_health(api):
@@ -543,9 +627,9 @@ def test_a_lost_cache_answers_cache_error_then_recovers_without_restart(api, fac
         run_services("stop-memcached")
     try:
         expect_error(detect(api, faces_dir, "faceapi_amy1.png", facen="true"), 503, "CACHE_ERROR")
-        if service.backends == "cluster":       # the embedded cache is re-created by the next call already
+        if service.backends == "cluster":  # the embedded cache is re-created by the next call already
             expect_error(api.get("/v2/detect/00000000000000000000"), 503, "CACHE_ERROR")
-        assert detect(api, faces_dir, "faceapi_amy1.png").status_code == 200     # detection alone needs no cache
+        assert detect(api, faces_dir, "faceapi_amy1.png").status_code == 200  # detection alone needs no cache
         assert api.get("/v2/galleries").status_code == 200
         assert api.get("/v2/galleries/people/faces", params={"looks_like": "face:people/1"}).status_code == 200
     finally:
@@ -559,8 +643,10 @@ def test_ten_thousand_faces_added_in_bulk_all_land(api):
     vectors = clustered_unit_vectors(10_000, 128, seed=12)
     size = api_limits(api).max_bulk_faces
     for start in range(0, 10_000, size):
-        items = [{"id": start + i, "from": facen_source(v), "meta": {"n": start + i}}
-                 for i, v in enumerate(vectors[start:start + size])]
+        items = [
+            {"id": start + i, "from": facen_source(v), "meta": {"n": start + i}}
+            for i, v in enumerate(vectors[start : start + size])
+        ]
         results = api.post("/v2/galleries/ten-thousand/faces", json={"faces": items}).json()["results"]
         assert all("code" not in r for r in results)
     assert api.get("/v2/galleries/ten-thousand").json()["number_of_elements"] == 10_000
@@ -616,10 +702,14 @@ def test_failed_and_abandoned_detects_give_their_queue_place_back(api, faces_dir
     # The test service admits 6 detects at a time (Detector: 2 ongoing + 4 queued); many more failures
     # than that, one after another, must leave every place free again.
     for _ in range(4):
-        expect_error(api.post("/v2/detect", content=b"\xff\xd8garbage", headers={"Content-Type": "image/jpeg"}),
-                     400, "MALFORMED_REQUEST")
-        expect_error(api.post("/v2/detect/", content=b"", headers={"Content-Type": "image/jpeg"}),
-                     400, "MALFORMED_REQUEST")
+        expect_error(
+            api.post("/v2/detect", content=b"\xff\xd8garbage", headers={"Content-Type": "image/jpeg"}),
+            400,
+            "MALFORMED_REQUEST",
+        )
+        expect_error(
+            api.post("/v2/detect/", content=b"", headers={"Content-Type": "image/jpeg"}), 400, "MALFORMED_REQUEST"
+        )
         expect_error(detect(api, faces_dir, "faceapi_amy1.png", facen="maybe"), 400, "BAD_PARAM", "facen")
     # Clients that give up before their answer (here after 50 ms, on a slow group photo) free theirs too.
     import httpx
@@ -639,8 +729,12 @@ def test_custom_metrics_reach_the_prometheus_export(api, people, filtered, metri
     import httpx
 
     api.get("/v2/galleries/people/faces", params={"looks_like": "face:people/1"})
-    wanted = {"facegrid_gallery_faces", "facegrid_search_latency_s", "facegrid_model_batch_size",
-              "facegrid_over_capacity_total"}          # the overload test above produced 429s
+    wanted = {
+        "facegrid_gallery_faces",
+        "facegrid_search_latency_s",
+        "facegrid_model_batch_size",
+        "facegrid_over_capacity_total",
+    }  # the overload test above produced 429s
 
     def exported() -> set[str]:
         try:
@@ -648,14 +742,19 @@ def test_custom_metrics_reach_the_prometheus_export(api, people, filtered, metri
         except httpx.HTTPError:
             return set()
         return {name for name in wanted if name in text}
+
     assert wait_until(lambda: exported() == wanted, 60), exported()
     # The Grafana dashboard names only series the export has (each series name as a whole word).
     import json
     import re
 
     dashboard = json.loads((Path(__file__).parent.parent / "cluster" / "grafana" / "facegrid.json").read_text())
-    named = {name for panel in dashboard["panels"] for target in panel["targets"]
-             for name in re.findall(r"\bray_facegrid_\w+", target["expr"])}
+    named = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"\bray_facegrid_\w+", target["expr"])
+    }
     text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
     series = set(re.findall(r"^(\w+)(?:\{| )", text, re.M))
     assert len(named) >= 6 and named <= series, named - series
@@ -667,35 +766,60 @@ def test_detection_ids_the_server_never_issues_are_not_found_on_every_backend(ap
     for bad in ("a b", "abc\r\nstats", "é" * 20, "x" * 10_000, "0123456789abcdefghijk", "ABCDEFGHIJ0123456789"):
         body = expect_error(api.get(f"/v2/detect/{quote(bad, safe='')}"), 404, "NOT_FOUND")
         assert "facegrid:" not in body["desc"] and "memcache" not in body["desc"].lower()
-        for response in (api.post("/v2/galleries/people/faces/424242", json={"from": f"detection:{bad}"}),
-                         api.get("/v2/galleries/people/faces", params={"looks_like": f"detection:{bad}"}),
-                         api.get("/v2/verify", params={"face1": f"detection:{bad}", "face2": "face:people/1"})):
+        for response in (
+            api.post("/v2/galleries/people/faces/424242", json={"from": f"detection:{bad}"}),
+            api.get("/v2/galleries/people/faces", params={"looks_like": f"detection:{bad}"}),
+            api.get("/v2/verify", params={"face1": f"detection:{bad}", "face2": "face:people/1"}),
+        ):
             body = expect_error(response, 400, "SOURCE_NOT_FOUND")
             assert len(body["desc"]) < 200
-    expect_error(api.get("/v2/galleries/people/faces/424242"), 404, "NOT_FOUND")      # nothing half-written
+    expect_error(api.get("/v2/galleries/people/faces/424242"), 404, "NOT_FOUND")  # nothing half-written
 
 
 def test_meta_beyond_its_bounds_is_bad_param_naming_the_field(api, people):
     source = {"from": "face:people/1"}
-    for meta, param in (({"note": "x" * 2 ** 20}, "meta.note"), ({f"k{i}": i for i in range(10_000)}, "meta"),
-                        ({"big": 2 ** 64}, "meta.big"), ({"tags": ["t"] * 1000}, "meta.tags")):
-        expect_error(api.post("/v2/galleries/people/faces/424243", json={**source, "meta": meta}),
-                     400, "BAD_PARAM", param)
+    for meta, param in (
+        ({"note": "x" * 2**20}, "meta.note"),
+        ({f"k{i}": i for i in range(10_000)}, "meta"),
+        ({"big": 2**64}, "meta.big"),
+        ({"tags": ["t"] * 1000}, "meta.tags"),
+    ):
+        expect_error(
+            api.post("/v2/galleries/people/faces/424243", json={**source, "meta": meta}), 400, "BAD_PARAM", param
+        )
     expect_error(api.get("/v2/galleries/people/faces/424243"), 404, "NOT_FOUND")
-    results = api.post("/v2/galleries/people/faces", json={"faces": [
-        {"id": 424244, **source, "meta": {"big": -2 ** 63 - 1}}, {"id": 424245, **source, "meta": {"big": -2 ** 63}}]})
+    results = api.post(
+        "/v2/galleries/people/faces",
+        json={
+            "faces": [
+                {"id": 424244, **source, "meta": {"big": -(2**63) - 1}},
+                {"id": 424245, **source, "meta": {"big": -(2**63)}},
+            ]
+        },
+    )
     first, second = results.json()["results"]
-    assert first["code"] == "BAD_PARAM" and first["param"] == "meta.big" and second["meta"] == {"big": -2 ** 63}
-    expect_error(api.patch("/v2/galleries/people/faces/424245", json={"meta": {"note": "x" * 2 ** 20}}),
-                 400, "BAD_PARAM", "meta.note")
-    assert api.get("/v2/galleries/people/faces/424245").json()["meta"] == {"big": -2 ** 63}
+    assert first["code"] == "BAD_PARAM" and first["param"] == "meta.big" and second["meta"] == {"big": -(2**63)}
+    expect_error(
+        api.patch("/v2/galleries/people/faces/424245", json={"meta": {"note": "x" * 2**20}}),
+        400,
+        "BAD_PARAM",
+        "meta.note",
+    )
+    assert api.get("/v2/galleries/people/faces/424245").json()["meta"] == {"big": -(2**63)}
     assert api.delete("/v2/galleries/people/faces/424245").status_code == 200
 
 
 # Every address but loopback unreachable: names do not resolve, and anything else goes to a dead proxy.
-OFFLINE_CHROMIUM = ["--headless", "--no-sandbox", "--disable-gpu", "--proxy-server=http://127.0.0.1:9",
-                    "--proxy-bypass-list=127.0.0.1", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-                    "--virtual-time-budget=20000", "--dump-dom"]
+OFFLINE_CHROMIUM = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--proxy-server=http://127.0.0.1:9",
+    "--proxy-bypass-list=127.0.0.1",
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+    "--virtual-time-budget=20000",
+    "--dump-dom",
+]
 
 
 def test_the_docs_page_shows_every_operation_in_a_browser_with_no_network(api, service):
@@ -712,10 +836,14 @@ def test_the_docs_page_shows_every_operation_in_a_browser_with_no_network(api, s
     operations = {(method.upper(), path) for path, item in document["paths"].items() for method in item}
     assert len(operations) >= 15
     page = api.get("/v2/docs").text
-    assert not re.search(r"(src|href)=[\"']?(https?:)?//", page)               # nothing fetched from elsewhere
+    assert not re.search(r"(src|href)=[\"']?(https?:)?//", page)  # nothing fetched from elsewhere
     for path in ("/v2/docs", "/v2/docs/v2/overview.html"):
-        shown = subprocess.run([chromium, *OFFLINE_CHROMIUM, f"http://127.0.0.1:{SERVICE_PORT}{path}"],
-                               capture_output=True, text=True, timeout=180).stdout
+        shown = subprocess.run(
+            [chromium, *OFFLINE_CHROMIUM, f"http://127.0.0.1:{SERVICE_PORT}{path}"],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        ).stdout
         rendered = set(re.findall(r'opblock-summary-method">([A-Z]+)</span>.{0,400}?data-path="([^"]+)"', shown, re.S))
         assert rendered == operations, operations ^ rendered
 
@@ -727,8 +855,9 @@ def test_import_enrols_a_folder_over_http_resumes_and_reports_every_photo(api, s
         pytest.skip("the import speaks HTTP only: one backend is enough")
     url = f"http://127.0.0.1:{SERVICE_PORT}"
     report = tmp_path / "report.csv"
-    assert main(["import", str(faces_dir), "--gallery", "imported", "--url", url, "--quiet",
-                 "--report", str(report)]) == 0
+    assert (
+        main(["import", str(faces_dir), "--gallery", "imported", "--url", url, "--quiet", "--report", str(report)]) == 0
+    )
     rows = {row["path"]: row for row in csv.DictReader(open(report, newline=""))}
     faces_in = {row["file"]: int(row["faces_in_image"].strip()) for row in labels}
     assert {Path(path).name for path in rows} == set(faces_in)
@@ -741,20 +870,54 @@ def test_import_enrols_a_folder_over_http_resumes_and_reports_every_photo(api, s
     some = next(row for row in rows.values() if row["outcome"] == "enrolled")
     assert api.get(f"/v2/galleries/imported/faces/{some['id']}").json()["meta"] == {"file": Path(some["path"]).name}
 
-    assert main(["import", str(faces_dir), "--gallery", "imported", "--url", url, "--quiet",
-                 "--report", str(report), "--several", "skip"]) == 0        # resumed: nothing is enrolled twice
+    assert (
+        main(
+            [
+                "import",
+                str(faces_dir),
+                "--gallery",
+                "imported",
+                "--url",
+                url,
+                "--quiet",
+                "--report",
+                str(report),
+                "--several",
+                "skip",
+            ]
+        )
+        == 0
+    )  # resumed: nothing is enrolled twice
     again = {row["path"]: row["outcome"] for row in csv.DictReader(open(report, newline=""))}
     assert all(again[path] == "already there" for path, row in rows.items() if row["outcome"] == "enrolled")
     assert "enrolled" not in again.values()
 
     listing = tmp_path / "photos.csv"
     group = next(name for name, count in faces_in.items() if count > 1)
-    listing.write_text("path,id,meta,site\n"
-                       f"{faces_dir / enrolled[0]},91,\"{{\"\"name\"\": \"\"ann\"\"}}\",north\n"
-                       f"{faces_dir / 'missing.jpg'},92,,\n"
-                       f"{faces_dir / group},93,,south\n")
-    assert main(["import", str(listing), "--gallery", "listed", "--url", url, "--quiet", "--report", str(report),
-                 "--several", "skip"]) == 0
+    listing.write_text(
+        "path,id,meta,site\n"
+        f'{faces_dir / enrolled[0]},91,"{{""name"": ""ann""}}",north\n'
+        f"{faces_dir / 'missing.jpg'},92,,\n"
+        f"{faces_dir / group},93,,south\n"
+    )
+    assert (
+        main(
+            [
+                "import",
+                str(listing),
+                "--gallery",
+                "listed",
+                "--url",
+                url,
+                "--quiet",
+                "--report",
+                str(report),
+                "--several",
+                "skip",
+            ]
+        )
+        == 0
+    )
     listed = {row["id"]: row["outcome"] for row in csv.DictReader(open(report, newline=""))}
     assert listed == {"91": "enrolled", "92": "unreadable", "93": "several faces, skipped"}
     assert api.get("/v2/galleries/listed/faces/91").json()["meta"] == {"name": "ann", "site": "north"}
@@ -770,13 +933,30 @@ def test_schemathesis_finds_nothing_over_the_openapi_document(api, service, peop
         pytest.skip("the document and the routes are the same on every backend")
     schemathesis = Path(sys.executable).parent / "schemathesis"
     repo = Path(__file__).resolve().parent.parent
-    run = subprocess.run([str(schemathesis), "--no-color", "--config-file", str(repo / "tests" / "schemathesis.toml"),
-                          "run", f"http://127.0.0.1:{SERVICE_PORT}/v2/openapi.json", "--max-examples", "25",
-                          "--max-failures", "20", "--request-timeout", "30", "--generation-deterministic"],
-                         capture_output=True, text=True, timeout=600, cwd=tmp_path)      # its cache goes there
+    run = subprocess.run(
+        [
+            str(schemathesis),
+            "--no-color",
+            "--config-file",
+            str(repo / "tests" / "schemathesis.toml"),
+            "run",
+            f"http://127.0.0.1:{SERVICE_PORT}/v2/openapi.json",
+            "--max-examples",
+            "25",
+            "--max-failures",
+            "20",
+            "--request-timeout",
+            "30",
+            "--generation-deterministic",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )  # its cache goes there
     assert run.returncode == 0, run.stdout[-8000:] + run.stderr[-2000:]
     people_count = api.get("/v2/galleries/people").json()["number_of_elements"]
-    assert people_count == len(people)                                   # its writes left the others' data
+    assert people_count == len(people)  # its writes left the others' data
 
 
 def test_zz_restart_keeps_every_acknowledged_face(service, people, filtered):
@@ -788,7 +968,7 @@ def test_zz_restart_keeps_every_acknowledged_face(service, people, filtered):
     service.restart()
     api = service.client
     shards = [replica for replicas in api.get("/readyz").json()["shards"] for replica in replicas]
-    assert [replica["started_from"] for replica in shards] == ["snapshot"] * len(shards)   # saved on stop
+    assert [replica["started_from"] for replica in shards] == ["snapshot"] * len(shards)  # saved on stop
     after = {g["name"]: g["number_of_elements"] for g in api.get("/v2/galleries").json()["galleries"]}
     assert after == before and after["people"] == len(people) and after["filtered"] == len(filtered) - 1
     assert api.get(f"/v2/galleries/filtered/faces/{gone}").status_code == 404

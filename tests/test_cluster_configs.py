@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _check_serve_config(config: dict) -> None:
-    schema = ServeDeploySchema.parse_obj(config)      # Ray's own schema (pydantic v1 API)
+    schema = ServeDeploySchema.parse_obj(config)  # Ray's own schema (pydantic v1 API)
     (application,) = schema.applications
     assert application.import_path == "serve_app.app:app_builder"
     # One home for each option: the deployments' options come from the settings in args; a deployments
@@ -29,12 +29,15 @@ def _check_serve_config(config: dict) -> None:
     serve = load_settings(**application.args).serve
     for section in (serve.detector, serve.extractor):
         options = deployment_options(section, gpus_present=True, batching=True)
-        assert options["max_queued_requests"] > 0        # bounded: the source of 429 OVER_CAPACITY
+        assert options["max_queued_requests"] > 0  # bounded: the source of 429 OVER_CAPACITY
         autoscaling = options["autoscaling_config"]
         assert 1 <= autoscaling["min_replicas"] < autoscaling["max_replicas"]
     # Each Ingress replica admits what the Detector can hold at its largest, as configured here.
-    assert admission_limit(serve.detector) == serve.detector.max_replicas * (
-        serve.detector.max_ongoing_requests + serve.detector.max_queued_requests) > 80
+    assert (
+        admission_limit(serve.detector)
+        == serve.detector.max_replicas * (serve.detector.max_ongoing_requests + serve.detector.max_queued_requests)
+        > 80
+    )
 
 
 def test_serve_config_validates_and_builds_the_app():
@@ -58,7 +61,7 @@ def test_cluster_launcher_config_passes_rays_schema():
     from ray.autoscaler._private.util import prepare_config, validate_config
 
     config = yaml.safe_load((REPO / "ray-config.yaml").read_text())
-    validate_config(prepare_config(config))        # what `ray up` does before launching anything
+    validate_config(prepare_config(config))  # what `ray up` does before launching anything
     types = config["available_node_types"]
     assert types["gpu_worker"]["resources"] == {"GPU": 1} and types[config["head_node_type"]]
     assert all(types[t]["min_workers"] <= types[t]["max_workers"] for t in ("index_worker", "gpu_worker"))
@@ -76,6 +79,6 @@ def test_model_replicas_take_a_gpu_share_only_where_the_cluster_has_gpus():
     def gpus(section, gpus_present: bool) -> float:
         return deployment_options(section, gpus_present, batching=True)["ray_actor_options"]["num_gpus"]
 
-    assert gpus(serve.detector, True) == gpus(serve.extractor, True) == 0.5      # the two share one GPU
+    assert gpus(serve.detector, True) == gpus(serve.extractor, True) == 0.5  # the two share one GPU
     assert gpus(serve.ingress, True) == 0
     assert gpus(serve.detector, False) == gpus(serve.extractor, False) == 0

@@ -29,10 +29,12 @@ def test_onnx_graph_matches_its_torch_module(model_config, name):
 
 def test_dlib_port_matches_an_independent_tensorflow_layout_reference(model_config, character_crops):
     crops = np.stack([np.asarray(Image.open(path).convert("RGB")) for _, path in character_crops[:2]])
-    reference = dlib_descriptor(crops, read_weight_map(
-        weights_dir(model_config.data_dir) / "face_recognition_model-weights_manifest.json"))
+    reference = dlib_descriptor(
+        crops, read_weight_map(weights_dir(model_config.data_dir) / "face_recognition_model-weights_manifest.json")
+    )
     ported = OnnxRunner(onnx_path(model_config.data_dir, "dlib_resnet"), "cpu")(
-        crops.transpose(0, 3, 1, 2).astype(np.float32))[0]
+        crops.transpose(0, 3, 1, 2).astype(np.float32)
+    )[0]
     np.testing.assert_allclose(ported, reference, rtol=1e-3, atol=1e-4)
 
 
@@ -56,17 +58,19 @@ def _as_faceapi_batch(path) -> np.ndarray:
     side = max(height, width)
     canvas = np.zeros((side, side, 3), np.uint8)
     top, left = (side - height) // 2, (side - width) // 2
-    canvas[top:top + height, left:left + width] = image
+    canvas[top : top + height, left : left + width] = image
     resized = np.asarray(Image.fromarray(canvas).resize((112, 112), Image.BILINEAR))
     return resized[None].transpose(0, 3, 1, 2).astype(np.float32)
 
 
-@pytest.mark.parametrize("photo, expression, gender, ages", [
-    ("faceapi_test_angry_cropped.jpg", "angry", 0, (36, 42)),
-    ("faceapi_test_surprised_cropped.jpg", "surprised", 1, (24, 28)),
-])
-def test_attribute_ports_reproduce_face_api_reference_outputs(model_config, faces_dir, photo, expression,
-                                                              gender, ages):
+@pytest.mark.parametrize(
+    "photo, expression, gender, ages",
+    [
+        ("faceapi_test_angry_cropped.jpg", "angry", 0, (36, 42)),
+        ("faceapi_test_surprised_cropped.jpg", "surprised", 1, (24, 28)),
+    ],
+)
+def test_attribute_ports_reproduce_face_api_reference_outputs(model_config, faces_dir, photo, expression, gender, ages):
     """face-api.js's own tests expect these results from these two photos (../shared/faces/attributes.csv)."""
     batch = _as_faceapi_batch(faces_dir / photo)
     (probabilities,) = OnnxRunner(onnx_path(model_config.data_dir, "expression"), "cpu")(batch)

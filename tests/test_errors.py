@@ -29,14 +29,22 @@ from store.errors import (
 )
 
 CASES = [
-    (GalleryNotFound("g"), 404, "GALLERY_NOT_FOUND"), (GalleryExists("g"), 409, "CONFLICT"),
-    (FaceNotFound("g", 1), 404, "NOT_FOUND"), (FaceExists("g", 1), 409, "CONFLICT"),
-    (InvalidFace("bad", "meta", "x"), 400, "BAD_PARAM"), (StoreUnavailable("down"), 503, "STORAGE_ERROR"),
-    (ShardUnavailable("down"), 503, "STORAGE_ERROR"), (CacheUnavailable("down"), 503, "CACHE_ERROR"),
-    (BadParam("bad", "limit", 0), 400, "BAD_PARAM"), (MalformedRequest("?"), 400, "MALFORMED_REQUEST"),
-    (RouteNotFound("?"), 404, "NOT_FOUND"), (SourceNotFound("?"), 400, "SOURCE_NOT_FOUND"),
-    (SourceGalleryNotFound("?"), 400, "SOURCE_GALLERY_NOT_FOUND"), (ExtractionFailed("?"), 503, "EXTRACTION_ERROR"),
-    (OverCapacity("?"), 429, "OVER_CAPACITY"), (NotImplementedHere("?"), 501, "NOT_IMPLEMENTED"),
+    (GalleryNotFound("g"), 404, "GALLERY_NOT_FOUND"),
+    (GalleryExists("g"), 409, "CONFLICT"),
+    (FaceNotFound("g", 1), 404, "NOT_FOUND"),
+    (FaceExists("g", 1), 409, "CONFLICT"),
+    (InvalidFace("bad", "meta", "x"), 400, "BAD_PARAM"),
+    (StoreUnavailable("down"), 503, "STORAGE_ERROR"),
+    (ShardUnavailable("down"), 503, "STORAGE_ERROR"),
+    (CacheUnavailable("down"), 503, "CACHE_ERROR"),
+    (BadParam("bad", "limit", 0), 400, "BAD_PARAM"),
+    (MalformedRequest("?"), 400, "MALFORMED_REQUEST"),
+    (RouteNotFound("?"), 404, "NOT_FOUND"),
+    (SourceNotFound("?"), 400, "SOURCE_NOT_FOUND"),
+    (SourceGalleryNotFound("?"), 400, "SOURCE_GALLERY_NOT_FOUND"),
+    (ExtractionFailed("?"), 503, "EXTRACTION_ERROR"),
+    (OverCapacity("?"), 429, "OVER_CAPACITY"),
+    (NotImplementedHere("?"), 501, "NOT_IMPLEMENTED"),
     (RuntimeError("secret traceback detail"), 500, "UNKNOWN_ERROR"),
 ]
 

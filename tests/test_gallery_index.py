@@ -29,8 +29,11 @@ class Reference:
         self.faces: dict[int, tuple[np.ndarray, dict]] = {}
 
     def top(self, query, top_k, face_filter):
-        hits = [(float(vector @ query), face_id) for face_id, (vector, meta) in self.faces.items()
-                if face_filter is None or face_filter.matches(face_id, meta)]
+        hits = [
+            (float(vector @ query), face_id)
+            for face_id, (vector, meta) in self.faces.items()
+            if face_filter is None or face_filter.matches(face_id, meta)
+        ]
         hits.sort(reverse=True)
         return hits[:top_k]
 
@@ -81,7 +84,7 @@ def test_compaction_after_many_deletes_keeps_every_live_face(filled):
         index.remove(face_id)
         del reference.faces[face_id]
     assert index.count == len(reference.faces)
-    assert index.size < 1500                                        # compacted at least once
+    assert index.size < 1500  # compacted at least once
     assert index.size < 1024 or index.dead_fraction < index.config.compact_dead_fraction
     check_against(index, reference, queries_near(vectors, 4, seed=10))
 
@@ -123,8 +126,9 @@ def test_approximate_kinds_switch_on_at_their_size_and_keep_recall(kind, tuning)
     recall = np.mean([len(set(f.tolist()) & set(e.tolist())) / 10 for f, e in zip(found, exact)])
     assert recall >= 0.9
     scores, _ = index.search(queries, 10)
-    np.testing.assert_allclose(scores, np.take_along_axis(queries @ vectors.T, found.astype(np.int64), axis=1),
-                               atol=1e-5)       # the scores are exact cosines, whatever the graph walks on
+    np.testing.assert_allclose(
+        scores, np.take_along_axis(queries @ vectors.T, found.astype(np.int64), axis=1), atol=1e-5
+    )  # the scores are exact cosines, whatever the graph walks on
     index.remove(5)
     _, found = index.search(vectors[5:6], 10)
     assert 5 not in found[0].tolist()
@@ -136,7 +140,7 @@ def test_filter_reference_semantics():
     assert not FaceFilter(meta_in=(("cam", ("x",)),)).matches(1, meta)
     assert FaceFilter(meta_gte=(("name", "d"),), meta_lte=(("name", "f"),)).matches(1, meta)
     assert not FaceFilter(meta_gte=(("name", 8),)).matches(1, {"name": 7})
-    assert not FaceFilter(meta_gte=(("name", "a"),)).matches(1, {"name": 7})     # int vs text: no match
+    assert not FaceFilter(meta_gte=(("name", "a"),)).matches(1, {"name": 7})  # int vs text: no match
     assert FaceFilter(meta_subset=(("tags", ("vip",)),)).matches(1, meta)
     assert not FaceFilter(meta_subset=(("tags", ("vip", "guest")),)).matches(1, meta)
     assert FaceFilter(meta_in=(("tags", ("staff",)),)).matches(1, meta)
@@ -149,7 +153,7 @@ def test_slot_lookup_agrees_with_a_dict_through_merges_and_removals():
     rng = np.random.default_rng(13)
     lookup, truth, next_slot = SlotLookup(), {}, 0
     for size in (5000, 10, 3000, 4500, 1, 7000):
-        drawn = rng.integers(0, 2 ** 64 - 1, size, dtype=np.uint64, endpoint=True).tolist()
+        drawn = rng.integers(0, 2**64 - 1, size, dtype=np.uint64, endpoint=True).tolist()
         ids = np.array([i for i in dict.fromkeys(drawn) if i not in truth], np.uint64)
         slots = np.arange(next_slot, next_slot + len(ids))
         next_slot += len(ids)
@@ -172,19 +176,19 @@ def test_the_torch_search_path_is_exact_and_copies_each_row_once():
     metas = random_meta(3000, seed=14)
     index, reference = GalleryIndex(DIM, IndexConfig(), torch_device="cpu"), Reference()
     index.add(list(range(1000)), vectors[:1000], metas[:1000])
-    index.search(vectors[:1], 1)                                  # makes the copy on the device
-    for start in range(1000, 3000, 500):                          # adds after it: only their rows go over
-        index.add(list(range(start, start + 500)), vectors[start:start + 500], metas[start:start + 500])
+    index.search(vectors[:1], 1)  # makes the copy on the device
+    for start in range(1000, 3000, 500):  # adds after it: only their rows go over
+        index.add(list(range(start, start + 500)), vectors[start : start + 500], metas[start : start + 500])
     assert index._torch.rows_copied == 3000
     reference.faces = {i: (vectors[i], metas[i]) for i in range(3000)}
     for face_id in range(0, 3000, 7):
         index.remove(face_id)
         del reference.faces[face_id]
-    assert index._torch.rows_copied == 3000                       # deletes are masked, not copied
+    assert index._torch.rows_copied == 3000  # deletes are masked, not copied
     check_against(index, reference, queries_near(vectors, 8, seed=15))
-    for face_id in range(1, 3000, 3):                             # past compact_dead_fraction: compacted
+    for face_id in range(1, 3000, 3):  # past compact_dead_fraction: compacted
         if face_id in reference.faces:
             index.remove(face_id)
             del reference.faces[face_id]
     check_against(index, reference, queries_near(vectors, 8, seed=16))
-    assert index._torch.rows_copied == index.size                 # copied again, once, after the compaction
+    assert index._torch.rows_copied == index.size  # copied again, once, after the compaction

@@ -14,7 +14,7 @@ from serve_app.faces import encode_facen
 from tests.conftest import SERVICE_PORT
 
 APP, PREFIX = "facegrid-tuning", "/tuning"
-TOKEN = "tuning-secret"            # this app also runs behind a bearer token
+TOKEN = "tuning-secret"  # this app also runs behind a bearer token
 FACES, DIM, PROBES = 4000, 128, 40
 
 
@@ -33,8 +33,9 @@ def deploy(args: dict, ingress_user_config: dict | None) -> None:
 def recall_at_10(client, probes: np.ndarray, truth: np.ndarray) -> float:
     found = []
     for probe, expected in zip(probes, truth):
-        response = client.get("/v2/galleries/tuned/faces",
-                              params={"looks_like": "facen:" + encode_facen(probe), "limit": 10})
+        response = client.get(
+            "/v2/galleries/tuned/faces", params={"looks_like": "facen:" + encode_facen(probe), "limit": 10}
+        )
         response.raise_for_status()
         ids = {face["id"]["face"] for face in response.json()["faces"]}
         found.append(len(ids & set(expected.tolist())) / 10)
@@ -48,10 +49,21 @@ def tuned_service(ray_session, tmp_path):
 
     from serve_app.app import wait_until_ready
 
-    args = {"port": SERVICE_PORT, "store": {"path": str(tmp_path / "faces.db")}, "auth_token": TOKEN,
-            "index": {"num_shards": 2, "cpus_per_shard": 0.1, "kind": "hnsw", "approximate_min_faces": 1000,
-                      "hnsw_m": 8, "hnsw_ef_construction": 40, "hnsw_ef_search": 1},
-            "serve": {"detector": {"num_cpus": 0.1}, "extractor": {"num_cpus": 0.1}, "ingress": {"num_cpus": 0.1}}}
+    args = {
+        "port": SERVICE_PORT,
+        "store": {"path": str(tmp_path / "faces.db")},
+        "auth_token": TOKEN,
+        "index": {
+            "num_shards": 2,
+            "cpus_per_shard": 0.1,
+            "kind": "hnsw",
+            "approximate_min_faces": 1000,
+            "hnsw_m": 8,
+            "hnsw_ef_construction": 40,
+            "hnsw_ef_search": 1,
+        },
+        "serve": {"detector": {"num_cpus": 0.1}, "extractor": {"num_cpus": 0.1}, "ingress": {"num_cpus": 0.1}},
+    }
     deploy(args, None)
     base_url = f"http://127.0.0.1:{SERVICE_PORT}{PREFIX}"
     assert wait_until_ready(base_url, 240)
@@ -65,20 +77,22 @@ def tuned_service(ray_session, tmp_path):
 
 def test_raising_ef_search_on_a_running_hnsw_gallery_raises_its_recall(tuned_service):
     client, args = tuned_service
-    vectors = clustered_unit_vectors(FACES, DIM, seed=3)      # face-like: identities of a few photos each
+    vectors = clustered_unit_vectors(FACES, DIM, seed=3)  # face-like: identities of a few photos each
     client.post("/v2/galleries/tuned").raise_for_status()
     for start in range(0, FACES, 1000):
-        items = [{"id": start + i + 1, "from": "facen:" + encode_facen(v)}
-                 for i, v in enumerate(vectors[start:start + 1000])]
+        items = [
+            {"id": start + i + 1, "from": "facen:" + encode_facen(v)}
+            for i, v in enumerate(vectors[start : start + 1000])
+        ]
         assert client.post("/v2/galleries/tuned/faces", json={"faces": items}).status_code == 200
     probes = queries_near(vectors, PROBES, seed=4)
     truth = np.argsort(-(probes @ vectors.T), axis=1)[:, :10] + 1
 
     narrow = recall_at_10(client, probes, truth)
-    deploy(args, {"index": {"hnsw_ef_search": 400}})          # only user_config changed: applied in place
+    deploy(args, {"index": {"hnsw_ef_search": 400}})  # only user_config changed: applied in place
     deadline = time.monotonic() + 120
     while recall_at_10(client, probes[:5], truth[:5]) < 0.9 and time.monotonic() < deadline:
-        time.sleep(1)                                         # the controller applies it shortly after
+        time.sleep(1)  # the controller applies it shortly after
     wide = recall_at_10(client, probes, truth)
     assert narrow < 0.6 and wide >= 0.95, (narrow, wide)
     assert sum(r["faces"] for shard in client.get("/readyz").json()["shards"] for r in shard) == FACES

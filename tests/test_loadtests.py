@@ -18,9 +18,29 @@ def test_a_bounded_headless_run_reports_throughput_latency_errors_and_429s(servi
         pytest.skip("the load-test tooling is checked once, on the embedded backends")
     env = {**os.environ, "FACEGRID_LOADTEST_PHOTOS": str(faces_dir)}
     finished = subprocess.run(
-        [sys.executable, "-m", "loadtests.run", "--host", f"http://127.0.0.1:{SERVICE_PORT}", "--time-s", "20",
-         "--max-users", "6", "--step-users", "2", "--step-s", "5", "--out", str(tmp_path)],
-        cwd=REPO, env=env, timeout=240, capture_output=True, text=True)
+        [
+            sys.executable,
+            "-m",
+            "loadtests.run",
+            "--host",
+            f"http://127.0.0.1:{SERVICE_PORT}",
+            "--time-s",
+            "20",
+            "--max-users",
+            "6",
+            "--step-users",
+            "2",
+            "--step-s",
+            "5",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        env=env,
+        timeout=240,
+        capture_output=True,
+        text=True,
+    )
     assert finished.returncode == 0, finished.stderr[-2000:]
     report = json.loads((tmp_path / "report.json").read_text())
     total = report["Aggregated"]

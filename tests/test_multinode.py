@@ -39,8 +39,13 @@ def facen_source(vector: np.ndarray) -> str:
 
 class MultiNodeService:
     def __init__(self, settings: dict):
-        self.process = subprocess.Popen([sys.executable, "-m", "tests.multinode", json.dumps(settings)], cwd=REPO,
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.multinode", json.dumps(settings)],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         # Ray also prints to the cluster process's stdout (a removed node's raylet says so): keep only answers.
         self.answers: queue.Queue = queue.Queue()
         threading.Thread(target=self._read_answers, daemon=True).start()
@@ -50,7 +55,7 @@ class MultiNodeService:
     def _read_answers(self) -> None:
         for line in self.process.stdout:
             if line.startswith(ANSWER):
-                self.answers.put(json.loads(line[len(ANSWER):]))
+                self.answers.put(json.loads(line[len(ANSWER) :]))
         self.answers.put(None)
 
     def _answer(self, timeout_s: float = 120) -> dict:
@@ -87,15 +92,30 @@ def multinode(model_config, tmp_path_factory):
         "port": free_port(),
         "models": model_config.model_dump(mode="json"),
         "store": {"path": str(tmp_path_factory.mktemp("multinode") / "faces.db")},
-        "index": {"num_shards": 2, "replicas_per_shard": 2, "cpus_per_shard": 0,
-                  "shard_resources": {"facegrid_index": 1}},
+        "index": {
+            "num_shards": 2,
+            "replicas_per_shard": 2,
+            "cpus_per_shard": 0,
+            "shard_resources": {"facegrid_index": 1},
+        },
         # Its own HAProxy ports: the session's service may be running on this host too.
-        "serve": {"proxy_location": "HeadOnly", "haproxy_metrics_port": free_port(), "haproxy_stats_port": free_port(),
-                  "ingress_drain_s": 1,
-                  "detector": {"min_replicas": DETECTOR_BOUNDS[0], "max_replicas": DETECTOR_BOUNDS[1],
-                               "target_ongoing_requests": 1, "upscale_delay_s": 1, "downscale_delay_s": 3,
-                               "num_cpus": 0.5, "max_ongoing_requests": 2, "max_queued_requests": 64},
-                  "extractor": {"num_cpus": 0.25}},
+        "serve": {
+            "proxy_location": "HeadOnly",
+            "haproxy_metrics_port": free_port(),
+            "haproxy_stats_port": free_port(),
+            "ingress_drain_s": 1,
+            "detector": {
+                "min_replicas": DETECTOR_BOUNDS[0],
+                "max_replicas": DETECTOR_BOUNDS[1],
+                "target_ongoing_requests": 1,
+                "upscale_delay_s": 1,
+                "downscale_delay_s": 3,
+                "num_cpus": 0.5,
+                "max_ongoing_requests": 2,
+                "max_queued_requests": 64,
+            },
+            "extractor": {"num_cpus": 0.25},
+        },
     }
     service = MultiNodeService(settings)
     assert service.started["ready"], "the service on the multi-node cluster never became ready"
@@ -106,9 +126,9 @@ def multinode(model_config, tmp_path_factory):
 def test_shard_replicas_spread_over_the_index_nodes(multinode):
     placement = multinode.ask(cmd="placement")["placement"]
     workers = set(multinode.started["workers"])
-    assert all(len(set(nodes)) == len(nodes) for nodes in placement), placement   # a shard's replicas apart
+    assert all(len(set(nodes)) == len(nodes) for nodes in placement), placement  # a shard's replicas apart
     used = {node for nodes in placement for node in nodes}
-    assert used <= workers and len(used) == len(workers), placement               # on index nodes, all used
+    assert used <= workers and len(used) == len(workers), placement  # on index nodes, all used
 
 
 def test_losing_a_node_under_traffic_loses_no_acknowledged_face(multinode):
@@ -116,7 +136,7 @@ def test_losing_a_node_under_traffic_loses_no_acknowledged_face(multinode):
     assert api.post("/v2/galleries/crowd").status_code == 200
     vectors = clustered_unit_vectors(4000, 128, seed=11)
     acknowledged: list[int] = []
-    searches: list[tuple[float, int]] = []          # (finished at, HTTP status)
+    searches: list[tuple[float, int]] = []  # (finished at, HTTP status)
     stop = threading.Event()
 
     def enrol(worker: int) -> None:
@@ -124,8 +144,9 @@ def test_losing_a_node_under_traffic_loses_no_acknowledged_face(multinode):
             for number in range(worker, len(vectors), 4):
                 if stop.is_set():
                     return
-                response = client.post(f"/v2/galleries/crowd/faces/{number + 1}",
-                                       json={"from": facen_source(vectors[number])})
+                response = client.post(
+                    f"/v2/galleries/crowd/faces/{number + 1}", json={"from": facen_source(vectors[number])}
+                )
                 if response.status_code == 200:
                     acknowledged.append(number + 1)
                 else:
@@ -137,8 +158,9 @@ def test_losing_a_node_under_traffic_loses_no_acknowledged_face(multinode):
             while not stop.is_set():
                 number = int(rng.integers(0, max(1, len(acknowledged))))
                 probe = vectors[acknowledged[number] - 1] if acknowledged else vectors[0]
-                response = client.get("/v2/galleries/crowd/faces", params={"looks_like": facen_source(probe),
-                                                                          "limit": "5"})
+                response = client.get(
+                    "/v2/galleries/crowd/faces", params={"looks_like": facen_source(probe), "limit": "5"}
+                )
                 searches.append((time.monotonic(), response.status_code))
 
     placement = multinode.ask(cmd="placement")["placement"]
@@ -161,17 +183,20 @@ def test_losing_a_node_under_traffic_loses_no_acknowledged_face(multinode):
     gaps = np.diff([max(before)] + after)
     assert gaps.max() < RESUME_BOUND_S, f"searches stopped for {gaps.max():.1f} s"
     assert all(status in (200, 503) for _, status in searches)
-    print(f"node loss: longest search gap {gaps.max():.2f} s, starting "
-          f"{([max(before)] + after)[int(gaps.argmax())] - lost_at:+.2f} s from the loss, {len(searches)} searches "
-          f"({sum(status != 200 for _, status in searches)} not 200), {len(acknowledged)} faces acknowledged")
+    print(
+        f"node loss: longest search gap {gaps.max():.2f} s, starting "
+        f"{([max(before)] + after)[int(gaps.argmax())] - lost_at:+.2f} s from the loss, {len(searches)} searches "
+        f"({sum(status != 200 for _, status in searches)} not 200), {len(acknowledged)} faces acknowledged"
+    )
 
     # Every acknowledged face is there, found by search as its own best match, once the cluster settles.
     assert wait_until_ready(str(api.base_url), 120), "the service is not ready again after the node loss"
     assert api.get("/v2/galleries/crowd").json()["number_of_elements"] >= len(acknowledged) > 100
 
     def best_match(face_number: int) -> int:
-        found = api.get("/v2/galleries/crowd/faces",
-                        params={"looks_like": facen_source(vectors[face_number - 1]), "limit": "1"}).json()
+        found = api.get(
+            "/v2/galleries/crowd/faces", params={"looks_like": facen_source(vectors[face_number - 1]), "limit": "1"}
+        ).json()
         return found["faces"][0]["id"]["face"]
 
     with ThreadPoolExecutor(4) as pool:

@@ -28,7 +28,7 @@ def test_blank_image_has_no_faces_and_still_answers(pipeline, load_photo):
 
 def test_a_batch_gives_the_same_faces_as_one_image_at_a_time(pipeline, load_photo):
     photos = [load_photo(name) for name in ("faceapi_bbt1.jpg", "facerec_two_people.jpg", "faceapi_amy1.png")]
-    photos.append(np.ascontiguousarray(photos[0][:, ::-1]))      # same size as the first: one P-Net batch
+    photos.append(np.ascontiguousarray(photos[0][:, ::-1]))  # same size as the first: one P-Net batch
     batched = pipeline.detect(photos)
     for photo, faces in zip(photos, batched):
         alone = pipeline.detect([photo])[0]
@@ -60,12 +60,19 @@ def test_each_portrait_is_nearest_to_another_photo_of_the_same_person(pipeline, 
     assert (names[similarity.argmax(1)] == names)[has_pair].all()
 
 
-@pytest.mark.parametrize("group, people", [
-    ("facerec_knn_test_obama_and_biden.jpg",
-     ("facerec_knn_train_obama_obama.jpg", "facerec_knn_train_biden_biden.jpg")),
-    ("facerec_knn_test_kit_with_rose.jpg",
-     ("facerec_knn_train_kit_harington_john1.jpeg", "facerec_knn_train_rose_leslie_img1.jpg")),
-])
+@pytest.mark.parametrize(
+    "group, people",
+    [
+        (
+            "facerec_knn_test_obama_and_biden.jpg",
+            ("facerec_knn_train_obama_obama.jpg", "facerec_knn_train_biden_biden.jpg"),
+        ),
+        (
+            "facerec_knn_test_kit_with_rose.jpg",
+            ("facerec_knn_train_kit_harington_john1.jpeg", "facerec_knn_train_rose_leslie_img1.jpg"),
+        ),
+    ],
+)
 def test_each_person_in_a_group_photo_matches_their_portrait_and_only_one_face(pipeline, load_photo, group, people):
     group_faces = pipeline.detect([load_photo(group)])[0]
     group_vectors = np.stack([face.facen for face in group_faces])
@@ -84,8 +91,11 @@ def test_attributes_come_in_both_wire_formats(pipeline, load_photo):
     assert features["gender"]["gender"] in ("MALE", "FEMALE") and 0.5 <= features["gender"]["score"] <= 1
     assert isinstance(features["age"], int) and 0 < features["age"] < 120
     emotions = features["emotions"]
-    assert {e["emotion"] for e in emotions} == set(EMOTION_NAMES) == {
-        "angry", "disgusted", "scared", "happy", "neutral", "sad", "surprised"}
+    assert (
+        {e["emotion"] for e in emotions}
+        == set(EMOTION_NAMES)
+        == {"angry", "disgusted", "scared", "happy", "neutral", "sad", "surprised"}
+    )
     assert [e["score"] for e in emotions] == sorted((e["score"] for e in emotions), reverse=True)
     assert emotions[0]["emotion"] == "happy"
     assert set(face.attributes.features({"age"})) == {"age"}
@@ -139,23 +149,30 @@ def test_shape_keyed_sessions_find_the_same_faces(mtcnn_config, load_photo):
     from models.pipeline import FacePipeline, onnx_path
     from models.runtime import SHAPE_SESSION_AFTER, OnnxRunner
 
-    nets = {name: OnnxRunner(onnx_path(mtcnn_config.data_dir, name), "cpu", fixed_shapes=True)
-            for name in ("mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet")}
+    nets = {
+        name: OnnxRunner(onnx_path(mtcnn_config.data_dir, name), "cpu", fixed_shapes=True)
+        for name in ("mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet")
+    }
     plain = FacePipeline(load_detector(mtcnn_config), load_extractor(mtcnn_config))
-    keyed = FacePipeline(MtcnnDetector(nets["mtcnn_pnet"], nets["mtcnn_rnet"], nets["mtcnn_onet"],
-                                       mtcnn_config.detector), plain.extractor)
-    photos = [load_photo(name) for name in ("faceapi_bbt1.jpg", "facerec_two_people.jpg", "faceapi_amy1.png",
-                                            "faceapi_bbt4.jpg")]
+    keyed = FacePipeline(
+        MtcnnDetector(nets["mtcnn_pnet"], nets["mtcnn_rnet"], nets["mtcnn_onet"], mtcnn_config.detector),
+        plain.extractor,
+    )
+    photos = [
+        load_photo(name)
+        for name in ("faceapi_bbt1.jpg", "facerec_two_people.jpg", "faceapi_amy1.png", "faceapi_bbt4.jpg")
+    ]
     expected = plain.detect(photos)
-    for _ in range(SHAPE_SESSION_AFTER + 1):        # like a camera: the same sizes again and again
+    for _ in range(SHAPE_SESSION_AFTER + 1):  # like a camera: the same sizes again and again
         for keyed_faces, plain_faces in zip(keyed.detect(photos), expected):
             assert len(keyed_faces) == len(plain_faces) > 0
             for a, b in zip(sorted(keyed_faces, key=lambda f: f.box[0]), sorted(plain_faces, key=lambda f: f.box[0])):
                 assert _iou(a.box, b.box) > 0.8
                 assert float(a.facen @ b.facen) > 0.99
-    assert all(shape[2] % PNET_SIZE_STEP == 0 and shape[3] % PNET_SIZE_STEP == 0
-               for shape in nets["mtcnn_pnet"].held_shapes)
-    assert all(shape[0] & (shape[0] - 1) == 0 for shape in nets["mtcnn_rnet"].held_shapes)    # powers of two
+    assert all(
+        shape[2] % PNET_SIZE_STEP == 0 and shape[3] % PNET_SIZE_STEP == 0 for shape in nets["mtcnn_pnet"].held_shapes
+    )
+    assert all(shape[0] & (shape[0] - 1) == 0 for shape in nets["mtcnn_rnet"].held_shapes)  # powers of two
     assert len(nets["mtcnn_onet"].held_shapes) >= 1
 
 
@@ -165,14 +182,14 @@ def test_a_photo_stored_sideways_with_an_exif_orientation_is_read_upright(pipeli
     from models.images import to_rgb_array
 
     upright = load_photo("faceapi_bbt1.jpg")
-    sideways = Image.fromarray(np.ascontiguousarray(np.rot90(upright)))        # turned a quarter left
+    sideways = Image.fromarray(np.ascontiguousarray(np.rot90(upright)))  # turned a quarter left
     exif = Image.Exif()
-    exif[0x0112] = 6                                  # "rotate 90 degrees clockwise to display"
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
     buffer = io.BytesIO()
     sideways.save(buffer, "JPEG", quality=95, exif=exif)
     read = to_rgb_array(Image.open(io.BytesIO(buffer.getvalue())))
     assert read.shape == upright.shape
-    assert np.abs(read.astype(int) - upright).mean() < 4                        # JPEG noise only
+    assert np.abs(read.astype(int) - upright).mean() < 4  # JPEG noise only
     assert len(pipeline.detector.detect_batch([read])[0]) == len(pipeline.detector.detect_batch([upright])[0])
 
 

@@ -24,8 +24,16 @@ SCRFD_CELLS = {8: 80, 16: 40, 32: 20}
 
 def _export(module: nn.Module, path, example: torch.Tensor, outputs: list[str], dynamic_batch: bool) -> None:
     axes = {"input.1": {0: "batch"}} if dynamic_batch else None
-    torch.onnx.export(module.eval(), (example,), str(path), input_names=["input.1"], output_names=outputs,
-                      dynamic_axes=axes, opset_version=17, dynamo=False)
+    torch.onnx.export(
+        module.eval(),
+        (example,),
+        str(path),
+        input_names=["input.1"],
+        output_names=outputs,
+        dynamic_axes=axes,
+        opset_version=17,
+        dynamo=False,
+    )
 
 
 class _TinyArcFace(nn.Module):
@@ -64,24 +72,29 @@ def scrfd_path(tmp_path):
     points = [np.zeros((cells * cells * 2, 10), np.float32) for cells in SCRFD_CELLS.values()]
     face = _anchor(16, 10, 12, 0)
     scores[1][face] = 0.95
-    scores[1][face + 1] = 0.93          # the cell's other anchor sees the same face: NMS keeps one
-    scores[2][_anchor(32, 3, 3, 0)] = 0.30   # below the threshold
+    scores[1][face + 1] = 0.93  # the cell's other anchor sees the same face: NMS keeps one
+    scores[2][_anchor(32, 3, 3, 0)] = 0.30  # below the threshold
     boxes[1][face] = boxes[1][face + 1] = (3, 4, 3, 5)
     points[1][face] = (-1, -1, 1, -1, 0, 0, -1, 1, 1, 1)
     path = tmp_path / "scrfd_test.onnx"
-    _export(_FixedScrfd(scores + boxes + points), path, torch.zeros(1, 3, 640, 640),
-            [f"o{i}" for i in range(9)], dynamic_batch=False)
+    _export(
+        _FixedScrfd(scores + boxes + points),
+        path,
+        torch.zeros(1, 3, 640, 640),
+        [f"o{i}" for i in range(9)],
+        dynamic_batch=False,
+    )
     return path
 
 
 @pytest.mark.parametrize("shape_keyed", [False, True], ids=["one session", "a session per shape (CUDA mode)"])
 def test_scrfd_outputs_decode_to_boxes_and_landmarks_in_image_pixels(scrfd_path, shape_keyed):
     config = ModelConfig(detector=DetectorConfig(kind="scrfd", onnx_path=scrfd_path))
-    if shape_keyed:     # SCRFD's outputs have no batch axis: the runner must not cut them to the batch size
+    if shape_keyed:  # SCRFD's outputs have no batch axis: the runner must not cut them to the batch size
         detector = ScrfdDetector(OnnxRunner(scrfd_path, "cpu", fixed_shapes=True), config.detector)
     else:
         detector = load_detector(config)
-    image = np.zeros((1280, 960, 3), np.uint8)       # letterboxed into 640x640 at scale 1/2, 80 px from the left
+    image = np.zeros((1280, 960, 3), np.uint8)  # letterboxed into 640x640 at scale 1/2, 80 px from the left
     for _ in range(SHAPE_SESSION_AFTER):
         detector.detect_batch([image])
     faces = detector.detect_batch([image])[0]
@@ -90,14 +103,12 @@ def test_scrfd_outputs_decode_to_boxes_and_landmarks_in_image_pixels(scrfd_path,
     assert face.score == pytest.approx(0.95)
     # Anchor centre (160, 192) at stride 16; distances (3, 4, 3, 5) strides; then back: less the offset, x 2.
     np.testing.assert_allclose(face.box, (np.array([112, 128, 208, 272]) - [80, 0, 80, 0]) * 2, atol=1e-3)
-    expected_points = (np.array([160, 192]) + np.array([[-1, -1], [1, -1], [0, 0], [-1, 1], [1, 1]]) * 16
-                       - [80, 0]) * 2
+    expected_points = (np.array([160, 192]) + np.array([[-1, -1], [1, -1], [0, 0], [-1, 1], [1, 1]]) * 16 - [80, 0]) * 2
     np.testing.assert_allclose(face.landmarks, expected_points, atol=1e-3)
 
 
 def test_scrfd_without_landmarks_is_refused_clearly(tmp_path):
-    tensors = [np.zeros((cells * cells * 2, width), np.float32)
-               for width in (1, 4) for cells in SCRFD_CELLS.values()]
+    tensors = [np.zeros((cells * cells * 2, width), np.float32) for width in (1, 4) for cells in SCRFD_CELLS.values()]
     path = tmp_path / "scrfd_no_kps.onnx"
     _export(_FixedScrfd(tensors), path, torch.zeros(1, 3, 640, 640), [f"o{i}" for i in range(6)], False)
     detector = load_detector(ModelConfig(detector=DetectorConfig(kind="scrfd", onnx_path=path)))

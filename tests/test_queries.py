@@ -48,23 +48,42 @@ def test_lists_come_repeated_or_comma_separated_and_names_keep_their_colons(clie
     assert "('name', ('ann', 'eve'))" in body["filter"] and "('cam', '3')" in body["filter"]
     assert client.get("/search?looks_like=face:g/1&gallery=a,b&gallery=c").json()["gallery"] == ["a", "b", "c"]
     assert client.post("/detect?attribute=age,gender&facen=on&landmarks=0").json() == {
-        **DetectQuery().model_dump(), "attribute": ["age", "gender"], "facen": True}
+        **DetectQuery().model_dump(),
+        "attribute": ["age", "gender"],
+        "facen": True,
+    }
 
 
-@pytest.mark.parametrize("query, param", [
-    ("facen=maybe", "facen"), ("facen=t", "facen"), ("detector=fast", "detector"), ("attribute=beard", "attribute"),
-    ("roi=1,2,3", "roi"),
-])
+@pytest.mark.parametrize(
+    "query, param",
+    [
+        ("facen=maybe", "facen"),
+        ("facen=t", "facen"),
+        ("detector=fast", "detector"),
+        ("attribute=beard", "attribute"),
+        ("roi=1,2,3", "roi"),
+    ],
+)
 def test_detect_options_refused_by_name(client, query, param):
     refused(client.post(f"/detect?{query}"), param)
 
 
-@pytest.mark.parametrize("query, param", [
-    ("limit=0", "limit"), ("limit=x", "limit"), ("id:in=1,x", "id:in"), (f"id:gte={2 ** 64}", "id:gte"),
-    ("threshold=1.5", "threshold"), ("sort=name", "sort"), ("looks_like=person:1", "looks_like"),
-    ("id:near=3", "id:near"), ("meta:near:x=1", "meta:near:x"), ("meta:in=1", "meta:in"),
-    ("meta:gte:cam=1&meta:gte:cam=2", "meta:gte:cam"),
-])
+@pytest.mark.parametrize(
+    "query, param",
+    [
+        ("limit=0", "limit"),
+        ("limit=x", "limit"),
+        ("id:in=1,x", "id:in"),
+        (f"id:gte={2**64}", "id:gte"),
+        ("threshold=1.5", "threshold"),
+        ("sort=name", "sort"),
+        ("looks_like=person:1", "looks_like"),
+        ("id:near=3", "id:near"),
+        ("meta:near:x=1", "meta:near:x"),
+        ("meta:in=1", "meta:in"),
+        ("meta:gte:cam=1&meta:gte:cam=2", "meta:gte:cam"),
+    ],
+)
 def test_list_options_refused_by_name(client, query, param):
     body = refused(client.get(f"/list?{query}"), param)
     assert param in body["desc"]

@@ -61,6 +61,7 @@ def assert_exact(router, gallery, reference, queries):
                 expected = reference.top(query, 10, face_filter)
                 assert [i for i, _ in hits] == [i for _, i in expected], face_filter
                 np.testing.assert_allclose([s for _, s in hits], [s for s, _ in expected], atol=1e-5)
+
     asyncio.run(run())
 
 
@@ -86,6 +87,7 @@ def test_sharded_search_stays_exact_after_deletes_and_meta_updates(cluster):
             merged = store.update_meta("ppl", face_id, {"name": "ann", "tags": ["vip", "staff"]}).meta
             await router.update_meta("ppl", face_id, merged)
             reference.faces[face_id] = (reference.faces[face_id][0], merged)
+
     asyncio.run(change())
     assert_exact(router, "ppl", reference, queries_near(vectors, 8, seed=5))
 
@@ -172,6 +174,7 @@ def test_listing_pages_across_shards_in_id_order(cluster):
             collected += page
             after = page[-1]
         return collected
+
     assert asyncio.run(pages()) == expected
 
 
@@ -194,9 +197,10 @@ def test_a_killed_shard_rebuilds_from_the_store_while_the_others_answer(cluster,
         started = time.perf_counter()
         other = await router._read(1, "count", "ppl")
         return other, time.perf_counter() - started
+
     other_count, seconds = asyncio.run(during_restart())
     assert other_count == before[1] and seconds < 5
-    after = [r["faces"] for r in asyncio.run(router.ready())]     # waits for shard 0's rebuild
+    after = [r["faces"] for r in asyncio.run(router.ready())]  # waits for shard 0's rebuild
     assert after == before
     assert_exact(router, "ppl", reference, queries_near(vectors, 6, seed=7))
 
@@ -217,8 +221,10 @@ def test_a_killed_shard_restarts_from_its_snapshot_with_the_writes_made_since(cl
         face = store.update_meta("ppl", face_id, {"name": "zed"})
         asyncio.run(router.update_meta("ppl", face_id, face.meta))
         reference.faces[face_id] = (face.facen, face.meta)
-    added = [FaceRecord("ppl", 1_000_000 + i, v, {"name": "new"})
-             for i, v in enumerate(clustered_unit_vectors(50, DIM, seed=11))]
+    added = [
+        FaceRecord("ppl", 1_000_000 + i, v, {"name": "new"})
+        for i, v in enumerate(clustered_unit_vectors(50, DIM, seed=11))
+    ]
     assert store.add_faces(added) == [None] * len(added)
     asyncio.run(router.add(added))
     reference.faces.update({f.face_id: (f.facen, f.meta) for f in added})
@@ -226,7 +232,7 @@ def test_a_killed_shard_restarts_from_its_snapshot_with_the_writes_made_since(cl
     first_start = asyncio.run(router.ready())[0]["started_at"]
     ray_session.kill(router.replicas[0][0], no_restart=False)
     deadline = time.monotonic() + 60
-    while (restarted := asyncio.run(router.ready())[0])["started_at"] == first_start:   # the kill takes a moment
+    while (restarted := asyncio.run(router.ready())[0])["started_at"] == first_start:  # the kill takes a moment
         assert time.monotonic() < deadline
         time.sleep(0.2)
     assert restarted["started_from"] == "snapshot" and 0 < restarted["replayed"] <= len(gone + patched + added)
@@ -238,7 +244,7 @@ def test_reads_fail_over_to_a_live_replica(cluster, ray_session):
     router, store = cluster(1, replicas=2)
     vectors, reference = enrol(store, router, "ppl", 300)
     ray_session.kill(router.replicas[0][1], no_restart=True)
-    for _ in range(3):          # round-robin would have picked the dead replica at least once
+    for _ in range(3):  # round-robin would have picked the dead replica at least once
         hits = asyncio.run(router.search("ppl", vectors[0], 5))
         assert [i for i, _ in hits] == [i for _, i in reference.top(vectors[0], 5, None)]
 
@@ -258,7 +264,7 @@ def test_shard_vectors_sit_on_huge_pages_unless_switched_off(cluster, tmp_path):
     mode = huge_pages.kernel_mode()
     if mode not in ("madvise", "always"):
         pytest.skip(f"this kernel's transparent huge pages are {mode!r}")
-    vectors = clustered_unit_vectors(20_000, 128, seed=3)            # 10 MB of vectors in one FAISS buffer
+    vectors = clustered_unit_vectors(20_000, 128, seed=3)  # 10 MB of vectors in one FAISS buffer
     faces = [FaceRecord("big", i + 1, v) for i, v in enumerate(vectors)]
     on_huge_pages = {}
     for switch in (True, False):
@@ -268,5 +274,5 @@ def test_shard_vectors_sit_on_huge_pages_unless_switched_off(cluster, tmp_path):
         asyncio.run(router.add(faces))
         on_huge_pages[switch] = asyncio.run(router.ready())[0]["huge_page_bytes"]
     assert on_huge_pages[True] >= 4 << 20
-    if mode == "madvise":       # with "always" the kernel gives huge pages to every process anyway
+    if mode == "madvise":  # with "always" the kernel gives huge pages to every process anyway
         assert on_huge_pages[False] == 0

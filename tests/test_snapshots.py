@@ -44,12 +44,12 @@ def held(shard: IndexShard, gallery: str) -> dict[int, tuple[np.ndarray, dict]]:
     index = shard.galleries.get(gallery)
     if index is None:
         return {}
-    ids = index.list_ids(None, None, 10 ** 9).tolist()
+    ids = index.list_ids(None, None, 10**9).tolist()
     return {face_id: (index.vector(face_id), index.meta[index.slot_of.get(face_id)] or {}) for face_id in ids}
 
 
 def stored(store, gallery: str) -> dict[int, tuple[np.ndarray, dict]]:
-    return {f.face_id: (f.facen, f.meta) for f in store.scan_partition(gallery, 0, limit=10 ** 9)}
+    return {f.face_id: (f.facen, f.meta) for f in store.scan_partition(gallery, 0, limit=10**9)}
 
 
 def assert_same(shard: IndexShard, store, gallery: str) -> None:
@@ -95,16 +95,16 @@ def test_changes_after_the_snapshot_are_replayed_from_the_store(store, snapshots
     fill(store, "gone", 50)
     start(store, config, snapshots).save_snapshot()
 
-    store.delete_face("ppl", records[0].face_id)                       # deleted: must not come back
-    store.update_meta("ppl", records[1].face_id, {"name": "patched"})    # patched: filters see it
-    store.delete_face("ppl", records[2].face_id)                       # deleted, then added with another vector
+    store.delete_face("ppl", records[0].face_id)  # deleted: must not come back
+    store.update_meta("ppl", records[1].face_id, {"name": "patched"})  # patched: filters see it
+    store.delete_face("ppl", records[2].face_id)  # deleted, then added with another vector
     (again_added,) = faces("ppl", 1, first_id=records[2].face_id, seed=7)
     assert store.add_faces([again_added]) == [None]
     assert store.add_faces(faces("ppl", 30, first_id=10_000, seed=3)) == [None] * 30
-    store.delete_gallery("old")                                        # deleted and created again
+    store.delete_gallery("old")  # deleted and created again
     fill(store, "old", 5, first_id=90_000, seed=4)
     store.delete_gallery("gone")
-    fill(store, "new", 20, seed=5)                                     # created after the snapshot
+    fill(store, "new", 20, seed=5)  # created after the snapshot
 
     shard = start(store, config, snapshots)
     assert shard.started_from == "snapshot"
@@ -129,7 +129,7 @@ def test_a_snapshot_older_than_the_change_log_is_rebuilt_from_the_store(tmp_path
     _age_snapshot(snapshots, manifest, seconds=7200)
 
     again = start(store, config, snapshots)
-    assert again.started_from == "snapshot" and again.replayed == 0     # the gallery was loaded whole
+    assert again.started_from == "snapshot" and again.replayed == 0  # the gallery was loaded whole
     assert_same(again, store, "ppl")
 
 
@@ -196,10 +196,15 @@ def test_a_save_killed_half_way_leaves_a_start_that_holds_the_store(tmp_path, st
     assert store.add_faces(faces("ppl", 10, first_id=50_000, seed=2)) == [None] * 10
     script = tmp_path / "save.py"
     script.write_text(textwrap.dedent(_SAVE_KILLED_HALF_WAY))
-    finished = subprocess.run([sys.executable, str(script), str(store.path), str(snapshots)], cwd=REPO,
-                              env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, timeout=120)
+    finished = subprocess.run(
+        [sys.executable, str(script), str(store.path), str(snapshots)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        timeout=120,
+    )
     assert finished.returncode == -signal.SIGKILL, finished.stderr.decode()[-2000:]
-    assert any(entry.name.startswith("tmp-") for entry in snapshots.iterdir())     # the torn save
+    assert any(entry.name.startswith("tmp-") for entry in snapshots.iterdir())  # the torn save
 
     shard = start(store, config, snapshots)
     assert shard.started_from == ("snapshot" if earlier_snapshot else "rebuild")

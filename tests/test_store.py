@@ -39,8 +39,7 @@ def open_store(request, tmp_path):
 
             host, port = request.getfixturevalue("cassandra_endpoint")
             keyspace = request.getfixturevalue("cassandra_keyspaces")(num_shards)
-            face_store = CassandraFaceStore([host], port, keyspace, num_shards, max_in_flight=16,
-                                            meta_rules=meta_rules)
+            face_store = CassandraFaceStore([host], port, keyspace, num_shards, max_in_flight=16, meta_rules=meta_rules)
         opened.append(face_store)
         return face_store
 
@@ -84,12 +83,12 @@ def test_bad_gallery_names_are_refused(store, name):
 def test_a_face_round_trips_with_its_vector_meta_and_features(store):
     store.create_gallery("ppl")
     meta = {"name": "Ann", "age": 31, "tags": ["a", "b"], "cams": [1, 2]}
-    add_face(store, FaceRecord("ppl", 2 ** 64 - 1, unit(2) * 3, meta, {"age": 30}))
-    face = store.get_face("ppl", 2 ** 64 - 1)
-    np.testing.assert_allclose(face.facen, unit(2), atol=1e-6)     # stored unit length
+    add_face(store, FaceRecord("ppl", 2**64 - 1, unit(2) * 3, meta, {"age": 30}))
+    face = store.get_face("ppl", 2**64 - 1)
+    np.testing.assert_allclose(face.facen, unit(2), atol=1e-6)  # stored unit length
     assert face.meta == meta and face.features == {"age": 30}
     with pytest.raises(FaceExists):
-        add_face(store, FaceRecord("ppl", 2 ** 64 - 1, unit(3)))
+        add_face(store, FaceRecord("ppl", 2**64 - 1, unit(3)))
     with pytest.raises(FaceNotFound):
         store.get_face("ppl", 5)
     with pytest.raises(GalleryNotFound):
@@ -126,24 +125,33 @@ def test_the_first_face_binds_the_gallery_to_its_model(store):
     with pytest.raises(InvalidFace, match="sface_2021dec.v1") as caught:
         add_face(store, FaceRecord("ppl", 2, unit(2), model="dlib_resnet.v1"))
     assert caught.value.param == "facen"
-    add_face(store, FaceRecord("ppl", 3, unit(3)))          # a raw vector of unknown model: its length fits
+    add_face(store, FaceRecord("ppl", 3, unit(3)))  # a raw vector of unknown model: its length fits
     assert store.count_faces("ppl") == 2
 
 
 def test_a_bulk_add_keeps_good_faces_and_writes_nothing_of_bad_ones(store):
     store.create_gallery("ppl")
     add_face(store, FaceRecord("ppl", 1, unit(1)))
-    results = store.add_faces([
-        FaceRecord("ppl", 2, unit(2)),
-        FaceRecord("ppl", 1, unit(3)),                   # exists
-        FaceRecord("ppl", 3, unit(4), {"bad": 1.5}),     # bad meta
-        FaceRecord("ppl", 4, np.zeros(8, np.float32)),   # zero vector
-        FaceRecord("nope", 5, unit(5)),                  # no gallery
-        FaceRecord("ppl", -1, unit(6)),                  # not unsigned
-        FaceRecord("ppl", 6, unit(7)),
-    ])
+    results = store.add_faces(
+        [
+            FaceRecord("ppl", 2, unit(2)),
+            FaceRecord("ppl", 1, unit(3)),  # exists
+            FaceRecord("ppl", 3, unit(4), {"bad": 1.5}),  # bad meta
+            FaceRecord("ppl", 4, np.zeros(8, np.float32)),  # zero vector
+            FaceRecord("nope", 5, unit(5)),  # no gallery
+            FaceRecord("ppl", -1, unit(6)),  # not unsigned
+            FaceRecord("ppl", 6, unit(7)),
+        ]
+    )
     assert [type(r).__name__ if r else None for r in results] == [
-        None, "FaceExists", "InvalidFace", "InvalidFace", "GalleryNotFound", "InvalidFace", None]
+        None,
+        "FaceExists",
+        "InvalidFace",
+        "InvalidFace",
+        "GalleryNotFound",
+        "InvalidFace",
+        None,
+    ]
     assert store.count_faces("ppl") == 3
     with pytest.raises(FaceNotFound):
         store.get_face("ppl", 3)
@@ -151,7 +159,7 @@ def test_a_bulk_add_keeps_good_faces_and_writes_nothing_of_bad_ones(store):
 
 def test_partitions_hold_exactly_their_shards_faces_in_id_order(store):
     store.create_gallery("ppl")
-    ids = [0, 1, 2 ** 63 - 1, 2 ** 63, 2 ** 64 - 1] + list(range(100, 160))
+    ids = [0, 1, 2**63 - 1, 2**63, 2**64 - 1] + list(range(100, 160))
     store.add_faces([FaceRecord("ppl", i, unit(i % 1000)) for i in ids])
     seen = []
     for shard in range(3):
@@ -215,8 +223,9 @@ def test_many_faces_are_read_at_once_skipping_missing_ones(store):
 
 def test_the_same_id_twice_in_one_bulk_add_keeps_the_first_face(store):
     store.create_gallery("ppl")
-    results = store.add_faces([FaceRecord("ppl", 5, unit(1), {"first": 1}),
-                               FaceRecord("ppl", 5, unit(2), {"second": 1})])
+    results = store.add_faces(
+        [FaceRecord("ppl", 5, unit(1), {"first": 1}), FaceRecord("ppl", 5, unit(2), {"second": 1})]
+    )
     assert results[0] is None and type(results[1]).__name__ == "FaceExists"
     assert store.get_face("ppl", 5).meta == {"first": 1}
 
@@ -247,7 +256,7 @@ def test_the_change_log_names_every_face_written_since_a_time(store):
         assert all(shard_of("ppl", face_id, store.num_shards) == shard for face_id in part)
         changed |= part
     assert changed == {2, 3, 7}
-    assert store.changed_since("ppl", 0, time.time() - 30 * 24 * 3600) is None     # beyond the log's reach
+    assert store.changed_since("ppl", 0, time.time() - 30 * 24 * 3600) is None  # beyond the log's reach
     store.delete_gallery("ppl")
     store.create_gallery("ppl")
     assert all(store.changed_since("ppl", shard, since - 1) == set() for shard in range(store.num_shards))
@@ -257,35 +266,49 @@ def test_the_change_log_names_every_face_written_since_a_time(store):
 def test_meta_bounds_hold_for_what_is_stored_after_a_patch_too(open_store):
     store = open_store(2, MetaRules(max_bytes=200, max_keys=3, max_string_length=10, max_list_items=3))
     store.create_gallery("ppl")
-    for meta, param in (({"a": "x" * 11}, "meta.a"), ({"a": [1, 2, 3, 4]}, "meta.a"), ({"a": 2 ** 63}, "meta.a"),
-                        ({"a": -2 ** 63 - 1}, "meta.a"), ({"k" * 65: 1}, "meta"),
-                        ({"a": 1, "b": 2, "c": 3, "d": 4}, "meta"),
-                        ({"a": ["x" * 10] * 3, "b": "y" * 10, "c": "z" * 10}, None)):
+    for meta, param in (
+        ({"a": "x" * 11}, "meta.a"),
+        ({"a": [1, 2, 3, 4]}, "meta.a"),
+        ({"a": 2**63}, "meta.a"),
+        ({"a": -(2**63) - 1}, "meta.a"),
+        ({"k" * 65: 1}, "meta"),
+        ({"a": 1, "b": 2, "c": 3, "d": 4}, "meta"),
+        ({"a": ["x" * 10] * 3, "b": "y" * 10, "c": "z" * 10}, None),
+    ):
         if param is None:
-            add_face(store, FaceRecord("ppl", 9, unit(9), meta))         # at the bounds: kept
+            add_face(store, FaceRecord("ppl", 9, unit(9), meta))  # at the bounds: kept
             continue
         with pytest.raises(InvalidFace) as refused:
             add_face(store, FaceRecord("ppl", 1, unit(1), meta))
         assert refused.value.param == param
-    add_face(store, FaceRecord("ppl", 1, unit(1), {"a": 2 ** 63 - 1, "b": -2 ** 63}))
+    add_face(store, FaceRecord("ppl", 1, unit(1), {"a": 2**63 - 1, "b": -(2**63)}))
     with pytest.raises(InvalidFace) as refused:
-        store.update_meta("ppl", 1, {"c": 1, "d": 2})                    # four fields once merged
+        store.update_meta("ppl", 1, {"c": 1, "d": 2})  # four fields once merged
     assert refused.value.param == "meta"
-    assert store.get_face("ppl", 1).meta == {"a": 2 ** 63 - 1, "b": -2 ** 63}
+    assert store.get_face("ppl", 1).meta == {"a": 2**63 - 1, "b": -(2**63)}
     with pytest.raises(InvalidFace):
-        store.update_meta("ppl", 9, {"a": ["x" * 10] * 3 + ["y"]})     # four items
+        store.update_meta("ppl", 9, {"a": ["x" * 10] * 3 + ["y"]})  # four items
 
 
 def test_a_meta_scheme_types_fields_refuses_others_and_fills_defaults(open_store):
-    scheme = {"name": MetaField(kind="string"), "camera": MetaField(kind="unsigned", default=0),
-              "tags": MetaField(kind="set[string]", default=["visitor"]), "zones": MetaField(kind="set[unsigned]")}
+    scheme = {
+        "name": MetaField(kind="string"),
+        "camera": MetaField(kind="unsigned", default=0),
+        "tags": MetaField(kind="set[string]", default=["visitor"]),
+        "zones": MetaField(kind="set[unsigned]"),
+    }
     store = open_store(2, MetaRules(scheme=scheme))
     store.create_gallery("ppl")
     add_face(store, FaceRecord("ppl", 1, unit(1), {"name": "ann", "zones": [3, 1, 3]}))
     assert store.get_face("ppl", 1).meta == {"camera": 0, "tags": ["visitor"], "name": "ann", "zones": [3, 1]}
-    for meta, param in (({"nick": "x"}, "meta.nick"), ({"camera": -1}, "meta.camera"), ({"camera": "3"}, "meta.camera"),
-                        ({"tags": "vip"}, "meta.tags"), ({"zones": [1, "2"]}, "meta.zones"),
-                        ({"name": 7}, "meta.name")):
+    for meta, param in (
+        ({"nick": "x"}, "meta.nick"),
+        ({"camera": -1}, "meta.camera"),
+        ({"camera": "3"}, "meta.camera"),
+        ({"tags": "vip"}, "meta.tags"),
+        ({"zones": [1, "2"]}, "meta.zones"),
+        ({"name": 7}, "meta.name"),
+    ):
         with pytest.raises(InvalidFace) as refused:
             add_face(store, FaceRecord("ppl", 2, unit(2), meta))
         assert refused.value.param == param
@@ -309,4 +332,4 @@ def test_pruning_the_change_log_forgets_only_old_changes_of_one_partition(tmp_pa
     store.prune_changes("a", 0)
     log = sqlite3.connect(tmp_path / "faces.db")
     rows = log.execute("SELECT gallery FROM face_changes ORDER BY gallery").fetchall()
-    assert rows == [("a",), ("b",)]         # a's old change gone, its new one and b's old one kept
+    assert rows == [("a",), ("b",)]  # a's old change gone, its new one and b's old one kept

@@ -42,8 +42,9 @@ def test_a_corrupted_weight_file_is_fetched_again(model_config, tmp_path):
 
 @pytest.mark.network
 def test_a_wrong_hash_stops_setup_naming_the_file(tmp_path, monkeypatch):
-    tampered = WeightPackage("pypi", FACENET_PYTORCH.spec, (
-        WeightFile("pnet.pt", "facenet_pytorch/data/pnet.pt", "0" * 64),))
+    tampered = WeightPackage(
+        "pypi", FACENET_PYTORCH.spec, (WeightFile("pnet.pt", "facenet_pytorch/data/pnet.pt", "0" * 64),)
+    )
     monkeypatch.setattr(weights, "PACKAGES", (tampered,))
     with pytest.raises(SetupError, match=r"pnet\.pt .*expected 0{64}"):
         fetch_weights(tmp_path, log=lambda message: None)
@@ -66,11 +67,19 @@ def _manifest(tmp_path, entries, blob: bytes):
 def test_tfjs_quantised_and_plain_tensors_decode_to_their_values(tmp_path):
     quantised = np.array([0, 1, 255], np.uint8)
     plain = np.array([1.5, -2.0], np.float32)
-    path = _manifest(tmp_path, [
-        {"name": "q", "shape": [3], "dtype": "float32",
-         "quantization": {"dtype": "uint8", "scale": 0.5, "min": -1.0}},
-        {"name": "p", "shape": [2, 1], "dtype": "float32"},
-    ], quantised.tobytes() + plain.tobytes())
+    path = _manifest(
+        tmp_path,
+        [
+            {
+                "name": "q",
+                "shape": [3],
+                "dtype": "float32",
+                "quantization": {"dtype": "uint8", "scale": 0.5, "min": -1.0},
+            },
+            {"name": "p", "shape": [2, 1], "dtype": "float32"},
+        ],
+        quantised.tobytes() + plain.tobytes(),
+    )
     tensors = read_weight_map(path)
     np.testing.assert_allclose(tensors["q"], [-1.0, -0.5, 126.5])
     np.testing.assert_array_equal(tensors["p"], plain.reshape(2, 1))

@@ -29,8 +29,16 @@ def test_a_photo_smaller_than_the_input_is_centred_and_not_enlarged():
 
 
 def test_mixed_photos_in_one_batch_find_what_each_finds_alone(pipeline, load_photo):
-    photos = [load_photo(name) for name in ("faceapi_bbt1.jpg", "facerec_two_people.jpg", "faceapi_amy1.png",
-                                            "facenet_paul_rudd_1.jpg", "itboyst_zhaoyang.jpg")]
+    photos = [
+        load_photo(name)
+        for name in (
+            "faceapi_bbt1.jpg",
+            "facerec_two_people.jpg",
+            "faceapi_amy1.png",
+            "facenet_paul_rudd_1.jpg",
+            "itboyst_zhaoyang.jpg",
+        )
+    ]
     together = pipeline.detector.detect_batch(photos)
     for photo, faces in zip(photos, together):
         alone = pipeline.detector.detect_batch([photo])[0]
@@ -43,10 +51,11 @@ def test_mixed_photos_in_one_batch_find_what_each_finds_alone(pipeline, load_pho
 def test_faces_come_back_in_the_pixels_of_the_photo_whatever_its_size(model_config, load_photo):
     """The same photo at another size fills the same letterbox; its faces come back in its own pixels."""
     detector = load_detector(model_config)
-    photo = load_photo("facerec_two_people.jpg")                      # 1126 x 661
-    factor = 1.15                                                     # 1295 px: still one pass at 640
-    larger = cv2.resize(photo, (round(photo.shape[1] * factor), round(photo.shape[0] * factor)),
-                        interpolation=cv2.INTER_CUBIC)
+    photo = load_photo("facerec_two_people.jpg")  # 1126 x 661
+    factor = 1.15  # 1295 px: still one pass at 640
+    larger = cv2.resize(
+        photo, (round(photo.shape[1] * factor), round(photo.shape[0] * factor)), interpolation=cv2.INTER_CUBIC
+    )
     assert detector.input_sides(*larger.shape[:2]) == [640]
     small, scaled = detector.detect_batch([photo])[0], detector.detect_batch([larger])[0]
     assert len(small) == len(scaled) == 2
@@ -59,7 +68,7 @@ def _group_in_a_large_photo(load_photo) -> np.ndarray:
     """dlib's group photo (six faces of 28-46 px) in the corner of a 3000 x 2000 px frame."""
     group = load_photo("dlib_2008_002470.jpg")
     frame = np.full((2000, 3000, 3), 90, np.uint8)
-    frame[:group.shape[0], :group.shape[1]] = group
+    frame[: group.shape[0], : group.shape[1]] = group
     return frame
 
 

@@ -65,9 +65,11 @@ def dlib_descriptor(rgb_nhwc: np.ndarray, w) -> np.ndarray:
     x = pool(x, 3, 2, np.max)
     for name in ("conv32_1", "conv32_2", "conv32_3"):
         x = _residual(x, w, name)
-    for down, rest in (("conv64_down", ("conv64_1", "conv64_2", "conv64_3")),
-                       ("conv128_down", ("conv128_1", "conv128_2")),
-                       ("conv256_down", ("conv256_1", "conv256_2"))):
+    for down, rest in (
+        ("conv64_down", ("conv64_1", "conv64_2", "conv64_3")),
+        ("conv128_down", ("conv128_1", "conv128_2")),
+        ("conv256_down", ("conv256_1", "conv256_2")),
+    ):
         x = _residual_down(x, w, down)
         for name in rest:
             x = _residual(x, w, name)

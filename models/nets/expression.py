@@ -23,8 +23,11 @@ class _DenseBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, first: bool):
         super().__init__()
         self.first = first
-        self.conv0 = (TfSameConv2d(in_channels, out_channels, 3, stride=2) if first
-                      else SeparableConv(in_channels, out_channels, stride=2))
+        self.conv0 = (
+            TfSameConv2d(in_channels, out_channels, 3, stride=2)
+            if first
+            else SeparableConv(in_channels, out_channels, stride=2)
+        )
         self.rest = nn.ModuleList(SeparableConv(out_channels, out_channels) for _ in range(3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -46,10 +49,14 @@ class ExpressionNet(nn.Module):
     def __init__(self):
         super().__init__()
         self.register_buffer("mean", torch.tensor(MEAN_RGB).view(1, 3, 1, 1))
-        self.blocks = nn.ModuleList([
-            _DenseBlock(3, 32, first=True), _DenseBlock(32, 64, first=False),
-            _DenseBlock(64, 128, first=False), _DenseBlock(128, 256, first=False),
-        ])
+        self.blocks = nn.ModuleList(
+            [
+                _DenseBlock(3, 32, first=True),
+                _DenseBlock(32, 64, first=False),
+                _DenseBlock(64, 128, first=False),
+                _DenseBlock(128, 256, first=False),
+            ]
+        )
         self.fc = nn.Linear(256, len(EXPRESSION_LABELS))
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:

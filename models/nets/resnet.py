@@ -87,11 +87,19 @@ class DlibResNet(nn.Module):
 
     # (name, block, in_channels, out_channels) in forward order.
     _LAYOUT = (
-        ("conv32_1", "res", 32, 32), ("conv32_2", "res", 32, 32), ("conv32_3", "res", 32, 32),
-        ("conv64_down", "down", 32, 64), ("conv64_1", "res", 64, 64), ("conv64_2", "res", 64, 64),
+        ("conv32_1", "res", 32, 32),
+        ("conv32_2", "res", 32, 32),
+        ("conv32_3", "res", 32, 32),
+        ("conv64_down", "down", 32, 64),
+        ("conv64_1", "res", 64, 64),
+        ("conv64_2", "res", 64, 64),
         ("conv64_3", "res", 64, 64),
-        ("conv128_down", "down", 64, 128), ("conv128_1", "res", 128, 128), ("conv128_2", "res", 128, 128),
-        ("conv256_down", "down", 128, 256), ("conv256_1", "res", 256, 256), ("conv256_2", "res", 256, 256),
+        ("conv128_down", "down", 64, 128),
+        ("conv128_1", "res", 128, 128),
+        ("conv128_2", "res", 128, 128),
+        ("conv256_down", "down", 128, 256),
+        ("conv256_1", "res", 256, 256),
+        ("conv256_2", "res", 256, 256),
         ("conv256_down_out", "down", 256, 256),
     )
 
@@ -99,10 +107,12 @@ class DlibResNet(nn.Module):
         super().__init__()
         self.register_buffer("mean", torch.tensor(MEAN_RGB).view(1, 3, 1, 1))
         self.stem = _ConvScale(3, 32, 7, 2)
-        self.blocks = nn.ModuleDict({
-            name: (_Residual(c_out) if kind == "res" else _ResidualDown(c_in, c_out))
-            for name, kind, c_in, c_out in self._LAYOUT
-        })
+        self.blocks = nn.ModuleDict(
+            {
+                name: (_Residual(c_out) if kind == "res" else _ResidualDown(c_in, c_out))
+                for name, kind, c_in, c_out in self._LAYOUT
+            }
+        )
         self.fc = nn.Linear(256, 128, bias=False)
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:

@@ -137,4 +137,3 @@ class SeparableConv(nn.Module):
 def load_conv(conv: nn.Conv2d, weights: dict[str, np.ndarray], prefix: str, bias_key: str = "bias") -> None:
     conv.weight.data = conv_filter(weights[f"{prefix}/filters"])
     conv.bias.data = vector(weights[f"{prefix}/{bias_key}"])
-

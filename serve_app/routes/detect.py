@@ -29,8 +29,12 @@ router = APIRouter(tags=["detection"])
 def _bbox(box: np.ndarray, width: int, height: int, offset=(0, 0)) -> dict:
     left, top, right, bottom = box.tolist()
     dx, dy = offset
-    return {"left": int(round(max(left, 0) + dx)), "top": int(round(max(top, 0) + dy)),
-            "right": int(round(min(right, width) + dx)), "bottom": int(round(min(bottom, height) + dy))}
+    return {
+        "left": int(round(max(left, 0) + dx)),
+        "top": int(round(max(top, 0) + dy)),
+        "right": int(round(min(right, width) + dx)),
+        "bottom": int(round(min(bottom, height) + dy)),
+    }
 
 
 @dataclass(frozen=True)
@@ -56,8 +60,9 @@ class DetectOptions:
 
     @property
     def model_stages(self) -> tuple[str, ...]:
-        return ((DETECTOR,) if self.detector == "nnd" else ()) + \
-            ((EXTRACTOR,) if self.wants_vectors or self.wants_attributes else ())
+        return ((DETECTOR,) if self.detector == "nnd" else ()) + (
+            (EXTRACTOR,) if self.wants_vectors or self.wants_attributes else ()
+        )
 
     @classmethod
     def read(cls, query: DetectQuery, settings) -> "DetectOptions":
@@ -69,15 +74,26 @@ class DetectOptions:
         both = features & attributes
         if both:
             raise BadParam("an attribute was asked both as a flag and as attribute=", "attribute", sorted(both)[0])
-        options = cls(query.detector, query.facen, query.return_facen, features, attributes, query.autorotate,
-                      query.landmarks, query.roi)
+        options = cls(
+            query.detector,
+            query.facen,
+            query.return_facen,
+            features,
+            attributes,
+            query.autorotate,
+            query.landmarks,
+            query.roi,
+        )
         if options.wants_attributes and not settings.models.attributes:
             raise NotImplementedHere("this deployment runs without the attribute networks (models.attributes=false)")
         return options
 
 
-@router.post("/v2/detect", responses={200: {"model": DetectResponse}},
-             summary="Find faces in a photo; optionally extract feature vectors and attributes")
+@router.post(
+    "/v2/detect",
+    responses={200: {"model": DetectResponse}},
+    summary="Find faces in a photo; optionally extract feature vectors and attributes",
+)
 async def detect(request: Request, query: Annotated[DetectQuery, Query()], services: ServicesDep) -> dict:
     options = DetectOptions.read(query, services.settings)
     with services.traffic.journey(options.model_stages) as journey:
@@ -94,24 +110,33 @@ async def _detect(request: Request, services: Services, options: DetectOptions, 
     roi = images.clip_roi(options.roi, width, height)
     offset = (0, 0)
     if roi is not None:
-        rgb, offset = rgb[roi[1]:roi[3], roi[0]:roi[2]], (roi[0], roi[1])
+        rgb, offset = rgb[roi[1] : roi[3], roi[0] : roi[2]], (roi[0], roi[1])
 
     orientation = decoded.orientation
     if options.detector == "normalized":
         boxes = [(np.array([0, 0, rgb.shape[1], rgb.shape[0]], np.float32), 1.0, None)]
-        chips = FaceChips({g.model: images.chip(rgb, g.size)[None] for g in services.geometries}
-                          if options.wants_vectors else {},
-                          images.chip(rgb, ATTRIBUTE_SIZE)[None] if options.wants_attributes else None)
+        chips = FaceChips(
+            {g.model: images.chip(rgb, g.size)[None] for g in services.geometries} if options.wants_vectors else {},
+            images.chip(rgb, ATTRIBUTE_SIZE)[None] if options.wants_attributes else None,
+        )
     else:
         turns = (0, 1, 2, 3) if options.autorotate else (0,)
         candidates = [images.rotated(rgb, t) for t in turns]
         # Batching hint: each request yet to call the Detector will send as many calls as this one.
         coming = journey.calling(DETECTOR) * len(candidates)
-        found = await asyncio.gather(*(services.call_model(services.detector.detect, DetectRequest(
-            candidate, options.wants_vectors, options.wants_attributes, coming)) for candidate in candidates))
+        found = await asyncio.gather(
+            *(
+                services.call_model(
+                    services.detector.detect,
+                    DetectRequest(candidate, options.wants_vectors, options.wants_attributes, coming),
+                )
+                for candidate in candidates
+            )
+        )
         # With autorotate the orientation with the most (then the most confident) faces wins.
-        best = max(range(len(turns)), key=lambda i: (len(found[i].detections),
-                                                    sum(d.score for d in found[i].detections), -i))
+        best = max(
+            range(len(turns)), key=lambda i: (len(found[i].detections), sum(d.score for d in found[i].detections), -i)
+        )
         if options.autorotate:
             rgb, orientation = candidates[best], images.ORIENTATION_OF_TURNS[turns[best]]
             offset = (0, 0) if turns[best] else offset
@@ -122,11 +147,12 @@ async def _detect(request: Request, services: Services, options: DetectOptions, 
     facens: dict[str, np.ndarray] = {}
     attributes: list = []
     if boxes and (options.wants_vectors or options.wants_attributes):
-        described = await services.call_model(services.extractor.describe,
-                                              DescribeRequest(chips, journey.calling(EXTRACTOR)))
+        described = await services.call_model(
+            services.extractor.describe, DescribeRequest(chips, journey.calling(EXTRACTOR))
+        )
         facens, attributes = described.facens, described.attributes
     else:
-        journey.passed(EXTRACTOR)          # no faces, or no vectors asked: no call
+        journey.passed(EXTRACTOR)  # no faces, or no vectors asked: no call
 
     faces, cached = [], {}
     primary = services.primary_model
@@ -137,14 +163,18 @@ async def _detect(request: Request, services: Services, options: DetectOptions, 
         if options.attributes_asked:
             face["attributes"] = attributes[index].attributes(options.attributes_asked)
         if options.with_landmarks and landmarks is not None:
-            face["landmarks"] = [[round(float(x) + offset[0], 2), round(float(y) + offset[1], 2)]
-                                 for x, y in landmarks]
+            face["landmarks"] = [[round(float(x) + offset[0], 2), round(float(y) + offset[1], 2)] for x, y in landmarks]
         if options.want_facen:
             face["id"] = new_detection_id()
             # The primary model's vector where every client looks for it; the other models' beside it.
-            cached[face["id"]] = {**face, "facen": encode_facen(facens[primary][index]), "model": primary,
-                                  "facens": {model: encode_facen(vectors[index])
-                                             for model, vectors in facens.items() if model != primary}}
+            cached[face["id"]] = {
+                **face,
+                "facen": encode_facen(facens[primary][index]),
+                "model": primary,
+                "facens": {
+                    model: encode_facen(vectors[index]) for model, vectors in facens.items() if model != primary
+                },
+            }
         if options.return_facen:
             face["facen"] = encode_facen(facens[primary][index])
         faces.append(face)
@@ -153,8 +183,11 @@ async def _detect(request: Request, services: Services, options: DetectOptions, 
     return {"orientation": orientation, "faces": faces}
 
 
-@router.get("/v2/detect/{detection_id}", responses={200: {"model": FaceDetection}},
-            summary="A cached detection (made with facen=true)")
+@router.get(
+    "/v2/detect/{detection_id}",
+    responses={200: {"model": FaceDetection}},
+    summary="A cached detection (made with facen=true)",
+)
 async def get_detection(detection_id: str, services: ServicesDep) -> dict:
     record = await find_detection(services.cache, detection_id)
     if record is None:

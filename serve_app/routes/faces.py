@@ -38,14 +38,21 @@ async def _index(services, records: list[FaceRecord]) -> None:
 
 def _check_dim(services, gallery_record, vector, param: str, value: str) -> None:
     if gallery_record.dim is not None and vector.size != gallery_record.dim:
-        raise BadParam(f"gallery {gallery_record.name!r} holds {gallery_record.dim}-d vectors, "
-                       f"this source is {vector.size}-d", param, value)
+        raise BadParam(
+            f"gallery {gallery_record.name!r} holds {gallery_record.dim}-d vectors, this source is {vector.size}-d",
+            param,
+            value,
+        )
 
 
-@router.post("/v2/galleries/{gallery}/faces/{face_id}", responses={200: {"model": Face}},
-             summary="Add a face from a detection, a stored face or a raw facen")
-async def add_face(gallery: str, face_id: str, request: Request, query: Annotated[AddFaceQuery, Query()],
-                   services: ServicesDep) -> dict:
+@router.post(
+    "/v2/galleries/{gallery}/faces/{face_id}",
+    responses={200: {"model": Face}},
+    summary="Add a face from a detection, a stored face or a raw facen",
+)
+async def add_face(
+    gallery: str, face_id: str, request: Request, query: Annotated[AddFaceQuery, Query()], services: ServicesDep
+) -> dict:
     check_gallery_name(gallery)
     number = params.face_id(face_id)
     body = await json_body(request, AddFace, services.settings.limits.max_body_bytes, required=False)
@@ -62,8 +69,11 @@ async def add_face(gallery: str, face_id: str, request: Request, query: Annotate
     return face_object(record, services.settings.limits.allow_return_facen)
 
 
-@router.post("/v2/galleries/{gallery}/faces", responses={200: {"model": BulkResults}},
-             summary="(ext) Add many faces; one result per item")
+@router.post(
+    "/v2/galleries/{gallery}/faces",
+    responses={200: {"model": BulkResults}},
+    summary="(ext) Add many faces; one result per item",
+)
 async def add_faces(gallery: str, request: Request, services: ServicesDep) -> dict:
     limits = services.settings.limits
     check_gallery_name(gallery)
@@ -99,15 +109,17 @@ async def add_faces(gallery: str, request: Request, services: ServicesDep) -> di
     return {"results": results}
 
 
-@router.get("/v2/galleries/{gallery}/faces/{face_id}", responses={200: {"model": Face}},
-            summary="A stored face")
+@router.get("/v2/galleries/{gallery}/faces/{face_id}", responses={200: {"model": Face}}, summary="A stored face")
 async def get_face(gallery: str, face_id: str, services: ServicesDep) -> dict:
     record = await services.in_thread(services.store.get_face, gallery, params.face_id(face_id))
     return face_object(record, services.settings.limits.allow_return_facen)
 
 
-@router.patch("/v2/galleries/{gallery}/faces/{face_id}", responses={200: {"model": Face}},
-              summary="Replace the listed meta keys of a face, keeping the others")
+@router.patch(
+    "/v2/galleries/{gallery}/faces/{face_id}",
+    responses={200: {"model": Face}},
+    summary="Replace the listed meta keys of a face, keeping the others",
+)
 async def patch_face(gallery: str, face_id: str, request: Request, services: ServicesDep) -> dict:
     number = params.face_id(face_id)
     body = await json_body(request, PatchFace, services.settings.limits.max_body_bytes)

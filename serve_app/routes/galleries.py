@@ -29,8 +29,12 @@ async def create_gallery(gallery: str, services: ServicesDep) -> dict:
 @router.get("/v2/galleries/{gallery}", responses={200: {"model": GalleryInfo}}, summary="A gallery and its size")
 async def get_gallery(gallery: str, services: ServicesDep) -> dict:
     record = await services.in_thread(services.store.get_gallery, gallery)
-    return {"name": gallery, "number_of_elements": await services.router.count(gallery),
-            "model": services.gallery_model(record), "dim": record.dim}
+    return {
+        "name": gallery,
+        "number_of_elements": await services.router.count(gallery),
+        "model": services.gallery_model(record),
+        "dim": record.dim,
+    }
 
 
 @router.delete("/v2/galleries/{gallery}", summary="Delete a gallery with all its faces")

@@ -26,6 +26,7 @@ from ..sources import ResolvedSource, resolve, vector_for
 
 router = APIRouter(tags=["search"])
 
+
 def _sort(query: ListQuery, searching: bool) -> str:
     sort = query.sort or ("-confidence" if searching else "-id")
     if sort == "-confidence" and not searching:
@@ -33,15 +34,19 @@ def _sort(query: ListQuery, searching: bool) -> str:
     return sort
 
 
-async def _hits(services: Services, gallery: str, source: ResolvedSource, top_k: int, face_filter,
-                threshold: float | None) -> list[tuple[str, int, float]]:
+async def _hits(
+    services: Services, gallery: str, source: ResolvedSource, top_k: int, face_filter, threshold: float | None
+) -> list[tuple[str, int, float]]:
     """(gallery, face id, confidence) of the gallery's best matches: the source's vector of the gallery's
     model, and that model's calibration, so galleries of different models rank on one scale."""
     record = await services.in_thread(services.store.get_gallery, gallery)
     model, vector = vector_for(source, services.gallery_model(record), services, "looks_like")
     if record.dim is not None and record.dim != vector.size:
-        raise BadParam(f"gallery {gallery!r} holds {record.dim}-d vectors, looks_like is {vector.size}-d",
-                       "looks_like", f"dim {vector.size}")
+        raise BadParam(
+            f"gallery {gallery!r} holds {record.dim}-d vectors, looks_like is {vector.size}-d",
+            "looks_like",
+            f"dim {vector.size}",
+        )
     calibration = services.model_calibration(model)[0]
     min_cosine = -np.inf if threshold is None else float(calibration.cosine_for(threshold))
     found = await services.router.search(gallery, vector, top_k, face_filter, min_cosine)
@@ -71,22 +76,29 @@ async def _search(services: Services, galleries: list[str], query: ListQuery, ra
         raise BadParam("page is not a cursor this server issued", "page", query.page)
     source = await resolve(query.looks_like, services, "looks_like")
     face_filter = queries.face_filter(query, raw)
-    per_gallery = await asyncio.gather(*(
-        _hits(services, g, source, offset + limit, face_filter, query.threshold) for g in galleries))
+    per_gallery = await asyncio.gather(
+        *(_hits(services, g, source, offset + limit, face_filter, query.threshold) for g in galleries)
+    )
     hits = sorted((hit for part in per_gallery for hit in part), key=lambda hit: -hit[2])
-    page = hits[offset:offset + limit]
-    more = len(hits) >= offset + limit      # the shards had at least this many: there may be more
+    page = hits[offset : offset + limit]
+    more = len(hits) >= offset + limit  # the shards had at least this many: there may be more
     if sort != "-confidence":
         page.sort(key=lambda hit: (hit[1], hit[0]), reverse=sort == "-id")
-    return {"faces": await _render(services, page),
-            "next_page": params.encode_cursor({"offset": offset + limit}) if more and page else None}
+    return {
+        "faces": await _render(services, page),
+        "next_page": params.encode_cursor({"offset": offset + limit}) if more and page else None,
+    }
 
 
-@router.get("/v2/galleries/{gallery}/faces", responses={200: {"model": FaceList}},
-            summary="List a gallery's faces by id, or search it by similarity (looks_like)",
-            description=queries.META_FILTERS_TEXT)
-async def list_faces(gallery: str, request: Request, query: Annotated[ListQuery, Query()],
-                     services: ServicesDep) -> dict:
+@router.get(
+    "/v2/galleries/{gallery}/faces",
+    responses={200: {"model": FaceList}},
+    summary="List a gallery's faces by id, or search it by similarity (looks_like)",
+    description=queries.META_FILTERS_TEXT,
+)
+async def list_faces(
+    gallery: str, request: Request, query: Annotated[ListQuery, Query()], services: ServicesDep
+) -> dict:
     if query.looks_like is not None:
         return await _search(services, [gallery], query, request.query_params)
     limits = services.settings.limits
@@ -107,14 +119,17 @@ async def list_faces(gallery: str, request: Request, query: Annotated[ListQuery,
     return {"faces": faces, "next_page": next_page}
 
 
-@router.get("/v2/faces", responses={200: {"model": FaceList}},
-            summary="(ext) Search several galleries at once (gallery repeatable; none: all)",
-            description=queries.META_FILTERS_TEXT)
+@router.get(
+    "/v2/faces",
+    responses={200: {"model": FaceList}},
+    summary="(ext) Search several galleries at once (gallery repeatable; none: all)",
+    description=queries.META_FILTERS_TEXT,
+)
 async def search_galleries(request: Request, query: Annotated[SearchQuery, Query()], services: ServicesDep) -> dict:
     names = query.gallery or [g.name for g in await services.in_thread(services.store.list_galleries)]
     for name in names:
         try:
             await services.in_thread(services.store.get_gallery, name)
         except GalleryNotFound:
-            raise GalleryNotFound(name) from None       # GALLERY_NOT_FOUND, as for a gallery in the path
+            raise GalleryNotFound(name) from None  # GALLERY_NOT_FOUND, as for a gallery in the path
     return await _search(services, names, query, request.query_params)

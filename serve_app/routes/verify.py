@@ -17,13 +17,22 @@ from ..sources import common_model, resolve, vector_for
 router = APIRouter(tags=["verification"])
 
 
-@router.get("/v2/verify", responses={200: {"model": VerifyResponse}}, summary="How alike two faces are",
-            operation_id="verify_v2_verify_get")
-@router.post("/v2/verify", responses={200: {"model": VerifyResponse}}, summary="How alike two faces are",
-             operation_id="verify_v2_verify_post")
+@router.get(
+    "/v2/verify",
+    responses={200: {"model": VerifyResponse}},
+    summary="How alike two faces are",
+    operation_id="verify_v2_verify_get",
+)
+@router.post(
+    "/v2/verify",
+    responses={200: {"model": VerifyResponse}},
+    summary="How alike two faces are",
+    operation_id="verify_v2_verify_post",
+)
 async def verify(query: Annotated[VerifyQuery, Query()], services: ServicesDep) -> dict:
-    first, second = await asyncio.gather(resolve(query.face1, services, "face1"),
-                                         resolve(query.face2, services, "face2"))
+    first, second = await asyncio.gather(
+        resolve(query.face1, services, "face1"), resolve(query.face2, services, "face2")
+    )
     model = common_model(first, second, services)
     _, one = vector_for(first, model, services, "face1")
     _, other = vector_for(second, model, services, "face2")
