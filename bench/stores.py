@@ -19,6 +19,7 @@ from cassandra.cluster import Cluster
 from index import IndexConfig, ShardRouter
 from store import FaceRecord, add_face
 from store.cassandra import CassandraFaceStore
+from store.config import CassandraSettings
 
 from .data import clustered_unit_vectors, random_meta
 
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=9042)
     args = parser.parse_args(argv)
     keyspace = f"facegrid_bench_{uuid.uuid4().hex[:8]}"
-    store = CassandraFaceStore(["127.0.0.1"], args.port, keyspace, num_shards=2, max_in_flight=64)
+    store = CassandraFaceStore(CassandraSettings(port=args.port, keyspace=keyspace, max_in_flight=64), num_shards=2)
     try:
         store.create_gallery("single")
         store.create_gallery("bulk")

@@ -19,9 +19,7 @@ from ray import serve
 from index.config import IndexConfig
 from index.router import ShardRouter
 from models.deployments import DetectorDeployment, ExtractorDeployment
-from store.base import FaceStore
-from store.cache import ActorDetectionCache, DetectionCache, MemcachedDetectionCache
-from store.sqlite import SqliteFaceStore
+from store.backends import open_cache, open_store
 
 from . import health
 from .config import DeploymentSettings, LimitSettings, Settings, load_settings
@@ -70,49 +68,13 @@ def create_api(services: Services | None) -> FastAPI:
     return api
 
 
-def open_store(settings: Settings) -> FaceStore:
-    """The configured FaceStore: embedded SQLite by default, Cassandra on a cluster."""
-    if settings.store.kind == "cassandra":
-        from store.cassandra import CassandraFaceStore
-
-        c = settings.store.cassandra
-        return CassandraFaceStore(
-            c.hosts,
-            c.port,
-            c.keyspace,
-            settings.index.num_shards,
-            replication_factor=c.replication_factor,
-            read_consistency=c.read_consistency,
-            write_consistency=c.write_consistency,
-            max_in_flight=c.max_in_flight,
-            request_timeout_s=c.request_timeout_s,
-            page_size=c.page_size,
-            change_log_retention_s=settings.store.change_log_retention_s,
-            meta_rules=settings.limits.meta,
-        )
-    return SqliteFaceStore(
-        settings.store.path,
-        settings.index.num_shards,
-        settings.store.busy_timeout_s,
-        settings.store.change_log_retention_s,
-        settings.limits.meta,
-    )
-
-
-def open_cache(settings: Settings) -> DetectionCache:
-    """The configured DetectionCache: one embedded actor by default, memcached on a cluster."""
-    if settings.cache.kind == "memcached":
-        return MemcachedDetectionCache(settings.cache.servers, settings.cache.timeout_s)
-    return ActorDetectionCache(settings.cache.max_entries, detached=True)
-
-
 @serve.deployment(name="Ingress")
 @serve.ingress()
 class Ingress:
     def __init__(self, settings: Settings, detector, extractor):
         logging.basicConfig(level=logging.INFO)
-        store = open_store(settings)
-        cache = open_cache(settings)
+        store = open_store(settings.store, settings.index.num_shards, settings.limits.meta)
+        cache = open_cache(settings.cache)
         # Shards are named after the application, so two facegrid applications on one cluster keep apart.
         router = ShardRouter.start(
             store, settings.index, name_prefix=serve.get_replica_context().app_name, detached=True

@@ -42,6 +42,7 @@ from .base import (
     shard_of,
     to_stored_id,
 )
+from .config import CassandraSettings
 from .errors import FaceExists, FacegridError, FaceNotFound, GalleryExists, GalleryNotFound, StoreUnavailable
 from .meta import MetaRules
 
@@ -61,65 +62,48 @@ def _level(name: str) -> int:
 class CassandraFaceStore:
     def __init__(
         self,
-        hosts: Sequence[str],
-        port: int,
-        keyspace: str,
+        settings: CassandraSettings,
         num_shards: int,
-        *,
-        replication_factor: int = 1,
-        read_consistency: str = "LOCAL_QUORUM",
-        write_consistency: str = "LOCAL_QUORUM",
-        max_in_flight: int = 64,
-        request_timeout_s: float = 10.0,
-        page_size: int = 5000,
         change_log_retention_s: float = CHANGE_LOG_RETENTION_S,
         meta_rules: MetaRules | None = None,
     ):
-        self._args = (tuple(hosts), port, keyspace, num_shards)
-        self._options = dict(
-            replication_factor=replication_factor,
-            read_consistency=read_consistency,
-            write_consistency=write_consistency,
-            max_in_flight=max_in_flight,
-            request_timeout_s=request_timeout_s,
-            page_size=page_size,
-            change_log_retention_s=change_log_retention_s,
-            meta_rules=meta_rules,
-        )
+        self.settings = settings
+        self._reopen_args = (settings, num_shards, change_log_retention_s, meta_rules)
         self.change_log_retention_s = change_log_retention_s
         self.meta_rules = meta_rules or MetaRules()
-        self.num_shards, self.keyspace = num_shards, keyspace
-        self.max_in_flight, self.page_size = max_in_flight, page_size
-        self._read, self._write = _level(read_consistency), _level(write_consistency)
+        self.num_shards, self.keyspace = num_shards, settings.keyspace
+        self.max_in_flight, self.page_size = settings.max_in_flight, settings.page_size
+        self._read, self._write = _level(settings.read_consistency), _level(settings.write_consistency)
         profile = ExecutionProfile(
             load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()),
             consistency_level=self._write,
             serial_consistency_level=ConsistencyLevel.LOCAL_SERIAL,
-            request_timeout=request_timeout_s,
+            request_timeout=settings.request_timeout_s,
         )
         self._cluster = Cluster(
-            list(hosts),
-            port=port,
+            list(settings.hosts),
+            port=settings.port,
             execution_profiles={EXEC_PROFILE_DEFAULT: profile},
             # After an outage, find the node again within seconds, not minutes.
             reconnection_policy=ExponentialReconnectionPolicy(0.5, 5.0),
-            connect_timeout=request_timeout_s,
+            connect_timeout=settings.request_timeout_s,
             protocol_version=5,
         )
         try:
             self._session = self._cluster.connect()
-            self._create_schema(replication_factor)
+            self._create_schema(settings.replication_factor)
             self._prepare()
             self._check_layout()
         except BaseException as error:
             self._cluster.shutdown()
             if isinstance(error, _DRIVER_ERRORS):
-                raise StoreUnavailable(f"cannot reach Cassandra at {list(hosts)}:{port}: {error}") from None
+                where = f"{settings.hosts}:{settings.port}"
+                raise StoreUnavailable(f"cannot reach Cassandra at {where}: {error}") from None
             raise
 
     def __reduce__(self):
         # Crossing to another process (a Ray actor) connects anew there.
-        return _reopen, (self._args, self._options)
+        return CassandraFaceStore, self._reopen_args
 
     # ---- schema -------------------------------------------------------------------------------
 
@@ -454,7 +438,3 @@ class CassandraFaceStore:
 
     def close(self) -> None:
         self._cluster.shutdown()
-
-
-def _reopen(args, options) -> CassandraFaceStore:
-    return CassandraFaceStore(*args, **options)

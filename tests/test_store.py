@@ -18,6 +18,7 @@ from store import (
     add_face,
     shard_of,
 )
+from store.config import CassandraSettings
 from store.meta import MetaField, MetaRules
 
 
@@ -39,7 +40,8 @@ def open_store(request, tmp_path):
 
             host, port = request.getfixturevalue("cassandra_endpoint")
             keyspace = request.getfixturevalue("cassandra_keyspaces")(num_shards)
-            face_store = CassandraFaceStore([host], port, keyspace, num_shards, max_in_flight=16, meta_rules=meta_rules)
+            settings = CassandraSettings(hosts=[host], port=port, keyspace=keyspace, max_in_flight=16)
+            face_store = CassandraFaceStore(settings, num_shards, meta_rules=meta_rules)
         opened.append(face_store)
         return face_store
 
@@ -190,8 +192,7 @@ def _reopen_with(store, num_shards):
         return SqliteFaceStore(store.path, num_shards)
     from store.cassandra import CassandraFaceStore
 
-    hosts, port, keyspace, _ = store._args
-    return CassandraFaceStore(hosts, port, keyspace, num_shards)
+    return CassandraFaceStore(store.settings, num_shards)
 
 
 def _writer(path, worker: int) -> None:
