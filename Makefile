@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test bench eval
+.PHONY: install run check test bench eval
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,9 +18,14 @@ install: $(BIN)/python
 run: install
 	$(BIN)/facegrid serve
 
-# Tests run against real Cassandra and memcached, which cluster/services.sh installs and starts once.
-test: install
+# The house rules (pyproject.toml [tool.ruff]): lint and format, checked before any test runs.
+check: install
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/ruff check --no-cache .
+	$(BIN)/ruff format --check --no-cache .
+
+# Tests run against real Cassandra and memcached, which cluster/services.sh installs and starts once.
+test: check
 	bash cluster/services.sh start
 	bash cluster/browser.sh
 	$(BIN)/python -m pytest

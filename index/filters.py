@@ -70,10 +70,6 @@ class FaceFilter:
             and not self.meta_subset
         )
 
-    @property
-    def meta_fields(self) -> set[str]:
-        return {name for group in (self.meta_in, self.meta_gte, self.meta_lte, self.meta_subset) for name, _ in group}
-
     def matches(self, face_id: int, meta: dict) -> bool:
         if self.id_gte is not None and face_id < self.id_gte:
             return False

@@ -51,7 +51,7 @@ class _Pending:
     query: np.ndarray
     top_k: int
     face_filter: FaceFilter | None
-    min_score: float
+    min_cosine: float
     future: asyncio.Future
 
 
@@ -278,13 +278,13 @@ class ShardRouter:
         query: np.ndarray,
         top_k: int,
         face_filter: FaceFilter | None = None,
-        min_score: float = -np.inf,
+        min_cosine: float = -np.inf,
     ) -> list[tuple[int, float]]:
-        """The exact top-k (face id, cosine) in the gallery, best first, with cosine >= ``min_score``."""
+        """The exact top-k (face id, cosine) in the gallery, best first, with cosine >= ``min_cosine``."""
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         pending = _Pending(
-            gallery, np.asarray(query, np.float32).reshape(-1), top_k, face_filter, min_score, loop.create_future()
+            gallery, np.asarray(query, np.float32).reshape(-1), top_k, face_filter, min_cosine, loop.create_future()
         )
         self._pending.append(pending)
         self._dispatch()
@@ -329,7 +329,7 @@ class ShardRouter:
             hits = [
                 (int(face_id), float(score))
                 for score, face_id in itertools.islice(ranked, pending.top_k)
-                if score >= pending.min_score and score > -np.inf
+                if score >= pending.min_cosine and score > -np.inf
             ]
             if not pending.future.done():
                 pending.future.set_result(hits)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from store.base import GalleryRecord
 from store.cache import find_detection
 from store.errors import FaceNotFound, GalleryNotFound
 
@@ -96,6 +97,21 @@ def vector_for(
         param,
         source.text,
     )
+
+
+def vector_for_gallery(
+    source: ResolvedSource, gallery: GalleryRecord, services: Services, param: str
+) -> tuple[str | None, np.ndarray]:
+    """(its model, the vector) of ``source`` to compare with, add to or search ``gallery``: of the gallery's
+    model, and of its vectors' length (BAD_PARAM naming ``param`` otherwise)."""
+    model, vector = vector_for(source, services.gallery_model(gallery), services, param)
+    if gallery.dim is not None and vector.size != gallery.dim:
+        raise BadParam(
+            f"gallery {gallery.name!r} holds {gallery.dim}-d vectors, {param} is {vector.size}-d",
+            param,
+            f"dim {vector.size}",
+        )
+    return model, vector
 
 
 def common_model(first: ResolvedSource, second: ResolvedSource, services: Services) -> str | None:

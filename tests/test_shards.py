@@ -98,7 +98,7 @@ def test_threshold_and_limit_cut_the_merged_results(cluster):
     query = queries_near(vectors, 1, seed=6)[0]
     expected = reference.top(query, 800, None)
     floor = (expected[7][0] + expected[8][0]) / 2
-    hits = asyncio.run(router.search("ppl", query, 50, min_score=floor))
+    hits = asyncio.run(router.search("ppl", query, 50, min_cosine=floor))
     assert [i for i, _ in hits] == [i for _, i in expected[:8]]
 
 

@@ -23,7 +23,7 @@ from ..faces import face_object
 from ..queries import AddFaceQuery
 from ..schemas import AddFace, BulkAdd, BulkResults, Face, PatchFace
 from ..services import ServicesDep
-from ..sources import resolve, vector_for
+from ..sources import resolve, vector_for_gallery
 
 router = APIRouter(tags=["faces"])
 log = logging.getLogger("facegrid")
@@ -34,15 +34,6 @@ async def _index(services, records: list[FaceRecord]) -> None:
         await services.router.add(records)
     except ShardUnavailable as error:
         log.warning("faces stored but not yet indexed (their shard will load them on restart): %s", error)
-
-
-def _check_dim(services, gallery_record, vector, param: str, value: str) -> None:
-    if gallery_record.dim is not None and vector.size != gallery_record.dim:
-        raise BadParam(
-            f"gallery {gallery_record.name!r} holds {gallery_record.dim}-d vectors, this source is {vector.size}-d",
-            param,
-            value,
-        )
 
 
 @router.post(
@@ -59,8 +50,7 @@ async def add_face(
     source = body.source or query.source
     gallery_record = await services.in_thread(services.store.get_gallery, gallery)
     resolved = await resolve(source, services, "from")
-    model, vector = vector_for(resolved, services.gallery_model(gallery_record), services, "from")
-    _check_dim(services, gallery_record, vector, "from", source)
+    model, vector = vector_for_gallery(resolved, gallery_record, services, "from")
     record = FaceRecord(gallery, number, vector, body.meta, resolved.features, time.time(), model)
     (error,) = await services.in_thread(services.store.add_faces, [record])
     if error is not None:
@@ -87,8 +77,7 @@ async def add_faces(gallery: str, request: Request, services: ServicesDep) -> di
         try:
             number = params.face_id(str(item.id), f"{param}.id")
             resolved = await resolve(item.source, services, f"{param}.from")
-            model, vector = vector_for(resolved, services.gallery_model(gallery_record), services, f"{param}.from")
-            _check_dim(services, gallery_record, vector, f"{param}.from", item.source)
+            model, vector = vector_for_gallery(resolved, gallery_record, services, f"{param}.from")
             return FaceRecord(gallery, number, vector, item.meta, resolved.features, time.time(), model)
         except FacegridError as error:
             return error

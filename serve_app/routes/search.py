@@ -22,7 +22,7 @@ from ..faces import face_object
 from ..queries import ListQuery, SearchQuery
 from ..schemas import FaceList
 from ..services import Services, ServicesDep
-from ..sources import ResolvedSource, resolve, vector_for
+from ..sources import ResolvedSource, resolve, vector_for_gallery
 
 router = APIRouter(tags=["search"])
 
@@ -40,13 +40,7 @@ async def _hits(
     """(gallery, face id, confidence) of the gallery's best matches: the source's vector of the gallery's
     model, and that model's calibration, so galleries of different models rank on one scale."""
     record = await services.in_thread(services.store.get_gallery, gallery)
-    model, vector = vector_for(source, services.gallery_model(record), services, "looks_like")
-    if record.dim is not None and record.dim != vector.size:
-        raise BadParam(
-            f"gallery {gallery!r} holds {record.dim}-d vectors, looks_like is {vector.size}-d",
-            "looks_like",
-            f"dim {vector.size}",
-        )
+    model, vector = vector_for_gallery(source, record, services, "looks_like")
     calibration = services.model_calibration(model)[0]
     min_cosine = -np.inf if threshold is None else float(calibration.cosine_for(threshold))
     found = await services.router.search(gallery, vector, top_k, face_filter, min_cosine)
