@@ -1,7 +1,7 @@
-"""Durable state: the ``FaceStore`` (galleries and faces) and, later, the detection cache.
+"""State outside the index: the ``FaceStore`` (galleries and faces, durable) and the ``DetectionCache``.
 
-The embedded implementations are real (SQLite), so unit tests use them; cluster implementations
-(Cassandra, memcached) plug in behind the same protocols.
+Each has an embedded implementation (SQLite; one Ray actor) and a cluster one (Cassandra; memcached)
+behind the same protocol; ``store.backends`` opens the one the settings name.
 """
 
 from .base import FaceRecord, FaceStore, GalleryRecord, add_face, shard_of
