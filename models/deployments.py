@@ -61,14 +61,13 @@ class LoadAwareBatching:
     """Fits a ``@serve.batch`` method's batching to the caller's load, one request at a time.
 
     Replicas that share cores with the ingress and the HTTP proxy see requests arrive one by one even under
-    load: with a fixed 5 ms wait, 16 concurrent clients on 2 cores made Detector batches of 1.2 to 1.5
-    requests on average, so batching saved nearly nothing. A longer fixed wait fills batches but holds a lone
-    request for the whole wait. So each call carries how many of its caller's requests have yet to send their
-    call here, itself included (serve_app.stages). With the calls already queued here, that is the batch
-    worth waiting for: the batch waits (up to ``batch_wait_timeout_s``) only when others are coming, and
-    closes as soon as they have arrived. Calls already sent are not counted by the caller: a call that has
-    run and is on its way back would otherwise be waited for in vain. serve.batch reads both settings when a
-    batch's first call arrives.
+    load, so a short fixed wait makes batches of about one request (docs/benchmarks.md), and a longer fixed
+    wait fills batches but holds a lone request for the whole wait. So each call carries how many of its
+    caller's requests have yet to send their call here, itself included (serve_app.stages). With the calls
+    already queued here, that is the batch worth waiting for: the batch waits (up to ``batch_wait_timeout_s``)
+    only when others are coming, and closes as soon as they have arrived. Calls already sent are not counted
+    by the caller: a call that has run and is on its way back would otherwise be waited for in vain.
+    serve.batch reads both settings when a batch's first call arrives.
     """
 
     def __init__(self, method, deployment: str):

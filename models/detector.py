@@ -29,8 +29,8 @@ MAX_CROPS_PER_CALL = 256
 # scale of a 20-pixel minimum face are ~70 MB of float input.
 MAX_IMAGES_PER_PNET_CALL = 8
 # Where the P-Net runner wants few distinct input shapes (onnxruntime on CUDA: runtime.OnnxRunner), each
-# pyramid level is padded with zeros up to a multiple of this many pixels: the 92 development photos'
-# 528 levels then come in 58 shapes instead of 325. Cells whose window reaches the padding are dropped;
+# pyramid level is padded with zeros up to a multiple of this many pixels, so that levels of many photo
+# sizes come in few shapes (docs/benchmarks.md). Cells whose window reaches the padding are dropped;
 # only the last row and column of cells, whose pooling window the unpadded level cuts short, can score
 # differently (tests/test_pipeline.py checks the faces stay the same).
 PNET_SIZE_STEP = 32

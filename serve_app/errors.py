@@ -1,7 +1,7 @@
 """Request errors, and the one table that maps every facegrid error to the spec's code and HTTP status.
 
     FacegridError (store.errors)
-    ├── GalleryNotFound, GalleryExists, FaceNotFound, FaceExists, InvalidFace,
+    ├── GalleryNotFound, GalleryExists, FaceNotFound, FaceExists, InvalidValue,
     │   StoreUnavailable, ShardUnavailable, CacheUnavailable       (domain, raised below serve_app)
     └── RequestError                                               (raised here, at the edge)
         ├── BadParam              a parameter can be read but is invalid (param, value)
@@ -26,7 +26,7 @@ from store.errors import (
     FaceNotFound,
     GalleryExists,
     GalleryNotFound,
-    InvalidFace,
+    InvalidValue,
     ShardUnavailable,
     StoreUnavailable,
 )
@@ -80,7 +80,7 @@ class Unauthorized(RequestError):
 # error class -> (code, HTTP status). The first class in an error's MRO found here decides.
 ERROR_TABLE: dict[type[BaseException], tuple[str, int]] = {
     BadParam: ("BAD_PARAM", 400),
-    InvalidFace: ("BAD_PARAM", 400),
+    InvalidValue: ("BAD_PARAM", 400),
     MalformedRequest: ("MALFORMED_REQUEST", 400),
     GalleryExists: ("CONFLICT", 409),
     FaceExists: ("CONFLICT", 409),

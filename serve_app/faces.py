@@ -7,7 +7,7 @@ import binascii
 
 import numpy as np
 
-from store.base import FaceRecord
+from store.base import FaceRecord, unit_vector
 
 from .errors import BadParam
 
@@ -23,11 +23,10 @@ def decode_facen(text: str, param: str) -> np.ndarray:
         raise BadParam("facen must be standard base64 of little-endian float32", param, text[:40]) from None
     if not raw or len(raw) % 4:
         raise BadParam("facen must hold a whole number of float32 values", param, f"{len(raw)} bytes")
-    vector = np.frombuffer(raw, dtype="<f4").astype(np.float32)
-    norm = float(np.linalg.norm(vector))
-    if not np.isfinite(vector).all() or norm == 0:
+    vector = unit_vector(np.frombuffer(raw, dtype="<f4"))
+    if vector is None:
         raise BadParam("facen must be a finite, non-zero vector", param, text[:40])
-    return vector / norm
+    return vector
 
 
 def face_object(record: FaceRecord, allow_facen: bool, confidence: float | None = None) -> dict:

@@ -12,7 +12,7 @@ from .errors import (
     FaceNotFound,
     GalleryExists,
     GalleryNotFound,
-    InvalidFace,
+    InvalidValue,
     ShardUnavailable,
     StoreUnavailable,
 )
@@ -28,7 +28,7 @@ __all__ = [
     "GalleryExists",
     "GalleryNotFound",
     "GalleryRecord",
-    "InvalidFace",
+    "InvalidValue",
     "ShardUnavailable",
     "SqliteFaceStore",
     "StoreUnavailable",

@@ -15,7 +15,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from .errors import FacegridError, InvalidFace
+from .errors import FacegridError, InvalidValue
 
 MAX_FACE_ID = 2**64 - 1
 # Face ids are unsigned 64-bit; SQLite and Cassandra keep signed 64-bit integers, so both stores keep an id
@@ -64,32 +64,37 @@ def shard_of(gallery: str, face_id: int, num_shards: int) -> int:
 
 def check_gallery_name(name: str) -> None:
     if not isinstance(name, str) or not GALLERY_NAME.match(name):
-        raise InvalidFace("gallery names are 1-64 characters of A-Z a-z 0-9 _ -", "gallery", str(name))
+        raise InvalidValue("gallery names are 1-64 characters of A-Z a-z 0-9 _ -", "gallery", str(name))
 
 
 def check_face_id(face_id) -> int:
     if isinstance(face_id, bool) or not isinstance(face_id, int) or not 0 <= face_id <= MAX_FACE_ID:
-        raise InvalidFace("face ids are unsigned 64-bit integers", "id", str(face_id))
+        raise InvalidValue("face ids are unsigned 64-bit integers", "id", str(face_id))
     return face_id
+
+
+def unit_vector(values) -> np.ndarray | None:
+    """``values`` as a float32 vector of length 1; None where that cannot be (empty, not finite, zero)."""
+    vector = np.asarray(values, dtype=np.float32).reshape(-1)
+    norm = float(np.linalg.norm(vector)) if vector.size and np.isfinite(vector).all() else 0.0
+    return vector / norm if norm > 0 and np.isfinite(norm) else None
 
 
 def check_facen(facen, gallery: GalleryRecord, model: str | None = None) -> np.ndarray:
     """The vector, unit length, if it fits the gallery: its length, and its model where both are known."""
     vector = np.asarray(facen, dtype=np.float32).reshape(-1)
     if gallery.model is not None and model is not None and model != gallery.model:
-        raise InvalidFace(f"gallery {gallery.name!r} holds vectors of {gallery.model}, not of {model}", "facen", model)
-    if vector.size == 0 or not np.isfinite(vector).all():
-        raise InvalidFace("the feature vector is empty or not finite", "facen", f"dim {vector.size}")
+        raise InvalidValue(f"gallery {gallery.name!r} holds vectors of {gallery.model}, not of {model}", "facen", model)
+    unit = unit_vector(vector)
+    if unit is None:
+        raise InvalidValue("the feature vector is empty, not finite or zero", "facen", f"dim {vector.size}")
     if gallery.dim is not None and vector.size != gallery.dim:
-        raise InvalidFace(
+        raise InvalidValue(
             f"gallery {gallery.name!r} holds {gallery.dim}-d vectors, not {vector.size}-d",
             "facen",
             f"dim {vector.size}",
         )
-    norm = float(np.linalg.norm(vector))
-    if norm == 0:
-        raise InvalidFace("the feature vector is zero", "facen", "norm 0")
-    return vector / norm
+    return unit
 
 
 class FaceStore(Protocol):

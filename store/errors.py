@@ -5,7 +5,7 @@
     ├── GalleryExists
     ├── FaceNotFound
     ├── FaceExists
-    ├── InvalidFace               a vector or meta value the gallery cannot take (param, value)
+    ├── InvalidValue               a vector or meta value the gallery cannot take (param, value)
     ├── StoreUnavailable          the face store cannot be reached
     ├── ShardUnavailable          no replica of an index shard answers
     └── CacheUnavailable          the detection cache cannot be reached
@@ -63,8 +63,9 @@ class FaceExists(_AboutFace):
     template = "face {face_id} already exists in gallery {gallery!r}"
 
 
-class InvalidFace(FacegridError):
-    """A request names a value the gallery cannot take; ``param`` and ``value`` say which."""
+class InvalidValue(FacegridError):
+    """A value the store cannot take (a gallery name, a face id, a vector, a meta field); ``param`` and
+    ``value`` say which."""
 
     def __init__(self, message: str, param: str, value: str):
         super().__init__(message)

@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .errors import InvalidFace
+from .errors import InvalidValue
 
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 Kind = Literal["string", "unsigned", "set[string]", "set[unsigned]"]
@@ -51,14 +51,14 @@ class MetaRules(BaseModel):
             if field.default is not None:
                 try:
                     _check_kind(name, field.default, field.kind)
-                except InvalidFace as error:
+                except InvalidValue as error:
                     raise ValueError(f"the default of meta field {name!r}: {error}") from None
         return self
 
     def check(self, meta, *, new_face: bool) -> dict:
-        """``meta`` as it is to be stored, or InvalidFace naming the field. ``new_face``: fill defaults."""
+        """``meta`` as it is to be stored, or InvalidValue naming the field. ``new_face``: fill defaults."""
         if not isinstance(meta, dict):
-            raise InvalidFace("meta must be a JSON object", "meta", str(meta)[:200])
+            raise InvalidValue("meta must be a JSON object", "meta", str(meta)[:200])
         if not meta and self.scheme is None:
             return {}
         if self.scheme is not None and new_face:
@@ -71,19 +71,19 @@ class MetaRules(BaseModel):
                 **meta,
             }
         if len(meta) > self.max_keys:
-            raise InvalidFace(f"meta may have at most {self.max_keys} fields", "meta", f"{len(meta)} fields")
+            raise InvalidValue(f"meta may have at most {self.max_keys} fields", "meta", f"{len(meta)} fields")
         checked = {}
         for key, value in meta.items():
             if not isinstance(key, str) or not key:
-                raise InvalidFace("meta keys must be non-empty strings", "meta", str(key)[:200])
+                raise InvalidValue("meta keys must be non-empty strings", "meta", str(key)[:200])
             if len(key) > self.max_key_length:
-                raise InvalidFace(
+                raise InvalidValue(
                     f"meta field names may have at most {self.max_key_length} characters", "meta", key[:200]
                 )
             checked[key] = self._value(key, value)
         size = len(json.dumps(checked, ensure_ascii=False, separators=(",", ":")).encode())
         if size > self.max_bytes:
-            raise InvalidFace(f"meta may take at most {self.max_bytes} bytes as JSON", "meta", f"{size} bytes")
+            raise InvalidValue(f"meta may take at most {self.max_bytes} bytes as JSON", "meta", f"{size} bytes")
         return checked
 
     def _value(self, key: str, value):
@@ -92,29 +92,29 @@ class MetaRules(BaseModel):
         if self.scheme is not None:
             field = self.scheme.get(key)
             if field is None:
-                raise InvalidFace(f"meta field {key!r} is not in the meta scheme", param, key)
+                raise InvalidValue(f"meta field {key!r} is not in the meta scheme", param, key)
             value = _check_kind(key, value, field.kind)
         elif _scalar(value) is None:
             if not isinstance(value, list):
-                raise InvalidFace(
+                raise InvalidValue(
                     f"meta {key!r} must be a string, an integer or a list of them", param, str(value)[:200]
                 )
             kinds = {_scalar(item) for item in value}
             if None in kinds or len(kinds) > 1:
-                raise InvalidFace(
+                raise InvalidValue(
                     f"meta {key!r} must be a list of strings or a list of integers", param, str(value)[:200]
                 )
         for item in value if isinstance(value, list) else [value]:
             if isinstance(item, int) and not INT_MIN <= item <= INT_MAX:
-                raise InvalidFace(f"meta {key!r}: integers are signed 64-bit", param, str(item))
+                raise InvalidValue(f"meta {key!r}: integers are signed 64-bit", param, str(item))
             if isinstance(item, str) and len(item) > self.max_string_length:
-                raise InvalidFace(
+                raise InvalidValue(
                     f"meta {key!r}: strings may have at most {self.max_string_length} characters",
                     param,
                     f"{len(item)} characters",
                 )
         if isinstance(value, list) and len(value) > self.max_list_items:
-            raise InvalidFace(
+            raise InvalidValue(
                 f"meta {key!r}: lists may have at most {self.max_list_items} items", param, f"{len(value)} items"
             )
         return value
@@ -145,10 +145,10 @@ def _check_kind(key: str, value, kind: str):
     item_kind = kind.removeprefix("set[").removesuffix("]")
     items = value if kind.startswith("set[") and isinstance(value, list) else [value]
     if kind.startswith("set[") and not isinstance(value, list):
-        raise InvalidFace(f"meta {key!r} must be a list ({kind})", param, str(value)[:200])
+        raise InvalidValue(f"meta {key!r} must be a list ({kind})", param, str(value)[:200])
     for item in items:
         if item_kind == "string" and not isinstance(item, str):
-            raise InvalidFace(f"meta {key!r} must hold strings ({kind})", param, str(item)[:200])
+            raise InvalidValue(f"meta {key!r} must hold strings ({kind})", param, str(item)[:200])
         if item_kind == "unsigned" and (_scalar(item) != "int" or not 0 <= item <= INT_MAX):
-            raise InvalidFace(f"meta {key!r} must hold integers from 0 to 2**63-1 ({kind})", param, str(item)[:200])
+            raise InvalidValue(f"meta {key!r} must hold integers from 0 to 2**63-1 ({kind})", param, str(item)[:200])
     return list(dict.fromkeys(value)) if kind.startswith("set[") else value

@@ -23,7 +23,7 @@ from store.errors import (
     FaceNotFound,
     GalleryExists,
     GalleryNotFound,
-    InvalidFace,
+    InvalidValue,
     ShardUnavailable,
     StoreUnavailable,
 )
@@ -33,7 +33,7 @@ CASES = [
     (GalleryExists("g"), 409, "CONFLICT"),
     (FaceNotFound("g", 1), 404, "NOT_FOUND"),
     (FaceExists("g", 1), 409, "CONFLICT"),
-    (InvalidFace("bad", "meta", "x"), 400, "BAD_PARAM"),
+    (InvalidValue("bad", "meta", "x"), 400, "BAD_PARAM"),
     (StoreUnavailable("down"), 503, "STORAGE_ERROR"),
     (ShardUnavailable("down"), 503, "STORAGE_ERROR"),
     (CacheUnavailable("down"), 503, "CACHE_ERROR"),

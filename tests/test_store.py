@@ -13,7 +13,7 @@ from store import (
     FaceRecord,
     GalleryExists,
     GalleryNotFound,
-    InvalidFace,
+    InvalidValue,
     SqliteFaceStore,
     add_face,
     shard_of,
@@ -77,7 +77,7 @@ def test_galleries_are_created_listed_and_deleted_with_their_faces(store):
 
 @pytest.mark.parametrize("name", ["", "a" * 65, "white space", "slash/name", "ünï"])
 def test_bad_gallery_names_are_refused(store, name):
-    with pytest.raises(InvalidFace) as caught:
+    with pytest.raises(InvalidValue) as caught:
         store.create_gallery(name)
     assert caught.value.param == "gallery"
 
@@ -107,14 +107,14 @@ def test_meta_patch_replaces_listed_keys_and_keeps_the_others(store):
 @pytest.mark.parametrize("meta", [{"a": 1.5}, {"a": {"x": 1}}, {"a": [1, "x"]}, {"a": True}, {"a": None}, [1]])
 def test_meta_values_outside_the_spec_are_refused(store, meta):
     store.create_gallery("ppl")
-    with pytest.raises(InvalidFace):
+    with pytest.raises(InvalidValue):
         add_face(store, FaceRecord("ppl", 1, unit(1), meta))
 
 
 def test_the_first_face_fixes_the_gallery_dimension(store):
     store.create_gallery("ppl")
     add_face(store, FaceRecord("ppl", 1, unit(1, dim=8)))
-    with pytest.raises(InvalidFace, match="8-d") as caught:
+    with pytest.raises(InvalidValue, match="8-d") as caught:
         add_face(store, FaceRecord("ppl", 2, unit(2, dim=16)))
     assert caught.value.param == "facen"
 
@@ -124,7 +124,7 @@ def test_the_first_face_binds_the_gallery_to_its_model(store):
     assert store.get_gallery("ppl").model is None
     add_face(store, FaceRecord("ppl", 1, unit(1), model="sface_2021dec.v1"))
     assert (store.get_gallery("ppl").dim, store.get_gallery("ppl").model) == (8, "sface_2021dec.v1")
-    with pytest.raises(InvalidFace, match="sface_2021dec.v1") as caught:
+    with pytest.raises(InvalidValue, match="sface_2021dec.v1") as caught:
         add_face(store, FaceRecord("ppl", 2, unit(2), model="dlib_resnet.v1"))
     assert caught.value.param == "facen"
     add_face(store, FaceRecord("ppl", 3, unit(3)))  # a raw vector of unknown model: its length fits
@@ -148,10 +148,10 @@ def test_a_bulk_add_keeps_good_faces_and_writes_nothing_of_bad_ones(store):
     assert [type(r).__name__ if r else None for r in results] == [
         None,
         "FaceExists",
-        "InvalidFace",
-        "InvalidFace",
+        "InvalidValue",
+        "InvalidValue",
         "GalleryNotFound",
-        "InvalidFace",
+        "InvalidValue",
         None,
     ]
     assert store.count_faces("ppl") == 3
@@ -279,15 +279,15 @@ def test_meta_bounds_hold_for_what_is_stored_after_a_patch_too(open_store):
         if param is None:
             add_face(store, FaceRecord("ppl", 9, unit(9), meta))  # at the bounds: kept
             continue
-        with pytest.raises(InvalidFace) as refused:
+        with pytest.raises(InvalidValue) as refused:
             add_face(store, FaceRecord("ppl", 1, unit(1), meta))
         assert refused.value.param == param
     add_face(store, FaceRecord("ppl", 1, unit(1), {"a": 2**63 - 1, "b": -(2**63)}))
-    with pytest.raises(InvalidFace) as refused:
+    with pytest.raises(InvalidValue) as refused:
         store.update_meta("ppl", 1, {"c": 1, "d": 2})  # four fields once merged
     assert refused.value.param == "meta"
     assert store.get_face("ppl", 1).meta == {"a": 2**63 - 1, "b": -(2**63)}
-    with pytest.raises(InvalidFace):
+    with pytest.raises(InvalidValue):
         store.update_meta("ppl", 9, {"a": ["x" * 10] * 3 + ["y"]})  # four items
 
 
@@ -310,10 +310,10 @@ def test_a_meta_scheme_types_fields_refuses_others_and_fills_defaults(open_store
         ({"zones": [1, "2"]}, "meta.zones"),
         ({"name": 7}, "meta.name"),
     ):
-        with pytest.raises(InvalidFace) as refused:
+        with pytest.raises(InvalidValue) as refused:
             add_face(store, FaceRecord("ppl", 2, unit(2), meta))
         assert refused.value.param == param
-    with pytest.raises(InvalidFace):
+    with pytest.raises(InvalidValue):
         store.update_meta("ppl", 1, {"nick": "x"})
     assert store.update_meta("ppl", 1, {"camera": 5}).meta["camera"] == 5
     with pytest.raises(ValueError):
