@@ -26,6 +26,16 @@ _SOURCE = {
     "description": "detection:<id>, face:<gallery>/<id> or (ext) facen:<base64 of float32 little-endian>",
 }
 
+# A listing or search: its filters, its source and its galleries can each be at fault.
+_SEARCH_ERRORS = [
+    "BAD_PARAM",
+    "GALLERY_NOT_FOUND",
+    "SOURCE_NOT_FOUND",
+    "SOURCE_GALLERY_NOT_FOUND",
+    "STORAGE_ERROR",
+    "CACHE_ERROR",
+]
+
 OPERATIONS: dict[tuple[str, str], dict] = {
     ("post", "/v2/detect"): {
         "body": "photo",
@@ -73,26 +83,8 @@ OPERATIONS: dict[tuple[str, str], dict] = {
         "body": "BulkAdd",
         "errors": ["BAD_PARAM", "MALFORMED_REQUEST", "GALLERY_NOT_FOUND", "STORAGE_ERROR"],
     },
-    ("get", "/v2/galleries/{gallery}/faces"): {
-        "errors": [
-            "BAD_PARAM",
-            "GALLERY_NOT_FOUND",
-            "SOURCE_NOT_FOUND",
-            "SOURCE_GALLERY_NOT_FOUND",
-            "STORAGE_ERROR",
-            "CACHE_ERROR",
-        ]
-    },
-    ("get", "/v2/faces"): {
-        "errors": [
-            "BAD_PARAM",
-            "GALLERY_NOT_FOUND",
-            "SOURCE_NOT_FOUND",
-            "SOURCE_GALLERY_NOT_FOUND",
-            "STORAGE_ERROR",
-            "CACHE_ERROR",
-        ]
-    },
+    ("get", "/v2/galleries/{gallery}/faces"): {"errors": _SEARCH_ERRORS},
+    ("get", "/v2/faces"): {"errors": _SEARCH_ERRORS},
     ("get", "/healthz"): {"errors": []},
     ("get", "/readyz"): {"errors": [], "extra_status": {503: "Some part is not ready (the body says which)."}},
 }
