@@ -18,11 +18,12 @@ install: $(BIN)/python
 run: install
 	$(BIN)/facegrid serve
 
-# The house rules (pyproject.toml [tool.ruff]): lint and format, checked before any test runs.
+# The house rules (pyproject.toml [tool.ruff], [tool.mypy]): lint, format and types, checked before any test runs.
 check: install
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	$(BIN)/ruff check --no-cache .
 	$(BIN)/ruff format --check --no-cache .
+	$(BIN)/mypy
 
 # Tests run against real Cassandra and memcached, which cluster/services.sh installs and starts once.
 test: check

@@ -21,8 +21,7 @@ import numpy as np
 from index import IndexConfig
 from index.shard import IndexShard
 from store import FaceRecord, SqliteFaceStore
-
-from .data import clustered_unit_vectors
+from tests.factories import clustered_unit_vectors
 
 DIM = 128
 

@@ -9,7 +9,7 @@
    vs in-process numpy brute force one query at a time (and a check that both return the same top-10);
 4. the approximate index (HNSW by default, or IVF) at M faces vs exact flat search in one process:
    queries/s and recall@10 across its search breadth, on vectors with face-embedding statistics
-   (bench/data.py); and the same graph searched by a process without huge pages (index/huge_pages.py).
+   (tests/factories.py); and the same graph searched by a process without huge pages (index/huge_pages.py).
 
 The benchmark runs with malloc on huge pages, as shard actors do; it restarts itself to get them.
 """
@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import gc
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -32,8 +33,7 @@ import numpy as np
 
 from index import GalleryIndex, IndexConfig, ShardRouter, huge_pages
 from store import FaceRecord, SqliteFaceStore
-
-from .data import clustered_unit_vectors, queries_near, random_meta
+from tests.factories import clustered_unit_vectors, queries_near, random_meta
 
 DIM, TOP_K = 128, 10
 REPEATS = 3  # section 4 and the huge-page comparison report the best of this many passes
@@ -127,7 +127,7 @@ def exact_sharded(count: int, num_queries: int) -> None:
         print(f"\n2. embedded store, {count:,} faces")
         print(f"   bulk write          {count / write_s:10,.0f} faces/s")
 
-        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
         try:
             config = IndexConfig(num_shards=2, cpus_per_shard=0.5, threads_per_shard=1)
             started = time.perf_counter()

@@ -29,9 +29,8 @@ import httpx
 import numpy as np
 
 from serve_app.config import load_settings
-from serve_app.faces import encode_facen
-
-from .data import clustered_unit_vectors, queries_near
+from serve_app.face_wire import encode_facen
+from tests.factories import clustered_unit_vectors, queries_near
 
 PORT, DIM, GALLERY = 18478, 128, "bench"
 BULK = 1000
@@ -177,18 +176,10 @@ def main(argv: list[str] | None = None) -> None:
     import faiss
     import ray
 
-    vectors = clustered_unit_vectors(args.faces, DIM, seed=20)
-    from serve_app.app import ray_environment
+    from bench.serving import start_local_ray
 
-    os.environ.update(ray_environment(load_settings(serve={"ingress_drain_s": 1})))
-    ray.init(
-        address="local",
-        num_cpus=args.num_cpus,
-        namespace="facegrid-bench",
-        include_dashboard=False,
-        logging_level="ERROR",
-        log_to_driver=False,
-    )
+    vectors = clustered_unit_vectors(args.faces, DIM, seed=20)
+    start_local_ray(args.num_cpus)
     try:
         flat = measure("flat", vectors, {}, client_counts, scratch)
         hnsw = hnsw_vectors = None

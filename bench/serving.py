@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import random
 import statistics
@@ -141,8 +142,8 @@ def burst_seconds(clients: int, bursts: int = 5) -> list[float]:
 
 def search_gallery(faces: int = 2000) -> list[str]:
     """Fills the gallery "bench" with ``faces`` face-like vectors; returns 64 of them as looks_like sources."""
-    from bench.data import clustered_unit_vectors
-    from serve_app.faces import encode_facen
+    from serve_app.face_wire import encode_facen
+    from tests.factories import clustered_unit_vectors
 
     vectors = clustered_unit_vectors(faces, 128, seed=5)
     with httpx.Client(base_url=f"http://127.0.0.1:{PORT}", timeout=120) as client:
@@ -199,6 +200,23 @@ def camera_frames(photos):
         Image.fromarray(camera_frame(read_image_bytes(photo))).save(buffer, "JPEG", quality=90)
         frames.append(dataclasses.replace(photo, data=buffer.getvalue(), content_type="image/jpeg"))
     return frames
+
+
+def start_local_ray(num_cpus: float) -> None:
+    """A Ray of its own for a benchmark's service, quiet, with the drain the benchmarks' restarts wait out."""
+    import ray
+
+    from serve_app.app import ray_environment
+
+    os.environ.update(ray_environment(load_settings(serve={"ingress_drain_s": 1})))
+    ray.init(
+        address="local",
+        num_cpus=num_cpus,
+        namespace="facegrid-bench",
+        include_dashboard=False,
+        logging_level=logging.ERROR,
+        log_to_driver=False,
+    )
 
 
 def batch_counts() -> dict[str, Counter]:
@@ -263,17 +281,9 @@ def main(argv: list[str] | None = None) -> None:
 
     import ray
 
-    from serve_app.app import ray_environment, stop_service
+    from serve_app.app import stop_service
 
-    os.environ.update(ray_environment(load_settings(serve={"ingress_drain_s": 1})))
-    ray.init(
-        address="local",
-        num_cpus=args.num_cpus,
-        namespace="facegrid-bench",
-        include_dashboard=False,
-        logging_level="ERROR",
-        log_to_driver=False,
-    )
+    start_local_ray(args.num_cpus)
     try:
         serve_with(base)
         eight, _ = hammer(photos, 8, args.requests, {"facen": "true"}, warm_up=warm(photos))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import time
 import uuid
 
@@ -20,8 +21,7 @@ from index import IndexConfig, ShardRouter
 from store import FaceRecord, add_face
 from store.cassandra import CassandraFaceStore
 from store.config import CassandraSettings
-
-from .data import clustered_unit_vectors, random_meta
+from tests.factories import clustered_unit_vectors, random_meta
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
 
         import ray
 
-        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
         try:
             started = time.perf_counter()
             router = ShardRouter.start(store, IndexConfig(num_shards=2, cpus_per_shard=0.5), name_prefix="bench")

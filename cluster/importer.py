@@ -177,7 +177,7 @@ class Importer:
             if photo.face_id in present:
                 photo.outcome = "already there"
                 self._advance()
-        todo = asyncio.Queue()
+        todo: asyncio.Queue[Photo] = asyncio.Queue()
         for photo in photos:
             if not photo.outcome:
                 todo.put_nowait(photo)

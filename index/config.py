@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -134,7 +134,7 @@ class IndexConfig(BaseModel):
     )
 
     @classmethod
-    def tuning(cls, values: dict) -> dict:
+    def tuning(cls, values: dict[str, Any]) -> dict[str, Any]:
         """``values`` checked as index tuning: only TUNABLE fields, each validated as in the settings."""
         unknown = set(values) - cls.TUNABLE
         if unknown:

@@ -10,13 +10,14 @@ when every given value is in the stored list.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any
 
 import numpy as np
 
 
-def _as_int(value) -> int | None:
+def _as_int(value: object) -> int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -29,7 +30,7 @@ def _as_int(value) -> int | None:
     return None
 
 
-def _equal(stored, given) -> bool:
+def _equal(stored: object, given: object) -> bool:
     if isinstance(stored, bool):
         return False
     if isinstance(stored, int):
@@ -37,14 +38,14 @@ def _equal(stored, given) -> bool:
     return isinstance(stored, str) and str(given) == stored
 
 
-def _compare(stored, given) -> int | None:
+def _compare(stored: object, given: object) -> int | None:
     """-1, 0 or 1 for stored vs given; None when they are not comparable."""
     if isinstance(stored, int) and not isinstance(stored, bool):
-        other = _as_int(given)
-        return None if other is None else (stored > other) - (stored < other)
+        number = _as_int(given)
+        return None if number is None else (stored > number) - (stored < number)
     if isinstance(stored, str):
-        other = str(given)
-        return (stored > other) - (stored < other)
+        text = str(given)
+        return (stored > text) - (stored < text)
     return None
 
 
@@ -53,10 +54,10 @@ class FaceFilter:
     id_gte: int | None = None
     id_lte: int | None = None
     id_in: tuple[int, ...] | None = None
-    meta_in: tuple[tuple[str, tuple], ...] = ()
+    meta_in: tuple[tuple[str, tuple[Any, ...]], ...] = ()
     meta_gte: tuple[tuple[str, object], ...] = ()
     meta_lte: tuple[tuple[str, object], ...] = ()
-    meta_subset: tuple[tuple[str, tuple], ...] = ()
+    meta_subset: tuple[tuple[str, tuple[Any, ...]], ...] = ()
 
     @property
     def is_empty(self) -> bool:
@@ -70,7 +71,7 @@ class FaceFilter:
             and not self.meta_subset
         )
 
-    def matches(self, face_id: int, meta: dict) -> bool:
+    def matches(self, face_id: int, meta: dict[str, Any]) -> bool:
         if self.id_gte is not None and face_id < self.id_gte:
             return False
         if self.id_lte is not None and face_id > self.id_lte:
@@ -142,7 +143,7 @@ class MetaColumn:
         self.lists = np.concatenate([self.lists, np.empty(extra, object)])
         self.has_list = np.concatenate([self.has_list, np.zeros(extra, bool)])
 
-    def set(self, slot: int, value) -> None:
+    def set(self, slot: int, value: object) -> None:
         self.has_int[slot] = self.has_str[slot] = self.has_list[slot] = False
         self.strs[slot] = self.lists[slot] = None
         if isinstance(value, bool) or value is None:
@@ -154,7 +155,7 @@ class MetaColumn:
         elif isinstance(value, list):
             self.lists[slot], self.has_list[slot] = frozenset(value), True
 
-    def isin(self, values, size: int) -> np.ndarray:
+    def isin(self, values: Iterable[object], size: int) -> np.ndarray:
         ints = [v for v in (_as_int(value) for value in values) if v is not None and -(2**63) <= v < 2**63]
         strings = [str(value) for value in values]
         passed = self.has_int[:size] & np.isin(self.ints[:size], np.array(ints, np.int64))
@@ -164,7 +165,7 @@ class MetaColumn:
             passed[slot] = any(_equal(item, value) for item in self.lists[slot] for value in values)
         return passed
 
-    def compare(self, bound, size: int, lower: bool) -> np.ndarray:
+    def compare(self, bound: object, size: int, lower: bool) -> np.ndarray:
         passed = np.zeros(size, bool)
         as_int = _as_int(bound)
         if as_int is not None:
@@ -178,7 +179,7 @@ class MetaColumn:
             passed[slots] = (values >= text) if lower else (values <= text)
         return passed
 
-    def contains_all(self, values, size: int) -> np.ndarray:
+    def contains_all(self, values: Iterable[object], size: int) -> np.ndarray:
         passed = np.zeros(size, bool)
         for slot in np.flatnonzero(self.has_list[:size]):
             stored = self.lists[slot]

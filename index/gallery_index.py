@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import faiss
 import numpy as np
@@ -21,8 +22,15 @@ import numpy as np
 from .config import IndexConfig
 from .filters import FaceFilter, MetaColumn
 
+if TYPE_CHECKING:
+    from .torch_search import TorchFlatMirror
+
 _INITIAL_CAPACITY = 1024
 _MIN_RECENT = 4096
+
+
+# FAISS's stubs lack SearchParametersHNSW and the keyword arguments of the search-parameter classes.
+_search_params: Any = faiss
 
 
 class SlotLookup:
@@ -30,7 +38,7 @@ class SlotLookup:
     numpy run of (id, slot) plus a small dict of recent adds, merged into the run once it grows past
     1 % of the faces, so lookups stay O(log n) and memory about 16 bytes a face."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.ids = np.zeros(0, np.uint64)
         self.slots = np.zeros(0, np.int64)  # -1 once removed
         self.recent: dict[int, int] = {}
@@ -101,16 +109,20 @@ class GalleryIndex:
         """``torch_device``: where flat searches run through torch (index/torch_search.py), e.g. "cuda"
         for a shard given a GPU; None keeps them on FAISS."""
         self.dim, self.config, self.torch_device = dim, config, torch_device
+        self._empty()
+
+    def _empty(self) -> None:
         self.kind = "flat"
-        self.index = faiss.IndexFlatIP(dim)
+        # Any: FAISS's stubs type each index class apart and lack most search parameters.
+        self.index: Any = faiss.IndexFlatIP(self.dim)
         self.ids = np.zeros(_INITIAL_CAPACITY, np.uint64)
         self.alive = np.zeros(_INITIAL_CAPACITY, bool)
-        self.meta: list[dict | None] = []  # None for empty meta keeps memory down
+        self.meta: list[dict[str, Any] | None] = []  # None for empty meta keeps memory down
         self.slot_of = SlotLookup()
         self.columns: dict[str, MetaColumn] = {}
         self.size = 0  # slots used, dead ones included
-        self._gpu_index = None  # FAISS's GPU copy, made on first use, then grown with each add
-        self._torch = None  # the torch copy, likewise
+        self._gpu_index: Any = None  # FAISS's GPU copy, made on first use, then grown with each add
+        self._torch: TorchFlatMirror | None = None  # the torch copy, likewise
 
     # ---- writes -------------------------------------------------------------------------------
 
@@ -134,7 +146,7 @@ class GalleryIndex:
                     column.set(slot, meta[name])
         return column
 
-    def add(self, face_ids: list[int], vectors: np.ndarray, metas: list[dict]) -> None:
+    def add(self, face_ids: list[int], vectors: np.ndarray, metas: list[dict[str, Any]]) -> None:
         """Append faces (ids not already present: the store guarantees it)."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
         start, count = self.size, len(face_ids)
@@ -168,7 +180,7 @@ class GalleryIndex:
             self.compact()
         return True
 
-    def update_meta(self, face_id: int, meta: dict) -> bool:
+    def update_meta(self, face_id: int, meta: dict[str, Any]) -> bool:
         """Replace the meta of a face with ``meta`` (the merged result, as the store keeps it)."""
         slot = self.slot_of.get(int(face_id))
         if slot is None:
@@ -187,7 +199,8 @@ class GalleryIndex:
         return 1.0 - self.count / max(self.size, 1)
 
     def _vectors(self) -> np.ndarray:
-        return self.index.reconstruct_n(0, self.size)
+        vectors: np.ndarray = self.index.reconstruct_n(0, self.size)
+        return vectors
 
     def compact(self) -> None:
         """Rebuild the index from the live slots only (re-training an approximate one)."""
@@ -195,7 +208,7 @@ class GalleryIndex:
         vectors = self._vectors()[live]
         ids = self.ids[live].tolist()
         metas = [self.meta[slot] or {} for slot in live]
-        self.__init__(self.dim, self.config, self.torch_device)
+        self._empty()
         self.add(ids, vectors, metas)
 
     # ---- approximate indexes ------------------------------------------------------------------
@@ -227,35 +240,39 @@ class GalleryIndex:
         self.index = index
 
     @staticmethod
-    def _graph_index(index):
+    def _graph_index(index: Any) -> Any:
         """The HNSW index itself, inside the re-ranking wrapper when there is one."""
         return faiss.downcast_index(index.base_index) if isinstance(index, faiss.IndexRefine) else index
 
     @staticmethod
-    def hnsw_parameters(index, config: IndexConfig, selector=None):
+    def hnsw_parameters(index: Any, config: IndexConfig, selector: Any = None) -> Any:
         """Search parameters of an HNSW index as built here (re-ranked when it walks bf16 copies)."""
-        walk = faiss.SearchParametersHNSW(sel=selector, efSearch=config.hnsw_ef_search)
+        walk = _search_params.SearchParametersHNSW(sel=selector, efSearch=config.hnsw_ef_search)
         if isinstance(index, faiss.IndexRefine):
-            return faiss.IndexRefineSearchParameters(k_factor=config.hnsw_rerank_factor, base_index_params=walk)
+            return _search_params.IndexRefineSearchParameters(
+                k_factor=config.hnsw_rerank_factor, base_index_params=walk
+            )
         return walk
 
-    def _search_parameters(self, selector):
+    def _search_parameters(self, selector: Any) -> Any:
         if self.kind == "hnsw":
             return self.hnsw_parameters(self.index, self.config, selector)
         if self.kind == "ivf":
-            return faiss.SearchParametersIVF(sel=selector, nprobe=self.config.ivf_nprobe)
-        return faiss.SearchParameters(sel=selector) if selector is not None else None
+            return _search_params.SearchParametersIVF(sel=selector, nprobe=self.config.ivf_nprobe)
+        return _search_params.SearchParameters(sel=selector) if selector is not None else None
 
     # ---- reads --------------------------------------------------------------------------------
 
     def passing(self, face_filter: FaceFilter | None) -> np.ndarray:
         """Boolean mask over slots: alive and passing the filter."""
-        mask = self.alive[: self.size].copy()
+        mask: np.ndarray = self.alive[: self.size].copy()
         if face_filter is not None and not face_filter.is_empty:
             mask &= face_filter.mask(self.ids[: self.size], self._column)
         return mask
 
-    def search(self, queries: np.ndarray, top_k: int, face_filter: FaceFilter | None = None):
+    def search(
+        self, queries: np.ndarray, top_k: int, face_filter: FaceFilter | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, face ids) per query among live faces passing the filter; missing results
         have score -inf and id 0, and callers cut them by score."""
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
@@ -310,7 +327,10 @@ class GalleryIndex:
     def vector(self, face_id: int) -> np.ndarray | None:
         """The stored unit vector of a face, or None when the face is not here."""
         slot = self.slot_of.get(int(face_id))
-        return None if slot is None else self.index.reconstruct(slot)
+        if slot is None:
+            return None
+        vector: np.ndarray = self.index.reconstruct(slot)
+        return vector
 
     # ---- snapshots ----------------------------------------------------------------------------
 
@@ -354,7 +374,7 @@ class GalleryIndex:
     def _gpu_enabled(self) -> bool:
         return self.config.gpu_search == "faiss" and _gpu_count() > 0
 
-    def _gpu(self):
+    def _gpu(self) -> Any:
         """FAISS's GPU copy of the flat index, for unfiltered searches of galleries with no dead slots
         (FAISS GPU indexes take no ID selectors, so the others are searched on the CPU index)."""
         if self._gpu_index is None:
@@ -363,10 +383,11 @@ class GalleryIndex:
             self._gpu_index = faiss.index_cpu_to_gpu(self._gpu_resources, 0, self.index)
         return self._gpu_index
 
-    def _torch_mirror(self):
+    def _torch_mirror(self) -> TorchFlatMirror:
         if self._torch is None:
             from .torch_search import TorchFlatMirror
 
+            assert self.torch_device is not None  # only a shard given a torch device searches through torch
             self._torch = TorchFlatMirror(self.dim, self.torch_device)
             if self.size:
                 self._torch.append(self._vectors())

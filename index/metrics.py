@@ -6,12 +6,13 @@ Created lazily and only inside a Ray process, so the index classes stay usable w
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 SEARCH_LATENCY_BOUNDARIES_S = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]
 
 
 @lru_cache(maxsize=None)
-def _metrics():
+def _metrics() -> dict[str, Any] | None:
     import ray
     from ray.util import metrics
 

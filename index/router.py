@@ -21,28 +21,19 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
+from facegrid.errors import actor_lost_errors
 from store.base import FaceRecord, FaceStore, shard_of
-from store.errors import ShardUnavailable
 
 from .config import IndexConfig
+from .errors import ShardUnavailable
 from .filters import FaceFilter
 from .metrics import record_pending, record_search_latency
 
 logger = logging.getLogger(__name__)
-
-
-def _actor_errors() -> tuple[type[BaseException], ...]:
-    import ray.exceptions as errors
-
-    return tuple(
-        getattr(errors, name)
-        for name in ("RayActorError", "ActorUnavailableError", "ActorDiedError")
-        if hasattr(errors, name)
-    )
 
 
 @dataclass
@@ -52,21 +43,22 @@ class _Pending:
     top_k: int
     face_filter: FaceFilter | None
     min_cosine: float
-    future: asyncio.Future
+    future: asyncio.Future[Any]
 
 
 class ShardRouter:
-    def __init__(self, replicas: list[list], config: IndexConfig, name_prefix: str = "facegrid"):
+    def __init__(self, replicas: list[list[Any]], config: IndexConfig, name_prefix: str = "facegrid"):
         self.replicas = replicas
         self.name_prefix = name_prefix
         self.config = config
         self.num_shards = len(replicas)
         self._turn = [itertools.count() for _ in replicas]
         self._pending: list[_Pending] = []
-        self._batches: set[asyncio.Task] = set()
-        self._actor_errors = _actor_errors()
+        self._batches: set[asyncio.Task[Any]] = set()
+        self._actor_errors: tuple[type[BaseException], ...] = actor_lost_errors()
+        self._unanswered: tuple[type[BaseException], ...] = (asyncio.TimeoutError, *self._actor_errors)
         self._lagging: list[set[int]] = [set() for _ in replicas]
-        self._background: set[asyncio.Future] = set()
+        self._background: set[asyncio.Future[Any]] = set()
 
     @classmethod
     def start(
@@ -101,7 +93,7 @@ class ShardRouter:
 
     # ---- calling shards -----------------------------------------------------------------------
 
-    async def _read(self, shard: int, method: str, *args):
+    async def _read(self, shard: int, method: str, *args: Any) -> Any:
         """Ask one replica; if it has not answered within ``hedge_after_s`` (its node may be gone, Ray
         holds calls to a restarting actor until it is back), ask the next one too and take the first
         answer. A replica that made a caller wait is passed over by later reads until it answers again."""
@@ -109,7 +101,7 @@ class ShardRouter:
         turn = next(self._turn[shard])
         order = sorted(range(count), key=lambda r: (r in lagging, (r - turn) % count))
         deadline = time.monotonic() + self.config.shard_timeout_s
-        running: dict[asyncio.Future, int] = {}
+        running: dict[asyncio.Future[Any], int] = {}
         errors: list[BaseException] = []
         while order or running:
             if order:
@@ -127,23 +119,24 @@ class ShardRouter:
                     break
             for call in finished:
                 running.pop(call)
-                if not isinstance(call.exception(), self._actor_errors):
+                error = call.exception()
+                if error is None or not isinstance(error, self._actor_errors):
                     return call.result()
-                errors.append(call.exception())
+                errors.append(error)
         reason = errors[-1] if errors else f"none answered within {self.config.shard_timeout_s:g} s"
         raise ShardUnavailable(f"no replica of shard {shard} answered: {reason}")
 
-    def _send(self, shard: int, replica: int, method: str, *args) -> asyncio.Future:
+    def _send(self, shard: int, replica: int, method: str, *args: Any) -> asyncio.Future[Any]:
         """Call one replica; its answer (not an actor failure) takes it off the shard's lagging list."""
-        call = asyncio.ensure_future(getattr(self.replicas[shard][replica], method).remote(*args))
+        call: asyncio.Future[Any] = asyncio.ensure_future(getattr(self.replicas[shard][replica], method).remote(*args))
         call.add_done_callback(lambda done: self._answered(shard, replica, done))
         return call
 
-    def _answered(self, shard: int, replica: int, call: asyncio.Future) -> None:
+    def _answered(self, shard: int, replica: int, call: asyncio.Future[Any]) -> None:
         if not call.cancelled() and not isinstance(call.exception(), self._actor_errors):
             self._lagging[shard].discard(replica)
 
-    async def _write(self, shard: int, method: str, *args):
+    async def _write(self, shard: int, method: str, *args: Any) -> Any:
         """Send the write to every replica; return once all have acknowledged it, or once one has and the
         others are still silent ``hedge_after_s`` later. The faces are already durable in the store: a
         replica that is down gets the call when Ray has restarted it (after its rebuild; writes are
@@ -182,23 +175,23 @@ class ShardRouter:
             return None
         raise ShardUnavailable(f"no replica of shard {shard} took the write: {errors[0]}")
 
-    def _background_done(self, call: asyncio.Future) -> None:
+    def _background_done(self, call: asyncio.Future[Any]) -> None:
         self._background.discard(call)
         if not call.cancelled() and call.exception() is not None:
             logger.warning("a shard replica failed a write: %s", call.exception())
 
-    async def ready(self) -> list[dict]:
+    async def ready(self) -> list[dict[str, Any]]:
         """Every replica's state, shard by shard, waiting for those still rebuilding (benchmarks, tests)."""
         return list(await asyncio.gather(*(actor.ready.remote() for actor in itertools.chain(*self.replicas))))
 
-    async def health(self, timeout_s: float) -> list[list[dict]]:
+    async def health(self, timeout_s: float) -> list[list[dict[str, Any]]]:
         """Each replica's state as /readyz shows it: ready (with its faces and node) or unavailable, for
         instance still rebuilding after a restart."""
 
-        async def probe(actor) -> dict:
+        async def probe(actor: Any) -> dict[str, Any]:
             try:
                 return {"state": "ready", **await asyncio.wait_for(actor.ready.remote(), timeout_s)}
-            except (asyncio.TimeoutError, *self._actor_errors) as error:
+            except self._unanswered as error:
                 return {"state": "unavailable", "why": type(error).__name__}
 
         states = iter(await asyncio.gather(*(probe(actor) for actor in itertools.chain(*self.replicas))))
@@ -226,15 +219,16 @@ class ShardRouter:
         )
 
     async def remove(self, gallery: str, face_id: int) -> bool:
-        return await self._write(shard_of(gallery, face_id, self.num_shards), "remove", gallery, face_id)
+        return bool(await self._write(shard_of(gallery, face_id, self.num_shards), "remove", gallery, face_id))
 
-    async def update_meta(self, gallery: str, face_id: int, meta: dict) -> bool:
-        return await self._write(shard_of(gallery, face_id, self.num_shards), "update_meta", gallery, face_id, meta)
+    async def update_meta(self, gallery: str, face_id: int, meta: dict[str, Any]) -> bool:
+        updated = await self._write(shard_of(gallery, face_id, self.num_shards), "update_meta", gallery, face_id, meta)
+        return bool(updated)
 
     async def drop_gallery(self, gallery: str) -> None:
         await asyncio.gather(*(self._write(s, "drop_gallery", gallery) for s in range(self.num_shards)))
 
-    async def configure(self, tuning: dict) -> None:
+    async def configure(self, tuning: dict[str, Any]) -> None:
         """Apply index tuning (``IndexConfig.TUNABLE`` fields) here and on every replica of every shard.
         Only values that differ from this router's are sent: the Ingress is configured with the settings'
         own values when it starts, and waiting there on shards still rebuilding would hold its start up."""
@@ -288,7 +282,7 @@ class ShardRouter:
         )
         self._pending.append(pending)
         self._dispatch()
-        hits = await pending.future
+        hits: list[tuple[int, float]] = await pending.future
         record_search_latency(gallery, time.perf_counter() - started)
         return hits
 
@@ -302,7 +296,7 @@ class ShardRouter:
             task.add_done_callback(self._batch_done)
         record_pending(len(self._pending))
 
-    def _batch_done(self, task: asyncio.Task) -> None:
+    def _batch_done(self, task: asyncio.Task[Any]) -> None:
         self._batches.discard(task)
         self._dispatch()
 

@@ -16,16 +16,17 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
 import threadpoolctl
 
 from store.base import FaceStore
-from store.errors import ShardUnavailable
 
 from . import huge_pages
 from .config import IndexConfig
+from .errors import ShardUnavailable
 from .filters import FaceFilter
 from .gallery_index import GalleryIndex
 from .metrics import record_gallery_faces
@@ -48,7 +49,7 @@ class IndexShard:
         self.galleries: dict[str, GalleryIndex] = {}
         self.torch_device = torch_device(config.gpu_search, config.gpus_per_shard)
         self.snapshots = SnapshotDirectory(snapshot_path) if snapshot_path is not None else None
-        self.last_snapshot: dict | None = None
+        self.last_snapshot: dict[str, Any] | None = None
         # Writes this replica holds that its snapshot lacks: after a rebuild, or a catch-up that re-read
         # faces, it saves soon, so that its next start is a load with little to replay.
         self.unsaved, self.replayed = False, 0
@@ -85,17 +86,17 @@ class IndexShard:
         changes the store's log no longer reaches back to, is loaded whole from the store instead."""
         since = snapshot.stamp - self.config.snapshot_replay_margin_s
         self.galleries, replayed = {}, 0
-        for gallery in self.store.list_galleries():
-            index = snapshot.galleries.get(gallery.name)
+        for record in self.store.list_galleries():
+            saved = snapshot.galleries.get(record.name)
             changed = None
-            if index is not None and snapshot.generations.get(gallery.name) == gallery.created_at:
-                changed = self.store.changed_since(gallery.name, self.shard_id, since)
-            if changed is None:
-                self._load_partition(gallery.name)
+            if saved is not None and snapshot.generations.get(record.name) == record.created_at:
+                changed = self.store.changed_since(record.name, self.shard_id, since)
+            if saved is None or changed is None:
+                self._load_partition(record.name)
                 continue
-            index.torch_device = self.torch_device
-            self.galleries[gallery.name] = index
-            self._replay(gallery.name, index, sorted(changed))
+            saved.torch_device = self.torch_device
+            self.galleries[record.name] = saved
+            self._replay(record.name, saved, sorted(changed))
             replayed += len(changed)
         for gallery, index in self.galleries.items():
             record_gallery_faces(gallery, self.shard_id, index.count)
@@ -124,7 +125,7 @@ class IndexShard:
 
     # ---- snapshots ----------------------------------------------------------------------------
 
-    def save_snapshot(self, only_if_unsaved: bool = False) -> dict | None:
+    def save_snapshot(self, only_if_unsaved: bool = False) -> dict[str, Any] | None:
         """Save every gallery of this replica as its current snapshot; returns what was saved. Searches
         wait meanwhile (an actor does one thing at a time), and the state saved is the one between two
         calls, so the stamp taken first is earlier than any write the snapshot lacks."""
@@ -162,7 +163,7 @@ class IndexShard:
         except RuntimeError:  # an IndexShard used in a driver or a task, not as an actor
             return
 
-        def tick():
+        def tick() -> None:
             wait = 1.0 if self.unsaved else self.config.snapshot_interval_s
             while True:
                 time.sleep(wait)
@@ -171,7 +172,7 @@ class IndexShard:
 
         threading.Thread(target=tick, name="snapshot-timer", daemon=True).start()
 
-    def ready(self) -> dict:
+    def ready(self) -> dict[str, Any]:
         import ray
 
         return {
@@ -190,7 +191,7 @@ class IndexShard:
             "huge_page_bytes": huge_pages.huge_page_bytes(),
         }
 
-    def add(self, gallery: str, face_ids: list[int], vectors: np.ndarray, metas: list[dict]) -> int:
+    def add(self, gallery: str, face_ids: list[int], vectors: np.ndarray, metas: list[dict[str, Any]]) -> int:
         vectors = np.asarray(vectors, np.float32)
         index = self.galleries.get(gallery)
         if index is None:
@@ -208,13 +209,13 @@ class IndexShard:
 
     def remove(self, gallery: str, face_id: int) -> bool:
         index = self.galleries.get(gallery)
-        removed = index is not None and index.remove(face_id)
-        if removed:
-            self.unsaved = True
-            record_gallery_faces(gallery, self.shard_id, index.count)
-        return removed
+        if index is None or not index.remove(face_id):
+            return False
+        self.unsaved = True
+        record_gallery_faces(gallery, self.shard_id, index.count)
+        return True
 
-    def update_meta(self, gallery: str, face_id: int, meta: dict) -> bool:
+    def update_meta(self, gallery: str, face_id: int, meta: dict[str, Any]) -> bool:
         index = self.galleries.get(gallery)
         updated = index is not None and index.update_meta(face_id, meta)
         self.unsaved = self.unsaved or updated
@@ -232,12 +233,12 @@ class IndexShard:
     def counts(self) -> dict[str, int]:
         return {name: index.count for name, index in self.galleries.items()}
 
-    def search_many(self, requests: list[tuple[str, np.ndarray, int, FaceFilter | None]]) -> list:
+    def search_many(self, requests: list[tuple[str, np.ndarray, int, FaceFilter | None]]) -> list[Any]:
         """Answer many (gallery, query, top_k, filter) requests at once: unfiltered queries to the same
         gallery are searched as one batch, filtered ones one by one (each has its own selector). Returns
         one (scores, ids) pair of 1-d arrays per request, or the ShardUnavailable that request met: one
         query's failure is its own answer, not its batch's."""
-        results: list = [None] * len(requests)
+        results: list[Any] = [None] * len(requests)
         batches: dict[str, list[int]] = {}
         for position, (gallery, query, top_k, face_filter) in enumerate(requests):
             index = self.galleries.get(gallery)
@@ -261,7 +262,9 @@ class IndexShard:
                 results[position] = (scores[row, :wanted], ids[row, :wanted])
         return results
 
-    def _search_alone(self, index: GalleryIndex, request: tuple):
+    def _search_alone(
+        self, index: GalleryIndex, request: tuple[str, np.ndarray, int, FaceFilter | None]
+    ) -> tuple[np.ndarray, np.ndarray] | ShardUnavailable:
         _, query, top_k, face_filter = request
         try:
             scores, ids = index.search(query, top_k, face_filter)
@@ -276,7 +279,7 @@ class IndexShard:
         index = self.galleries.get(gallery)
         return np.zeros(0, np.uint64) if index is None else index.list_ids(face_filter, after_id, limit, descending)
 
-    def configure(self, tuning: dict) -> None:
+    def configure(self, tuning: dict[str, Any]) -> None:
         """Apply index tuning (``IndexConfig.TUNABLE`` fields, already checked) to every gallery of the shard."""
         self.config = self.config.model_copy(update=tuning)
         faiss.cvar.distance_compute_blas_threshold = self.config.blas_threshold
@@ -295,10 +298,10 @@ def threads_for_this_node(config: IndexConfig) -> int:
     wanted = set(config.shard_bundle())
     nodes = [
         node
-        for node in ray.nodes()
+        for node in ray.nodes()  # type: ignore[no-untyped-call]  # Ray leaves it unannotated
         if node["Alive"] and wanted <= {name for name, amount in node["Resources"].items() if amount > 0}
     ]
-    cores = next((node["Resources"].get("CPU", 1) for node in nodes if node["NodeID"] == node_id), os.cpu_count())
+    cores = next((node["Resources"].get("CPU", 1) for node in nodes if node["NodeID"] == node_id), os.cpu_count() or 1)
     replicas_here = -(-replicas // max(len(nodes), 1))
     return max(1, int(cores // replicas_here))
 
@@ -310,7 +313,7 @@ def save_snapshots_of_running_shards(timeout_s: float = 300) -> int:
 
     import ray
 
-    replicas = [
+    replicas: list[Any] = [
         ray.get_actor(info["name"], namespace=info["namespace"])
         for info in ray.util.list_named_actors(all_namespaces=True)
         if re.fullmatch(r".+-shard-\d+-\d+", info["name"])
@@ -343,7 +346,7 @@ def shard_actor(
     *,
     name_prefix: str = "facegrid",
     detached: bool = False,
-):
+) -> Any:
     """Start (or find) the named, restartable actor for one replica of one shard.
 
     Ray restarts a crashed shard without limit and retries calls made to it meanwhile; the restart runs
@@ -360,7 +363,9 @@ def shard_actor(
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         group = shard_placement_group(shard_name(name_prefix, shard_id), config, detached)
-        placement = PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=replica)
+        placement: PlacementGroupSchedulingStrategy | str = PlacementGroupSchedulingStrategy(
+            group, placement_group_bundle_index=replica
+        )
     else:
         placement = "SPREAD"
     return (
@@ -389,7 +394,7 @@ def snapshot_path(config: IndexConfig, name_prefix: str, shard_id: int, replica:
     return Path(config.snapshot_dir) / replica_name(name_prefix, shard_id, replica)
 
 
-def shard_placement_group(name: str, config: IndexConfig, detached: bool):
+def shard_placement_group(name: str, config: IndexConfig, detached: bool) -> Any:
     """The named placement group of one shard's replicas: found if it exists (another ingress replica,
     or an earlier start, made it), else created."""
     import ray

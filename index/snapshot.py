@@ -25,6 +25,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .config import IndexConfig
 from .gallery_index import GalleryIndex
@@ -42,7 +43,7 @@ class Snapshot:
     generations: dict[str, float]  # each gallery's created_at in the store it came from
 
 
-def build_settings(config: IndexConfig) -> dict:
+def build_settings(config: IndexConfig) -> dict[str, Any]:
     """The settings an index's structure depends on: a snapshot built under others is not reused."""
     return {
         name: getattr(config, name)

@@ -54,7 +54,9 @@ class TorchFlatMirror:
         self.size += count
         self.rows_copied += count
 
-    def search(self, queries: np.ndarray, top_k: int, passing: np.ndarray | None = None):
+    def search(
+        self, queries: np.ndarray, top_k: int, passing: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(scores, slots) of the top_k slots per query, best first; with ``passing``, a boolean mask over
         the slots, only those; slots not found are -1 with score -inf."""
         torch = self.torch

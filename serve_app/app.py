@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
@@ -120,17 +121,20 @@ def deployment_options(section: DeploymentSettings, gpus_present: bool, batching
 
 def build_app(settings: Settings, gpus_present: bool = False):
     serve_settings = settings.serve
-    detector = DetectorDeployment.options(**deployment_options(serve_settings.detector, gpus_present, True)).bind(
+    # serve.deployment makes each class a Deployment; Ray's annotations still say the class.
+    deployments: list[Any] = [DetectorDeployment, ExtractorDeployment, Ingress]
+    detector_deployment, extractor_deployment, ingress = deployments
+    detector = detector_deployment.options(**deployment_options(serve_settings.detector, gpus_present, True)).bind(
         settings.models
     )
-    extractor = ExtractorDeployment.options(**deployment_options(serve_settings.extractor, gpus_present, True)).bind(
+    extractor = extractor_deployment.options(**deployment_options(serve_settings.extractor, gpus_present, True)).bind(
         settings.models
     )
     ingress_options = deployment_options(serve_settings.ingress, False, False)
     ingress_options["user_config"] = {
         "index": {name: getattr(settings.index, name) for name in sorted(IndexConfig.TUNABLE)}
     }
-    return Ingress.options(**ingress_options).bind(settings, detector, extractor)
+    return ingress.options(**ingress_options).bind(settings, detector, extractor)
 
 
 def ray_environment(settings: Settings) -> dict[str, str]:
@@ -158,7 +162,9 @@ def run(settings: Settings, *, blocking: bool = False) -> None:
 
     if not ray.is_initialized():
         os.environ.update(ray_environment(settings))
-        ray.init(namespace="facegrid", include_dashboard=True, dashboard_host="127.0.0.1", logging_level="WARNING")
+        ray.init(
+            namespace="facegrid", include_dashboard=True, dashboard_host="127.0.0.1", logging_level=logging.WARNING
+        )
     gpus_present = ray.cluster_resources().get("GPU", 0) > 0
     serve.start(
         http_options={"host": settings.host, "port": settings.port}, proxy_location=settings.serve.proxy_location

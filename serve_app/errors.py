@@ -1,8 +1,9 @@
 """Request errors, and the one table that maps every facegrid error to the spec's code and HTTP status.
 
-    FacegridError (store.errors)
+    FacegridError (facegrid.errors)
     ├── GalleryNotFound, GalleryExists, FaceNotFound, FaceExists, InvalidValue,
-    │   StoreUnavailable, ShardUnavailable, CacheUnavailable       (domain, raised below serve_app)
+    │   StoreUnavailable, CacheUnavailable (store.errors), ShardUnavailable (index.errors)
+    │                                                              (domain, raised below serve_app)
     └── RequestError                                               (raised here, at the edge)
         ├── BadParam              a parameter can be read but is invalid (param, value)
         ├── MalformedRequest      the request cannot be read
@@ -19,15 +20,15 @@ Anything else is UNKNOWN_ERROR: logged with the request id, answered without a t
 
 from __future__ import annotations
 
+from facegrid.errors import FacegridError
+from index.errors import ShardUnavailable
 from store.errors import (
     CacheUnavailable,
     FaceExists,
-    FacegridError,
     FaceNotFound,
     GalleryExists,
     GalleryNotFound,
     InvalidValue,
-    ShardUnavailable,
     StoreUnavailable,
 )
 

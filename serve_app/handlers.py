@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from store.errors import FacegridError
+from facegrid.errors import FacegridError
 
 from .errors import BadParam, NotImplementedHere, RouteNotFound, describe
 

@@ -137,4 +137,6 @@ def rotated(rgb: np.ndarray, quarter_turns_clockwise: int) -> np.ndarray:
 def chip(rgb: np.ndarray, size: int) -> np.ndarray:
     """An already aligned face crop (detector=normalized) resized to a network's input."""
     image = Image.fromarray(rgb)
-    return np.asarray(image.resize((size, size), Image.BILINEAR if image.width < size else Image.LANCZOS))
+    return np.asarray(
+        image.resize((size, size), Image.Resampling.BILINEAR if image.width < size else Image.Resampling.LANCZOS)
+    )

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Callable
 
 from fastapi import Depends, Request
 
+from facegrid.errors import actor_lost_errors
 from index.router import ShardRouter
 from models.extractor import ChipGeometry, calibration_for, calibration_of_model, geometry_for
 from store.base import FaceStore, GalleryRecord
@@ -26,14 +27,12 @@ log = logging.getLogger("facegrid")
 
 
 def _serve_errors():
+    """Serve's refusal of a full queue, and what a model call raises when its replica failed or is gone."""
     from ray import exceptions as ray_errors
     from ray.serve import exceptions as serve_errors
 
-    return serve_errors.BackPressureError, (
-        ray_errors.RayActorError,
-        ray_errors.RayTaskError,
-        getattr(serve_errors, "DeploymentUnavailableError", ray_errors.RayError),
-    )
+    lost = (*actor_lost_errors(), ray_errors.RayTaskError, serve_errors.DeploymentUnavailableError)
+    return serve_errors.BackPressureError, lost
 
 
 def admission_limit(detector: DeploymentSettings) -> int:

@@ -16,7 +16,7 @@ from store.cache import find_detection
 from store.errors import FaceNotFound, GalleryNotFound
 
 from .errors import BadParam, SourceGalleryNotFound, SourceNotFound
-from .faces import decode_facen
+from .face_wire import decode_facen
 from .params import face_id
 from .services import Services
 
@@ -28,7 +28,7 @@ SOURCE_PATTERN = r"^(detection:|face:[\s\S]+/|facen:)[\s\S]+$"
 @dataclass
 class ResolvedSource:
     facens: dict[str | None, np.ndarray]  # model (None: unknown) -> unit vector
-    features: dict = field(default_factory=dict)  # {"features": {...}, "attributes": {...}}
+    attributes: dict = field(default_factory=dict)  # both styles, as FaceRecord.attributes
     text: str = ""  # the source as given, for errors
 
     @property
@@ -64,7 +64,7 @@ async def resolve(source: str | None, services: Services, param: str) -> Resolve
             raise SourceGalleryNotFound(f"gallery {gallery!r} does not exist") from None
         except FaceNotFound:
             raise SourceNotFound(f"face {raw_id} does not exist in gallery {gallery!r}") from None
-        return ResolvedSource({services.gallery_model(gallery_record): record.facen}, record.features, source)
+        return ResolvedSource({services.gallery_model(gallery_record): record.facen}, record.attributes, source)
     if kind == "facen" and rest:
         return ResolvedSource({None: decode_facen(rest, param)}, text=source)
     raise BadParam(f"{param} must be detection:<id>, face:<gallery>/<id> or facen:<base64>", param, source)

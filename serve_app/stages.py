@@ -27,10 +27,11 @@ log = logging.getLogger("facegrid")
 def serve_replica_counts() -> dict[str, int]:
     """Running replicas of each model stage's deployment in this replica's Serve application."""
     from ray import serve
+    from ray.serve.schema import ReplicaState
 
     app = serve.status().applications[serve.get_replica_context().app_name]
     return {
-        stage: app.deployments[name].replica_states.get("RUNNING", 1)
+        stage: app.deployments[name].replica_states.get(ReplicaState.RUNNING, 1)
         for stage, name in DEPLOYMENT_OF_STAGE.items()
         if name in app.deployments
     }

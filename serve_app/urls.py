@@ -28,14 +28,14 @@ async def _addresses(host: str, port: int) -> list[str]:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror:
         raise ExtractionFailed(f"the image URL's host {host!r} does not resolve") from None
-    return sorted({info[4][0] for info in infos})
+    return sorted({str(info[4][0]) for info in infos})
 
 
 _NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
 _IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 
 
-def _forms(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list:
+def _forms(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
     """The addresses a connection to ``ip`` may end up at: an IPv4-mapped or NAT64 address is only a
     spelling of the IPv4 address inside it; IPv4-compatible, 6to4 and Teredo addresses are judged both
     as themselves and by the IPv4 addresses they carry."""
@@ -45,7 +45,7 @@ def _forms(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list:
         return [ip.ipv4_mapped]
     if any(ip in prefix for prefix in _NAT64):
         return [ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)]
-    forms = [ip]
+    forms: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [ip]
     if ip in _IPV4_COMPATIBLE and int(ip) > 1:
         forms.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
     if ip.sixtofour is not None:

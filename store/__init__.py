@@ -8,12 +8,10 @@ from .base import FaceRecord, FaceStore, GalleryRecord, add_face, shard_of
 from .errors import (
     CacheUnavailable,
     FaceExists,
-    FacegridError,
     FaceNotFound,
     GalleryExists,
     GalleryNotFound,
     InvalidValue,
-    ShardUnavailable,
     StoreUnavailable,
 )
 from .sqlite import SqliteFaceStore
@@ -24,12 +22,10 @@ __all__ = [
     "FaceNotFound",
     "FaceRecord",
     "FaceStore",
-    "FacegridError",
     "GalleryExists",
     "GalleryNotFound",
     "GalleryRecord",
     "InvalidValue",
-    "ShardUnavailable",
     "SqliteFaceStore",
     "StoreUnavailable",
     "add_face",

@@ -2,7 +2,8 @@
 
 Layout (as on the architecture page, so the Cassandra store is a drop-in):
 ``galleries (name, created_at, dim, model)`` and ``faces ((gallery, shard), id, facen, meta, features,
-created_at)``: one partition per gallery shard, so a shard rebuilds from a single-partition scan.
+created_at)`` (``FaceRecord.attributes`` is the features column): one partition per gallery shard, so a shard
+rebuilds from a single-partition scan.
 A face's shard is ``shard_of(gallery, id, num_shards)``, a stable hash (not Python's salted ``hash``).
 """
 
@@ -11,11 +12,13 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 
-from .errors import FacegridError, InvalidValue
+from facegrid.errors import FacegridError
+
+from .errors import InvalidValue
 
 MAX_FACE_ID = 2**64 - 1
 # Face ids are unsigned 64-bit; SQLite and Cassandra keep signed 64-bit integers, so both stores keep an id
@@ -51,8 +54,9 @@ class FaceRecord:
     gallery: str
     face_id: int
     facen: np.ndarray  # float32, unit length
-    meta: dict = field(default_factory=dict)
-    features: dict = field(default_factory=dict)  # detection features/attributes copied from the source
+    meta: dict[str, Any] = field(default_factory=dict)
+    # The face attributes copied from its source, in the spec's two styles: {"features": {}, "attributes": {}}.
+    attributes: dict[str, Any] = field(default_factory=dict)
     created_at: float = 0.0
     model: str | None = None  # the extractor that made facen, where known: binds an empty gallery to it
 
@@ -67,20 +71,20 @@ def check_gallery_name(name: str) -> None:
         raise InvalidValue("gallery names are 1-64 characters of A-Z a-z 0-9 _ -", "gallery", str(name))
 
 
-def check_face_id(face_id) -> int:
+def check_face_id(face_id: object) -> int:
     if isinstance(face_id, bool) or not isinstance(face_id, int) or not 0 <= face_id <= MAX_FACE_ID:
         raise InvalidValue("face ids are unsigned 64-bit integers", "id", str(face_id))
     return face_id
 
 
-def unit_vector(values) -> np.ndarray | None:
+def unit_vector(values: Any) -> np.ndarray | None:
     """``values`` as a float32 vector of length 1; None where that cannot be (empty, not finite, zero)."""
     vector = np.asarray(values, dtype=np.float32).reshape(-1)
     norm = float(np.linalg.norm(vector)) if vector.size and np.isfinite(vector).all() else 0.0
     return vector / norm if norm > 0 and np.isfinite(norm) else None
 
 
-def check_facen(facen, gallery: GalleryRecord, model: str | None = None) -> np.ndarray:
+def check_facen(facen: Any, gallery: GalleryRecord, model: str | None = None) -> np.ndarray:
     """The vector, unit length, if it fits the gallery: its length, and its model where both are known."""
     vector = np.asarray(facen, dtype=np.float32).reshape(-1)
     if gallery.model is not None and model is not None and model != gallery.model:
@@ -122,7 +126,7 @@ class FaceStore(Protocol):
     def get_faces(self, gallery: str, face_ids: Sequence[int]) -> dict[int, FaceRecord]:
         """The faces that exist among ``face_ids``, by id. Raises GalleryNotFound."""
 
-    def update_meta(self, gallery: str, face_id: int, meta: dict) -> FaceRecord:
+    def update_meta(self, gallery: str, face_id: int, meta: dict[str, Any]) -> FaceRecord:
         """Replaces the listed meta keys, keeps the others; returns the updated face."""
 
     def delete_face(self, gallery: str, face_id: int) -> None:

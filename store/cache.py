@@ -14,7 +14,10 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from facegrid.errors import actor_lost_errors
 
 from .errors import CacheUnavailable
 
@@ -31,7 +34,7 @@ def new_detection_id() -> str:
     return "".join(_ID_ALPHABET[(number >> (5 * i)) & 31] for i in range(_ID_LENGTH))
 
 
-async def find_detection(cache: "DetectionCache", detection_id: str) -> dict | None:
+async def find_detection(cache: "DetectionCache", detection_id: str) -> dict[str, Any] | None:
     """The cached detection, or None. An id of another shape than ``new_detection_id`` makes is never
     looked up: it cannot exist, and a cache server must not see a client's whitespace, control
     characters or kilobytes as a key (memcached answers those as errors, which read as an outage)."""
@@ -41,10 +44,10 @@ async def find_detection(cache: "DetectionCache", detection_id: str) -> dict | N
 
 
 class DetectionCache(Protocol):
-    async def put_many(self, records: dict[str, dict], ttl_s: float) -> None:
+    async def put_many(self, records: dict[str, dict[str, Any]], ttl_s: float) -> None:
         """Store every record; confirmed when the call returns. Raises CacheUnavailable."""
 
-    async def get(self, detection_id: str) -> dict | None:
+    async def get(self, detection_id: str) -> dict[str, Any] | None:
         """The record, or None when unknown or expired. Raises CacheUnavailable."""
 
     async def ping(self) -> bool: ...
@@ -55,9 +58,9 @@ class LocalDetectionCache:
 
     def __init__(self, max_entries: int = 100_000):
         self.max_entries = max_entries
-        self._entries: OrderedDict[str, tuple[float, dict]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
 
-    def put_many(self, records: dict[str, dict], ttl_s: float) -> None:
+    def put_many(self, records: dict[str, dict[str, Any]], ttl_s: float) -> None:
         expires = time.monotonic() + ttl_s
         for detection_id, record in records.items():
             self._entries[detection_id] = (expires, record)
@@ -65,7 +68,7 @@ class LocalDetectionCache:
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
 
-    def get(self, detection_id: str) -> dict | None:
+    def get(self, detection_id: str) -> dict[str, Any] | None:
         entry = self._entries.get(detection_id)
         if entry is None:
             return None
@@ -93,11 +96,11 @@ class ActorDetectionCache:
         import ray.exceptions
 
         self.max_entries, self.detached, self.name = max_entries, detached, name or self.ACTOR_NAME
-        self._errors = (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError)
-        self.actor = None
+        self._errors: tuple[type[BaseException], ...] = (*actor_lost_errors(), ray.exceptions.GetTimeoutError)
+        self.actor: Any = None  # the actor's handle
         self._connect()
 
-    def _connect(self):
+    def _connect(self) -> Any:
         import ray
 
         self.actor = (
@@ -114,7 +117,7 @@ class ActorDetectionCache:
         )
         return self.actor
 
-    async def _call(self, method: str, *args):
+    async def _call(self, method: str, *args: Any) -> Any:
         actor = self.actor or self._connect()
         try:
             return await getattr(actor, method).remote(*args)
@@ -122,15 +125,16 @@ class ActorDetectionCache:
             self.actor = None
             raise CacheUnavailable(f"the detection cache is unavailable: {error}") from None
 
-    async def put_many(self, records: dict[str, dict], ttl_s: float) -> None:
+    async def put_many(self, records: dict[str, dict[str, Any]], ttl_s: float) -> None:
         await self._call("put_many", records, ttl_s)
 
-    async def get(self, detection_id: str) -> dict | None:
-        return await self._call("get", detection_id)
+    async def get(self, detection_id: str) -> dict[str, Any] | None:
+        found: dict[str, Any] | None = await self._call("get", detection_id)
+        return found
 
     async def ping(self) -> bool:
         try:
-            return await self._call("ping")
+            return bool(await self._call("ping"))
         except CacheUnavailable:
             return False
 
@@ -138,10 +142,10 @@ class ActorDetectionCache:
 class _JsonSerde:
     """Values go to memcached as JSON: a shared cache should never feed pickle to a process."""
 
-    def serialize(self, key, value):
+    def serialize(self, key: str, value: Any) -> tuple[bytes, int]:
         return json.dumps(value, separators=(",", ":")).encode(), 1
 
-    def deserialize(self, key, value, flags):
+    def deserialize(self, key: str, value: bytes, flags: int) -> Any:
         return json.loads(value)
 
 
@@ -173,10 +177,10 @@ class MemcachedDetectionCache:
             max_pool_size=16,
         )
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return type(self), (self.servers, self.timeout_s, self.max_item_bytes)
 
-    def _guarded(self, work):
+    def _guarded(self, work: Callable[[], Any]) -> Any:
         from pymemcache.exceptions import MemcacheError
 
         try:
@@ -187,7 +191,7 @@ class MemcachedDetectionCache:
             logger.warning("memcached failed: %s: %s", type(error).__name__, error)
             raise CacheUnavailable(f"the detection cache is unavailable ({type(error).__name__})") from None
 
-    def _put(self, records: dict[str, dict], ttl_s: float) -> None:
+    def _put(self, records: dict[str, dict[str, Any]], ttl_s: float) -> None:
         for detection_id, record in records.items():
             if len(json.dumps(record)) > self.max_item_bytes:
                 raise CacheUnavailable(f"detection {detection_id} is larger than memcached's item limit")
@@ -196,11 +200,14 @@ class MemcachedDetectionCache:
         if failed:
             raise CacheUnavailable(f"memcached did not store {len(failed)} of {len(keyed)} detections")
 
-    async def put_many(self, records: dict[str, dict], ttl_s: float) -> None:
+    async def put_many(self, records: dict[str, dict[str, Any]], ttl_s: float) -> None:
         await asyncio.to_thread(self._guarded, lambda: self._put(records, ttl_s))
 
-    async def get(self, detection_id: str) -> dict | None:
-        return await asyncio.to_thread(self._guarded, lambda: self.client.get(self.KEY_PREFIX + detection_id))
+    async def get(self, detection_id: str) -> dict[str, Any] | None:
+        found: dict[str, Any] | None = await asyncio.to_thread(
+            self._guarded, lambda: self.client.get(self.KEY_PREFIX + detection_id)
+        )
+        return found
 
     async def ping(self) -> bool:
         try:

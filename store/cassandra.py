@@ -21,7 +21,8 @@ import json
 import logging
 import time
 import uuid
-from typing import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 from cassandra import ConsistencyLevel, DriverException, RequestExecutionException
@@ -29,6 +30,8 @@ from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, N
 from cassandra.concurrent import execute_concurrent, execute_concurrent_with_args
 from cassandra.policies import DCAwareRoundRobinPolicy, ExponentialReconnectionPolicy, TokenAwarePolicy
 from cassandra.query import BatchStatement, BatchType
+
+from facegrid.errors import FacegridError
 
 from .base import (
     CHANGE_LOG_RETENTION_S,
@@ -43,10 +46,11 @@ from .base import (
     to_stored_id,
 )
 from .config import CassandraSettings
-from .errors import FaceExists, FacegridError, FaceNotFound, GalleryExists, GalleryNotFound, StoreUnavailable
+from .errors import FaceExists, FaceNotFound, GalleryExists, GalleryNotFound, StoreUnavailable
 from .meta import MetaRules
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _DRIVER_ERRORS = (DriverException, RequestExecutionException, NoHostAvailable, OSError)
 _META_RETRIES = 8
@@ -56,7 +60,8 @@ _ROWS_PER_BATCH = 32
 
 
 def _level(name: str) -> int:
-    return getattr(ConsistencyLevel, name)
+    level: int = getattr(ConsistencyLevel, name)
+    return level
 
 
 class CassandraFaceStore:
@@ -101,7 +106,7 @@ class CassandraFaceStore:
                 raise StoreUnavailable(f"cannot reach Cassandra at {where}: {error}") from None
             raise
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         # Crossing to another process (a Ray actor) connects anew there.
         return CassandraFaceStore, self._reopen_args
 
@@ -184,7 +189,7 @@ class CassandraFaceStore:
 
     # ---- helpers ------------------------------------------------------------------------------
 
-    def _run(self, work):
+    def _run(self, work: Callable[[], T]) -> T:
         try:
             return work()
         except _DRIVER_ERRORS as error:
@@ -198,7 +203,7 @@ class CassandraFaceStore:
         return GalleryRecord(row.name, row.created_at, row.dim, row.model)
 
     @staticmethod
-    def _record(gallery: str, row) -> FaceRecord:
+    def _record(gallery: str, row: Any) -> FaceRecord:
         return FaceRecord(
             gallery,
             from_stored_id(row.id),
@@ -216,7 +221,7 @@ class CassandraFaceStore:
     def create_gallery(self, name: str) -> GalleryRecord:
         check_gallery_name(name)
 
-        def work():
+        def work() -> GalleryRecord:
             record = GalleryRecord(name, time.time())
             if not self._session.execute(self._q["gallery_put"], (name, record.created_at)).was_applied:
                 raise GalleryExists(name)
@@ -232,7 +237,7 @@ class CassandraFaceStore:
         return sorted((GalleryRecord(r.name, r.created_at, r.dim, r.model) for r in rows), key=lambda g: g.name)
 
     def delete_gallery(self, name: str) -> None:
-        def work():
+        def work() -> None:
             self._gallery(name)
             partitions = [(name, shard) for shard in range(self.num_shards)]
             self._concurrently(self._q["partition_del"], partitions)
@@ -241,7 +246,7 @@ class CassandraFaceStore:
 
         self._run(work)
 
-    def _concurrently(self, statement, parameters: list[tuple]):
+    def _concurrently(self, statement: Any, parameters: list[tuple[Any, ...]]) -> list[Any]:
         """Run one statement for many parameter tuples, ``max_in_flight`` at a time; raise the first failure."""
         results = execute_concurrent_with_args(
             self._session, statement, parameters, concurrency=self.max_in_flight, raise_on_first_error=True
@@ -260,7 +265,7 @@ class CassandraFaceStore:
         return gallery
 
     def add_faces(self, faces: Sequence[FaceRecord]) -> list[FacegridError | None]:
-        def work():
+        def work() -> list[FacegridError | None]:
             results: list[FacegridError | None] = [None] * len(faces)
             galleries: dict[str, GalleryRecord | FacegridError] = {}
             rows, positions, seen = [], [], set()
@@ -290,7 +295,7 @@ class CassandraFaceStore:
                             *self._key(face.gallery, face_id),
                             vector.astype("<f4").tobytes(),
                             json.dumps(meta),
-                            json.dumps(face.features),
+                            json.dumps(face.attributes),
                             face.created_at or time.time(),
                         )
                     )
@@ -320,7 +325,7 @@ class CassandraFaceStore:
                 batches.append((batch, None))
         execute_concurrent(self._session, batches, concurrency=self.max_in_flight, raise_on_first_error=True)
 
-    def _insert_new(self, rows: list[tuple]):
+    def _insert_new(self, rows: list[tuple[Any, ...]]) -> Iterator[tuple[int, bool]]:
         """Insert rows that do not exist yet, as conditional batches per partition; yields (row index,
         existed) for every row. A batch with an existing row is not applied at all: Cassandra names the
         existing rows, and the batch is sent again without them."""
@@ -357,7 +362,7 @@ class CassandraFaceStore:
             chunks = retry
 
     def get_face(self, gallery: str, face_id: int) -> FaceRecord:
-        def work():
+        def work() -> FaceRecord:
             self._gallery(gallery)
             row = self._session.execute(self._q["face_get"], self._key(gallery, check_face_id(face_id))).one()
             if row is None:
@@ -367,7 +372,7 @@ class CassandraFaceStore:
         return self._run(work)
 
     def get_faces(self, gallery: str, face_ids: Sequence[int]) -> dict[int, FaceRecord]:
-        def work():
+        def work() -> dict[int, FaceRecord]:
             self._gallery(gallery)
             results = self._concurrently(self._q["face_get"], [self._key(gallery, i) for i in face_ids])
             found = {}
@@ -379,10 +384,10 @@ class CassandraFaceStore:
 
         return self._run(work)
 
-    def update_meta(self, gallery: str, face_id: int, meta: dict) -> FaceRecord:
+    def update_meta(self, gallery: str, face_id: int, meta: dict[str, Any]) -> FaceRecord:
         self.meta_rules.check(meta, new_face=False)
 
-        def work():
+        def work() -> FaceRecord:
             self._gallery(gallery)
             key = self._key(gallery, check_face_id(face_id))
             self._note_changes([key])
@@ -393,13 +398,13 @@ class CassandraFaceStore:
                 face = self._record(gallery, row)
                 merged = self.meta_rules.check({**face.meta, **meta}, new_face=False)
                 if self._session.execute(self._q["face_meta"], (json.dumps(merged), *key, row.meta)).was_applied:
-                    return FaceRecord(gallery, face_id, face.facen, merged, face.features, face.created_at)
+                    return FaceRecord(gallery, face_id, face.facen, merged, face.attributes, face.created_at)
             raise StoreUnavailable(f"face {face_id}: meta kept changing under {_META_RETRIES} attempts")
 
         return self._run(work)
 
     def delete_face(self, gallery: str, face_id: int) -> None:
-        def work():
+        def work() -> None:
             self._gallery(gallery)
             key = self._key(gallery, check_face_id(face_id))
             self._note_changes([key])
@@ -429,10 +434,10 @@ class CassandraFaceStore:
         """Nothing to do: the log's rows expire by their TTL."""
 
     def count_faces(self, gallery: str) -> int:
-        def work():
+        def work() -> int:
             self._gallery(gallery)
             results = self._concurrently(self._q["count"], [(gallery, s) for s in range(self.num_shards)])
-            return sum(rows.one()[0] for rows in results)
+            return int(sum(rows.one()[0] for rows in results))
 
         return self._run(work)
 

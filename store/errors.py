@@ -1,13 +1,12 @@
 """The domain errors of facegrid's state: galleries, faces and the stores that keep them.
 
-    FacegridError                 (code: a stable machine-readable name)
+    facegrid.errors.FacegridError   (code: a stable machine-readable name)
     ├── GalleryNotFound
     ├── GalleryExists
     ├── FaceNotFound
     ├── FaceExists
     ├── InvalidValue               a vector or meta value the gallery cannot take (param, value)
     ├── StoreUnavailable          the face store cannot be reached
-    ├── ShardUnavailable          no replica of an index shard answers
     └── CacheUnavailable          the detection cache cannot be reached
 
 They carry no HTTP status; ``serve_app.errors`` maps each to the spec's code in one table. They are plain
@@ -16,13 +15,9 @@ exceptions with picklable arguments, because they cross Ray actor boundaries.
 
 from __future__ import annotations
 
+from typing import Any
 
-class FacegridError(Exception):
-    """Base of the domain errors; ``str(error)`` is the human-readable description."""
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
+from facegrid.errors import FacegridError
 
 
 class _AboutGallery(FacegridError):
@@ -32,7 +27,7 @@ class _AboutGallery(FacegridError):
         super().__init__(self.template.format(gallery=gallery))
         self.gallery = gallery
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return type(self), (self.gallery,)
 
 
@@ -43,7 +38,7 @@ class _AboutFace(FacegridError):
         super().__init__(self.template.format(gallery=gallery, face_id=face_id))
         self.gallery, self.face_id = gallery, face_id
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return type(self), (self.gallery, self.face_id)
 
 
@@ -71,7 +66,7 @@ class InvalidValue(FacegridError):
         super().__init__(message)
         self.param, self.value = param, value
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return type(self), (self.message, self.param, self.value)
 
 
@@ -80,8 +75,4 @@ class StoreUnavailable(FacegridError):
 
 
 class CacheUnavailable(FacegridError):
-    pass
-
-
-class ShardUnavailable(FacegridError):
     pass

@@ -12,7 +12,7 @@ after a patch has been merged, so the bounds hold for what is kept, not only for
 from __future__ import annotations
 
 import json
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -55,7 +55,7 @@ class MetaRules(BaseModel):
                     raise ValueError(f"the default of meta field {name!r}: {error}") from None
         return self
 
-    def check(self, meta, *, new_face: bool) -> dict:
+    def check(self, meta: object, *, new_face: bool) -> dict[str, Any]:
         """``meta`` as it is to be stored, or InvalidValue naming the field. ``new_face``: fill defaults."""
         if not isinstance(meta, dict):
             raise InvalidValue("meta must be a JSON object", "meta", str(meta)[:200])
@@ -72,7 +72,7 @@ class MetaRules(BaseModel):
             }
         if len(meta) > self.max_keys:
             raise InvalidValue(f"meta may have at most {self.max_keys} fields", "meta", f"{len(meta)} fields")
-        checked = {}
+        checked: dict[str, Any] = {}
         for key, value in meta.items():
             if not isinstance(key, str) or not key:
                 raise InvalidValue("meta keys must be non-empty strings", "meta", str(key)[:200])
@@ -86,7 +86,7 @@ class MetaRules(BaseModel):
             raise InvalidValue(f"meta may take at most {self.max_bytes} bytes as JSON", "meta", f"{size} bytes")
         return checked
 
-    def _value(self, key: str, value):
+    def _value(self, key: str, value: Any) -> Any:
         param = f"meta.{key}"
         value = _integral(value)
         if self.scheme is not None:
@@ -120,7 +120,7 @@ class MetaRules(BaseModel):
         return value
 
 
-def _integral(value):
+def _integral(value: Any) -> Any:
     """JSON's 5.0 is the integer 5 (as JSON Schema reads it); Python's json gives a float."""
     if isinstance(value, float) and value.is_integer():
         return int(value)
@@ -129,7 +129,7 @@ def _integral(value):
     return value
 
 
-def _scalar(value) -> str | None:
+def _scalar(value: object) -> str | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -139,7 +139,7 @@ def _scalar(value) -> str | None:
     return None
 
 
-def _check_kind(key: str, value, kind: str):
+def _check_kind(key: str, value: Any, kind: str) -> Any:
     """``value`` if it is of the scheme's ``kind`` (sets without duplicates, in first-seen order)."""
     param = f"meta.{key}"
     item_kind = kind.removeprefix("set[").removesuffix("]")

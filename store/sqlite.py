@@ -19,10 +19,13 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import Any, TypeVar
 
 import numpy as np
+
+from facegrid.errors import FacegridError
 
 from .base import (
     CHANGE_LOG_RETENTION_S,
@@ -36,10 +39,11 @@ from .base import (
     shard_of,
     to_stored_id,
 )
-from .errors import FaceExists, FacegridError, FaceNotFound, GalleryExists, GalleryNotFound, StoreUnavailable
+from .errors import FaceExists, FaceNotFound, GalleryExists, GalleryNotFound, StoreUnavailable
 from .meta import MetaRules
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 _SCHEMA = """
@@ -81,7 +85,7 @@ class SqliteFaceStore:
         except sqlite3.Error as error:
             raise StoreUnavailable(f"cannot open the face store at {self.path}: {error}") from None
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         # Crossing to another process (a Ray actor) opens a fresh connection there.
         return type(self), (
             self.path,
@@ -103,7 +107,7 @@ class SqliteFaceStore:
                 "keep index.num_shards as it was, or start from an empty store"
             )
 
-    def _run(self, work, write: bool = False):
+    def _run(self, work: Callable[[sqlite3.Connection], T], write: bool = False) -> T:
         """Run ``work(cursor)`` in one transaction; driver failures become StoreUnavailable."""
         with self._lock:
             try:
@@ -120,7 +124,7 @@ class SqliteFaceStore:
                 raise StoreUnavailable(f"the face store is unavailable ({type(error).__name__})") from None
 
     @staticmethod
-    def _gallery(db, name: str) -> GalleryRecord:
+    def _gallery(db: sqlite3.Connection, name: str) -> GalleryRecord:
         row = db.execute("SELECT name, created_at, dim, model FROM galleries WHERE name = ?", (name,)).fetchone()
         if row is None:
             raise GalleryNotFound(name)
@@ -129,7 +133,7 @@ class SqliteFaceStore:
     def create_gallery(self, name: str) -> GalleryRecord:
         check_gallery_name(name)
 
-        def work(db):
+        def work(db: sqlite3.Connection) -> GalleryRecord:
             if db.execute("SELECT 1 FROM galleries WHERE name = ?", (name,)).fetchone():
                 raise GalleryExists(name)
             record = GalleryRecord(name, time.time())
@@ -148,7 +152,7 @@ class SqliteFaceStore:
         return [GalleryRecord(*row) for row in rows]
 
     def delete_gallery(self, name: str) -> None:
-        def work(db):
+        def work(db: sqlite3.Connection) -> None:
             self._gallery(db, name)
             db.execute("DELETE FROM faces WHERE gallery = ?", (name,))
             db.execute("DELETE FROM face_changes WHERE gallery = ?", (name,))
@@ -157,10 +161,10 @@ class SqliteFaceStore:
         self._run(work, write=True)
 
     def add_faces(self, faces: Sequence[FaceRecord]) -> list[FacegridError | None]:
-        def work(db):
+        def work(db: sqlite3.Connection) -> list[FacegridError | None]:
             results: list[FacegridError | None] = []
             galleries: dict[str, GalleryRecord] = {}
-            changes = []
+            changes: list[tuple[str, int, float, int]] = []
             for face in faces:
                 db.execute("SAVEPOINT face")
                 try:
@@ -176,7 +180,9 @@ class SqliteFaceStore:
 
         return self._run(work, write=True)
 
-    def _insert(self, db, face: FaceRecord, galleries: dict[str, GalleryRecord]) -> tuple:
+    def _insert(
+        self, db: sqlite3.Connection, face: FaceRecord, galleries: dict[str, GalleryRecord]
+    ) -> tuple[str, int, float, int]:
         """Insert one face; returns its change-log row, written with the others at the end."""
         gallery = galleries.get(face.gallery) or self._gallery(db, face.gallery)
         face_id = check_face_id(face.face_id)
@@ -198,7 +204,7 @@ class SqliteFaceStore:
                     to_stored_id(face_id),
                     vector.astype("<f4").tobytes(),
                     json.dumps(meta),
-                    json.dumps(face.features),
+                    json.dumps(face.attributes),
                     face.created_at or time.time(),
                 ),
             )
@@ -206,13 +212,13 @@ class SqliteFaceStore:
             raise FaceExists(face.gallery, face_id) from None
         return face.gallery, shard, time.time(), to_stored_id(face_id)
 
-    def _note_change(self, db, gallery: str, face_id: int) -> None:
+    def _note_change(self, db: sqlite3.Connection, gallery: str, face_id: int) -> None:
         db.execute(
             "INSERT OR IGNORE INTO face_changes VALUES (?, ?, ?, ?)",
             (gallery, shard_of(gallery, face_id, self.num_shards), time.time(), to_stored_id(face_id)),
         )
 
-    def _face(self, db, gallery: str, face_id: int) -> FaceRecord:
+    def _face(self, db: sqlite3.Connection, gallery: str, face_id: int) -> FaceRecord:
         self._gallery(db, gallery)
         check_face_id(face_id)
         row = db.execute(
@@ -224,7 +230,7 @@ class SqliteFaceStore:
         return self._record(gallery, row)
 
     @staticmethod
-    def _record(gallery: str, row) -> FaceRecord:
+    def _record(gallery: str, row: tuple[Any, ...]) -> FaceRecord:
         row_id, blob, meta, features, created_at = row
         return FaceRecord(
             gallery,
@@ -239,9 +245,9 @@ class SqliteFaceStore:
         return self._run(lambda db: self._face(db, gallery, face_id))
 
     def get_faces(self, gallery: str, face_ids: Sequence[int]) -> dict[int, FaceRecord]:
-        def work(db):
+        def work(db: sqlite3.Connection) -> dict[int, FaceRecord]:
             self._gallery(db, gallery)
-            found = {}
+            found: dict[int, FaceRecord] = {}
             for face_id in face_ids:
                 key = (gallery, shard_of(gallery, face_id, self.num_shards), to_stored_id(face_id))
                 row = db.execute(
@@ -255,10 +261,10 @@ class SqliteFaceStore:
 
         return self._run(work)
 
-    def update_meta(self, gallery: str, face_id: int, meta: dict) -> FaceRecord:
+    def update_meta(self, gallery: str, face_id: int, meta: dict[str, Any]) -> FaceRecord:
         self.meta_rules.check(meta, new_face=False)
 
-        def work(db):
+        def work(db: sqlite3.Connection) -> FaceRecord:
             face = self._face(db, gallery, face_id)
             merged = self.meta_rules.check({**face.meta, **meta}, new_face=False)
             db.execute(
@@ -266,12 +272,12 @@ class SqliteFaceStore:
                 (json.dumps(merged), gallery, shard_of(gallery, face_id, self.num_shards), to_stored_id(face_id)),
             )
             self._note_change(db, gallery, face_id)
-            return FaceRecord(gallery, face_id, face.facen, merged, face.features, face.created_at)
+            return FaceRecord(gallery, face_id, face.facen, merged, face.attributes, face.created_at)
 
         return self._run(work, write=True)
 
     def delete_face(self, gallery: str, face_id: int) -> None:
-        def work(db):
+        def work(db: sqlite3.Connection) -> None:
             self._face(db, gallery, face_id)
             db.execute(
                 "DELETE FROM faces WHERE gallery = ? AND shard = ? AND id = ?",
@@ -317,9 +323,9 @@ class SqliteFaceStore:
         )
 
     def count_faces(self, gallery: str) -> int:
-        def work(db):
+        def work(db: sqlite3.Connection) -> int:
             self._gallery(db, gallery)
-            return db.execute("SELECT COUNT(*) FROM faces WHERE gallery = ?", (gallery,)).fetchone()[0]
+            return int(db.execute("SELECT COUNT(*) FROM faces WHERE gallery = ?", (gallery,)).fetchone()[0])
 
         return self._run(work)
 

@@ -1,4 +1,10 @@
-"""Shared fixtures: the set-up models (run once per session) and the development photos.
+"""Fixtures of every tier: the set-up models (once per session), the development photos, the session's Ray,
+and the real Cassandra and memcached. Each test is marked with its tier, the folder it lives in:
+
+    tests/unit         no Ray, no services: seconds
+    tests/api          the /v2 API over real HTTP on a running service (embedded backends; again on
+                       Cassandra + memcached, marked integration too)
+    tests/integration  real Cassandra, memcached, several Ray nodes, killed shards
 
 Tests that need ../shared/faces skip cleanly where it is absent; nothing from it is copied here.
 """
@@ -17,9 +23,7 @@ from models.export import prepare_models
 from models.images import read_image
 from models.pipeline import load_pipeline
 from serve_app.config import load_settings
-
-REPO = Path(__file__).resolve().parent.parent
-SHARED_FACES = REPO.parent / "shared" / "faces"
+from tests.helpers import REPO, SHARED_FACES, answers, free_port, unavailable
 
 
 @pytest.fixture(scope="session")
@@ -73,14 +77,6 @@ def character_crops(faces_dir) -> list[tuple[str, Path]]:
     ]
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 METRICS_PORT = free_port()
 
 
@@ -114,110 +110,22 @@ def metrics_port(ray_session) -> int:
     return METRICS_PORT
 
 
-SERVICE_PORT = 18433
-
-
-def service_settings_for(data_dir: Path, backends: str, request=None):
-    """Test service: defaults (or the cluster backends), with bounds small enough to reach in a test."""
-    store = {"path": data_dir / "faces.db", "busy_timeout_s": 2}
-    cache = {}
-    if backends == "cluster":
-        import uuid
-
-        host, port = request.getfixturevalue("cassandra_endpoint")
-        keyspace = f"facegrid_test_api_{uuid.uuid4().hex[:8]}"
-        store = {
-            "kind": "cassandra",
-            "cassandra": {"hosts": [host], "port": port, "keyspace": keyspace, "request_timeout_s": 5},
-        }
-        cache = {"kind": "memcached", "servers": [request.getfixturevalue("memcached_endpoint")]}
-    return load_settings(
-        port=SERVICE_PORT,
-        store=store,
-        cache=cache,
-        # dlib served beside SFace, as for a store that facegrid 0.1 filled: every API test runs two models.
-        models={"extra_extractors": [{"kind": "dlib"}]},
-        limits={"max_body_bytes": 4 * 2**20, "max_bulk_faces": 1000, "max_limit": 500},
-        # The test's photo server is on loopback: allowed there only; 127.0.0.2 stays refused.
-        url_fetch={"allowed_networks": ["127.0.0.1/32"], "timeout_s": 5},
-        index={"num_shards": 2, "cpus_per_shard": 0.1, "snapshot_dir": data_dir / "index-snapshots"},
-        serve={
-            "detector": {"max_ongoing_requests": 2, "max_queued_requests": 4},
-            "extractor": {"max_ongoing_requests": 4, "max_queued_requests": 16},
-        },
-    )
-
-
-@pytest.fixture(scope="session", params=["embedded", pytest.param("cluster", marks=pytest.mark.integration)])
-def service(request, ray_session, model_config, tmp_path_factory):
-    """The real Ray Serve app on a test port, once on the embedded defaults and once on Cassandra +
-    memcached; yields an HTTP client, the settings, the backends and a restart."""
-    import httpx
-
-    from serve_app.app import run, stop_service, wait_until_ready
-
-    settings = service_settings_for(tmp_path_factory.mktemp("service"), request.param, request)
-    base_url = f"http://127.0.0.1:{SERVICE_PORT}"
-
-    def start():
-        run(settings)
-        if not wait_until_ready(base_url, 180):
-            raise RuntimeError("the service did not become ready")
-        return httpx.Client(base_url=base_url, timeout=120)
-
-    def stop():
-        stop_service()
-        for info in ray_session.util.list_named_actors(all_namespaces=True):
-            if info["name"].startswith("facegrid-"):
-                ray_session.kill(ray_session.get_actor(info["name"], namespace=info["namespace"]))
-
-    class Service:
-        def __init__(self):
-            self.settings, self.backends = settings, request.param
-            self.client = start()
-
-        def restart(self):
-            self.client.close()
-            stop()
-            self.client = start()
-
-    running = Service()
-    yield running
-    running.client.close()
-    stop()
-
-
-def _answers(host: str, port: int) -> bool:
-    import socket
-
-    try:
-        socket.create_connection((host, port), timeout=1).close()
-        return True
-    except OSError:
-        return False
-
-
-SERVICES_SCRIPT = REPO / "cluster" / "services.sh"
-
-
 @pytest.fixture(scope="session")
 def cassandra_endpoint() -> tuple[str, int]:
     """The real Cassandra that cluster/services.sh started (make test starts it)."""
-    import os
 
     port = int(os.environ.get("FACEGRID_CASSANDRA_PORT", "9042"))
-    if not _answers("127.0.0.1", port):
-        pytest.fail(f"no Cassandra on 127.0.0.1:{port}: run `bash cluster/services.sh start` (make test does)")
+    if not answers("127.0.0.1", port):
+        unavailable(f"no Cassandra on 127.0.0.1:{port}: run `bash cluster/services.sh start` (make test does)")
     return "127.0.0.1", port
 
 
 @pytest.fixture(scope="session")
 def memcached_endpoint() -> str:
-    import os
 
     port = int(os.environ.get("FACEGRID_MEMCACHED_PORT", "11211"))
-    if not _answers("127.0.0.1", port):
-        pytest.fail(f"no memcached on 127.0.0.1:{port}: run `bash cluster/services.sh start` (make test does)")
+    if not answers("127.0.0.1", port):
+        unavailable(f"no memcached on 127.0.0.1:{port}: run `bash cluster/services.sh start` (make test does)")
     return f"127.0.0.1:{port}"
 
 
@@ -238,7 +146,11 @@ def cassandra_keyspaces(cassandra_endpoint):
     cluster.shutdown()
 
 
-def run_services(command: str) -> None:
-    import subprocess
+TIERS = ("unit", "api", "integration")
 
-    subprocess.run(["bash", str(SERVICES_SCRIPT), command], check=True, timeout=300)
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        tier = Path(item.path).relative_to(REPO / "tests").parts[0]
+        if tier in TIERS:
+            item.add_marker(getattr(pytest.mark, tier))

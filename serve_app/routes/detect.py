@@ -17,7 +17,7 @@ from store.cache import find_detection, new_detection_id
 
 from .. import images
 from ..errors import BadParam, NotImplementedHere, RouteNotFound
-from ..faces import encode_facen
+from ..face_wire import encode_facen
 from ..queries import DetectQuery
 from ..schemas import DetectResponse, FaceDetection
 from ..services import Services, ServicesDep

@@ -13,13 +13,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
+from facegrid.errors import FacegridError
+from index.errors import ShardUnavailable
 from store.base import FaceRecord, check_gallery_name
-from store.errors import FacegridError, ShardUnavailable
 
 from .. import params
 from ..bodies import json_body
 from ..errors import BadParam, describe
-from ..faces import face_object
+from ..face_wire import face_object
 from ..queries import AddFaceQuery
 from ..schemas import AddFace, BulkAdd, BulkResults, Face, PatchFace
 from ..services import ServicesDep
@@ -51,7 +52,7 @@ async def add_face(
     gallery_record = await services.in_thread(services.store.get_gallery, gallery)
     resolved = await resolve(source, services, "from")
     model, vector = vector_for_gallery(resolved, gallery_record, services, "from")
-    record = FaceRecord(gallery, number, vector, body.meta, resolved.features, time.time(), model)
+    record = FaceRecord(gallery, number, vector, body.meta, resolved.attributes, time.time(), model)
     (error,) = await services.in_thread(services.store.add_faces, [record])
     if error is not None:
         raise error
@@ -78,7 +79,7 @@ async def add_faces(gallery: str, request: Request, services: ServicesDep) -> di
             number = params.face_id(str(item.id), f"{param}.id")
             resolved = await resolve(item.source, services, f"{param}.from")
             model, vector = vector_for_gallery(resolved, gallery_record, services, f"{param}.from")
-            return FaceRecord(gallery, number, vector, item.meta, resolved.features, time.time(), model)
+            return FaceRecord(gallery, number, vector, item.meta, resolved.attributes, time.time(), model)
         except FacegridError as error:
             return error
 

@@ -8,6 +8,7 @@ returned, and the next page asks the shards for that many more.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Annotated
 
 import numpy as np
@@ -18,7 +19,7 @@ from store.errors import GalleryNotFound
 
 from .. import params, queries
 from ..errors import BadParam
-from ..faces import face_object
+from ..face_wire import face_object
 from ..queries import ListQuery, SearchQuery
 from ..schemas import FaceList
 from ..services import Services, ServicesDep
@@ -47,7 +48,7 @@ async def _hits(
     return [(gallery, face_id, float(calibration.confidence(score))) for face_id, score in found]
 
 
-async def _render(services: Services, hits: list[tuple[str, int, float | None]]) -> list[dict]:
+async def _render(services: Services, hits: Sequence[tuple[str, int, float | None]]) -> list[dict]:
     by_gallery: dict[str, list[int]] = {}
     for gallery, face_id, _ in hits:
         by_gallery.setdefault(gallery, []).append(face_id)

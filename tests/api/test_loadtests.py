@@ -9,13 +9,12 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO, SERVICE_PORT
+from tests.helpers import REPO, SERVICE_PORT
 
 
 @pytest.mark.slow
+@pytest.mark.embedded_only("the load-test tooling is checked once, on the embedded backends")
 def test_a_bounded_headless_run_reports_throughput_latency_errors_and_429s(service, faces_dir, tmp_path):
-    if service.backends != "embedded":
-        pytest.skip("the load-test tooling is checked once, on the embedded backends")
     env = {**os.environ, "FACEGRID_LOADTEST_PHOTOS": str(faces_dir)}
     finished = subprocess.run(
         [

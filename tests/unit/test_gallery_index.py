@@ -5,37 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.data import clustered_unit_vectors, queries_near, random_meta
 from index import FaceFilter, GalleryIndex, IndexConfig
+from tests.factories import FILTERS, Reference, clustered_unit_vectors, queries_near, random_meta
 
 DIM = 32
-FILTERS = [
-    None,
-    FaceFilter(id_gte=100, id_lte=900),
-    FaceFilter(id_in=(3, 17, 400, 401, 999_999)),
-    FaceFilter(meta_in=(("name", ("ann", "eve")),)),
-    FaceFilter(meta_in=(("cam", ("3",)),), meta_gte=(("name", "c"),)),
-    FaceFilter(meta_gte=(("cam", "2"),), meta_lte=(("cam", 4),)),
-    FaceFilter(meta_subset=(("tags", ("vip", "staff")),)),
-    FaceFilter(meta_in=(("tags", ("banned",)),), id_lte=300),
-    FaceFilter(meta_in=(("name", ("nobody",)),)),
-]
-
-
-class Reference:
-    """Exact search by brute force over what the index should hold."""
-
-    def __init__(self):
-        self.faces: dict[int, tuple[np.ndarray, dict]] = {}
-
-    def top(self, query, top_k, face_filter):
-        hits = [
-            (float(vector @ query), face_id)
-            for face_id, (vector, meta) in self.faces.items()
-            if face_filter is None or face_filter.matches(face_id, meta)
-        ]
-        hits.sort(reverse=True)
-        return hits[:top_k]
 
 
 def check_against(index: GalleryIndex, reference: Reference, queries: np.ndarray, top_k: int = 10):

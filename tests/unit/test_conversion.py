@@ -11,7 +11,7 @@ from models.nets.expression import EXPRESSION_LABELS
 from models.nets.tfjs import read_weight_map
 from models.runtime import OnnxRunner, TorchRunner
 from models.weights import weights_dir
-from tests.tf_reference import dlib_descriptor
+from tests.unit.tf_reference import dlib_descriptor
 
 
 @pytest.mark.parametrize("name", sorted(NETS))

@@ -1,4 +1,5 @@
-"""Synthetic gallery data that resembles face embeddings, for index tests and benchmarks.
+"""Synthetic gallery data that resembles face embeddings, and an exact reference to check indexes against;
+for the tests and the benchmarks (bench/ imports it from here).
 
 Face embeddings are not uniform noise on the sphere. On ../shared/faces the dlib extractor gives
 same-person cosines of 0.964 on average and different-person cosines of 0.833: every face is near a
@@ -11,6 +12,8 @@ the crowded neighbourhoods they meet in service rather than well-separated rando
 from __future__ import annotations
 
 import numpy as np
+
+from index import FaceFilter
 
 IDENTITY_SCALE = 0.40  # how far people sit from the common direction
 FACE_SCALE = 0.20  # how far one person's photos scatter
@@ -65,3 +68,33 @@ def random_meta(count: int, seed: int = 2) -> list[dict]:
             del meta["cam"]
         metas.append(meta)
     return metas
+
+
+# Filters of every kind the API offers, each narrowing a random_meta gallery differently.
+FILTERS = [
+    None,
+    FaceFilter(id_gte=100, id_lte=900),
+    FaceFilter(id_in=(3, 17, 400, 401, 999_999)),
+    FaceFilter(meta_in=(("name", ("ann", "eve")),)),
+    FaceFilter(meta_in=(("cam", ("3",)),), meta_gte=(("name", "c"),)),
+    FaceFilter(meta_gte=(("cam", "2"),), meta_lte=(("cam", 4),)),
+    FaceFilter(meta_subset=(("tags", ("vip", "staff")),)),
+    FaceFilter(meta_in=(("tags", ("banned",)),), id_lte=300),
+    FaceFilter(meta_in=(("name", ("nobody",)),)),
+]
+
+
+class Reference:
+    """Exact search by brute force over what the index should hold."""
+
+    def __init__(self):
+        self.faces: dict[int, tuple[np.ndarray, dict]] = {}
+
+    def top(self, query, top_k, face_filter):
+        hits = [
+            (float(vector @ query), face_id)
+            for face_id, (vector, meta) in self.faces.items()
+            if face_filter is None or face_filter.matches(face_id, meta)
+        ]
+        hits.sort(reverse=True)
+        return hits[:top_k]

@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.data import clustered_unit_vectors, random_meta
 from index import FaceFilter, IndexConfig
 from index.shard import IndexShard
 from store import FaceRecord, SqliteFaceStore
+from tests.factories import clustered_unit_vectors, random_meta
+from tests.helpers import REPO
 
 DIM = 16
-REPO = Path(__file__).resolve().parent.parent
 
 
 def faces(gallery: str, count: int, first_id: int = 1, seed: int = 0) -> list[FaceRecord]:

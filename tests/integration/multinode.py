@@ -1,7 +1,7 @@
 """A facegrid service on a Ray cluster of several nodes on this one machine, driven over stdin/stdout.
 
 The test process already holds a Ray of its own, and a process joins one Ray cluster only, so the
-cluster lives in this child process: ``python -m tests.multinode SETTINGS_JSON``. It starts a head node
+cluster lives in this child process: ``python -m tests.integration.multinode SETTINGS_JSON``. It starts a head node
 (2 CPUs: Serve and the models) and worker nodes with no CPUs and a ``facegrid_index`` resource (the
 shard replicas, which ask for it), deploys the app with the given settings, prints one JSON line
 ``{"ready": ..., "workers": [...]}`` and answers one JSON line per command line (answer lines start with

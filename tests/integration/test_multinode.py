@@ -1,4 +1,4 @@
-"""facegrid on a Ray cluster of four nodes on this machine (tests/multinode.py), over real HTTP: shard
+"""facegrid on a Ray cluster of four nodes on this machine (tests/integration/multinode.py), over real HTTP: shard
 replicas spread over the nodes, losing a node under enrolment and search traffic loses no acknowledged
 face and interrupts searches for less than RESUME_BOUND_S, and the Detector scales out under sustained
 load within its bounds and back in after."""
@@ -18,11 +18,11 @@ import httpx
 import numpy as np
 import pytest
 
-from bench.data import clustered_unit_vectors
 from serve_app.app import wait_until_ready
-from serve_app.faces import encode_facen
-from tests.conftest import REPO, free_port
-from tests.multinode import ANSWER
+from serve_app.face_wire import encode_facen
+from tests.factories import clustered_unit_vectors
+from tests.helpers import REPO, free_port
+from tests.integration.multinode import ANSWER
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +40,7 @@ def facen_source(vector: np.ndarray) -> str:
 class MultiNodeService:
     def __init__(self, settings: dict):
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.multinode", json.dumps(settings)],
+            [sys.executable, "-m", "tests.integration.multinode", json.dumps(settings)],
             cwd=REPO,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

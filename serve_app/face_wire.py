@@ -1,4 +1,4 @@
-"""The spec's face object, built from stored faces and cached detections."""
+"""Faces on the wire: the spec's face object, built from stored faces, and facen vectors as base64."""
 
 from __future__ import annotations
 
@@ -33,8 +33,8 @@ def face_object(record: FaceRecord, allow_facen: bool, confidence: float | None 
     body = {
         "id": {"gallery": record.gallery, "face": record.face_id},
         "meta": record.meta,
-        "features": record.features.get("features", {}),
-        "attributes": record.features.get("attributes", {}),
+        "features": record.attributes.get("features", {}),
+        "attributes": record.attributes.get("attributes", {}),
     }
     if confidence is not None:
         body["confidence"] = round(confidence, 6)

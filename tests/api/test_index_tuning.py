@@ -9,9 +9,9 @@ import time
 import numpy as np
 import pytest
 
-from bench.data import clustered_unit_vectors, queries_near
-from serve_app.faces import encode_facen
-from tests.conftest import SERVICE_PORT
+from serve_app.face_wire import encode_facen
+from tests.factories import clustered_unit_vectors, queries_near
+from tests.helpers import SERVICE_PORT
 
 APP, PREFIX = "facegrid-tuning", "/tuning"
 TOKEN = "tuning-secret"  # this app also runs behind a bearer token

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import yaml
 from ray.serve.schema import ServeDeploySchema
@@ -12,8 +11,7 @@ from index.config import IndexConfig
 from serve_app.app import app_builder, deployment_options
 from serve_app.config import load_settings
 from serve_app.services import admission_limit
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.helpers import REPO
 
 
 def _check_serve_config(config: dict) -> None:

@@ -9,11 +9,10 @@ import time
 import numpy as np
 import pytest
 
-from bench.data import clustered_unit_vectors, queries_near, random_meta
 from index import FaceFilter, IndexConfig, ShardRouter, huge_pages
+from index.errors import ShardUnavailable
 from store import FaceRecord, SqliteFaceStore
-from store.errors import ShardUnavailable
-from tests.test_gallery_index import FILTERS, Reference
+from tests.factories import FILTERS, Reference, clustered_unit_vectors, queries_near, random_meta
 
 DIM = 32
 _prefixes = itertools.count()

@@ -6,6 +6,7 @@ import pickle
 
 import pytest
 
+from index.errors import ShardUnavailable
 from serve_app.errors import (
     BadParam,
     ExtractionFailed,
@@ -24,7 +25,6 @@ from store.errors import (
     GalleryExists,
     GalleryNotFound,
     InvalidValue,
-    ShardUnavailable,
     StoreUnavailable,
 )
 

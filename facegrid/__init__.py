@@ -1,0 +1,1 @@
+"""What every facegrid package shares: the root of its errors (facegrid.errors)."""
