@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     faces = default.detect(photos, extract=False)
     print(
         f"{len(photos)} photos, {sum(map(len, faces))} faces found by the default detector; onnxruntime "
-        f"provider: {default.extractor.runner.provider}\n"
+        f"provider: {getattr(default.extractor, 'runner').provider}\n"
     )
 
     _print_rates("detect + extract, photos", {name: _rates(p, photos, args.rounds) for name, p in pipelines.items()})

@@ -41,7 +41,9 @@ def measure(kind: str, faces: int, changes: int, scratch: Path) -> dict:
     started = time.perf_counter()
     rebuilt = IndexShard(0, store, config, snapshots)
     figures = {"rebuild_s": time.perf_counter() - started, "kind": rebuilt.galleries["bench"].kind}
-    figures["save_s"] = rebuilt.save_snapshot()["seconds"]
+    saved = rebuilt.save_snapshot()
+    assert saved is not None  # a snapshot directory was given
+    figures["save_s"] = saved["seconds"]
     figures["snapshot_bytes"] = sum(f.stat().st_size for f in snapshots.rglob("*") if f.is_file())
     del rebuilt
     for face_id in range(1, changes + 1):

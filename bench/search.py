@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -92,7 +93,8 @@ def ram_per_face(count: int) -> None:
     vectors = clustered_unit_vectors(count, DIM, seed=20)
     raw = DIM * 4
     print(f"1. index RAM per face, {count:,} faces x {DIM}-d (raw vector: {raw} bytes)")
-    for label, metas in (("no meta", [{}] * count), ("typical meta", random_meta(count, seed=21))):
+    no_meta: list[dict[str, Any]] = [{}] * count
+    for label, metas in (("no meta", no_meta), ("typical meta", random_meta(count, seed=21))):
         gc.collect()
         before = rss_bytes()
         index = GalleryIndex(DIM, IndexConfig())

@@ -24,6 +24,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -101,7 +102,7 @@ def faiss_rate(index, queries: np.ndarray, batch: int) -> float:
     return len(queries) / (time.perf_counter() - started)
 
 
-def restart_to_ready_s(snapshot_dir: Path, from_snapshot: bool) -> dict:
+def restart_to_ready_s(snapshot_dir: Path, from_snapshot: bool) -> dict[str, Any]:
     """Kills every shard replica (Ray restarts them) and times /readyz back to 200: after each replica
     saved its snapshot (timed too), or with the snapshots removed, so that each rebuilds from the store."""
     import shutil
@@ -110,7 +111,7 @@ def restart_to_ready_s(snapshot_dir: Path, from_snapshot: bool) -> dict:
 
     from index.shard import save_snapshots_of_running_shards
 
-    figures = {}
+    figures: dict[str, Any] = {}
     if from_snapshot:
         started = time.perf_counter()
         save_snapshots_of_running_shards()
@@ -146,7 +147,7 @@ def measure(
     queries = queries_near(vectors, 512, seed=21)
     probes = ["facen:" + encode_facen(query) for query in queries]
     serve_with(settings)
-    figures = {"enrol_faces_per_s": asyncio.run(enrol(vectors, GALLERY))}
+    figures: dict[str, Any] = {"enrol_faces_per_s": asyncio.run(enrol(vectors, GALLERY))}
     shard_states()
     figures["http"] = {}
     for clients in client_counts:
@@ -155,8 +156,10 @@ def measure(
         figures["http"][clients] = (rate, median_ms)
         if recall_of is not None:
             figures.setdefault("recall", recall_of(ids, queries))
-    figures["rebuild"] = restart_to_ready_s(settings.index.snapshot_dir, from_snapshot=False)
-    figures["snapshot"] = restart_to_ready_s(settings.index.snapshot_dir, from_snapshot=True)
+    snapshot_dir = settings.index.snapshot_dir
+    assert snapshot_dir is not None  # the settings always name one
+    figures["rebuild"] = restart_to_ready_s(snapshot_dir, from_snapshot=False)
+    figures["snapshot"] = restart_to_ready_s(snapshot_dir, from_snapshot=True)
     states = shard_states()
     figures["index_bytes"] = sum(state.get("index_bytes", 0) for state in states)
     stop_service()
@@ -200,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
 
     queries = queries_near(vectors, 512, seed=21)
     numpy_rate = numpy_loop_rate(vectors, queries[:64])
-    hnsw_numpy_rate = numpy_loop_rate(hnsw_vectors, queries[:32]) if hnsw else None
+    hnsw_numpy_rate = numpy_loop_rate(hnsw_vectors, queries[:32]) if hnsw_vectors is not None else None
     index = faiss.IndexFlatIP(DIM)
     index.add(vectors)
     faiss.cvar.distance_compute_blas_threshold = 1

@@ -103,7 +103,8 @@ async def _hammer(photos, clients: int, total: int, params: dict, retry: str, wa
             return response.status_code, seconds
 
         async def run(count: int) -> list[tuple[int, float]]:
-            indices, results = iter(range(count)), [None] * count
+            indices = iter(range(count))
+            results: list[tuple[int, float]] = [(0, 0.0)] * count
 
             async def client_loop():
                 for index in indices:  # each client takes the next request when its last one is done
@@ -162,7 +163,7 @@ def searches_during(action, probes: list[str]) -> list[float]:
     ``action()`` runs."""
     import threading
 
-    done, seconds = threading.Event(), []
+    done, seconds = threading.Event(), list[float]()
 
     def search_loop():
         with httpx.Client(base_url=f"http://127.0.0.1:{PORT}", timeout=120) as client:
@@ -202,7 +203,7 @@ def camera_frames(photos):
     return frames
 
 
-def start_local_ray(num_cpus: float) -> None:
+def start_local_ray(num_cpus: int) -> None:
     """A Ray of its own for a benchmark's service, quiet, with the drain the benchmarks' restarts wait out."""
     import ray
 

@@ -73,7 +73,9 @@ def align(image: np.ndarray, landmarks: np.ndarray, size: int, template: np.ndar
     return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
-def align_faces(image: np.ndarray, landmark_sets, size: int, template: np.ndarray | None = None) -> np.ndarray:
+def align_faces(
+    image: np.ndarray, landmark_sets: Iterable[np.ndarray], size: int, template: np.ndarray | None = None
+) -> np.ndarray:
     """Every face's aligned chip, stacked (N, size, size, 3); an empty stack when there is no face."""
     chips = [align(image, landmarks, size, template) for landmarks in landmark_sets]
     return np.stack(chips) if chips else np.zeros((0, size, size, 3), np.uint8)
@@ -84,4 +86,5 @@ def measure_template(landmark_sets: Iterable[np.ndarray], size: int) -> np.ndarr
     mean = np.mean(np.stack(list(landmark_sets)), axis=0)
     mirrored = mean[[1, 0, 2, 4, 3]].copy()
     mirrored[:, 0] = size - mirrored[:, 0]
-    return ((mean + mirrored) / 2).astype(np.float32)
+    template: np.ndarray = ((mean + mirrored) / 2).astype(np.float32)
+    return template

@@ -6,7 +6,9 @@ The networks are face-api.js's age/gender (TinyXception) and expression models. 
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -35,9 +37,9 @@ class FaceAttributes:
     def gender_score(self) -> float:
         return self.male_probability if self.gender == "MALE" else 1.0 - self.male_probability
 
-    def features(self, names) -> dict:
+    def features(self, names: Collection[str]) -> dict[str, Any]:
         """Old-style ``features`` object, with the asked attributes only."""
-        out: dict = {}
+        out: dict[str, Any] = {}
         if "gender" in names:
             out["gender"] = {"gender": self.gender, "score": round(self.gender_score, 4)}
         if "age" in names:
@@ -46,7 +48,7 @@ class FaceAttributes:
             out["emotions"] = [{"emotion": name, "score": round(score, 4)} for name, score in self.emotions]
         return out
 
-    def attributes(self, names) -> dict:
+    def attributes(self, names: Collection[str]) -> dict[str, Any]:
         """New-style ``attributes`` object: one ``{"attribute", "model", "result"}`` per asked name."""
         results = {
             "age": int(round(self.age)),

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from ray import serve
@@ -43,7 +45,7 @@ class DescribeRequest:
     coming: int = 1  # the caller's requests yet to send a call here, this one included
 
 
-BATCH_SIZE_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64]
+BATCH_SIZE_BOUNDARIES: list[float] = [1, 2, 4, 8, 16, 32, 64]
 # Until the app builder's user_config arrives (serve_app.app.deployment_options sets both from the settings).
 DEFAULT_MAX_BATCH_SIZE, DEFAULT_BATCH_WAIT_S = 16, 0.05
 
@@ -70,7 +72,7 @@ class LoadAwareBatching:
     serve.batch reads both settings when a batch's first call arrives.
     """
 
-    def __init__(self, method, deployment: str):
+    def __init__(self, method: Any, deployment: str):  # method: a @serve.batch method (it has set_max_batch_size)
         self.method, self.deployment = method, deployment
         self.max_batch_size, self.wait_s = DEFAULT_MAX_BATCH_SIZE, DEFAULT_BATCH_WAIT_S
         self.batch_size_set = DEFAULT_MAX_BATCH_SIZE
@@ -78,12 +80,12 @@ class LoadAwareBatching:
         self.batches_by_size: Counter[int] = Counter()
         self.batch_sizes = _batch_size_histogram()
 
-    def reconfigure(self, user_config: dict) -> None:
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
         self.max_batch_size = int(user_config.get("max_batch_size", self.max_batch_size))
         self.wait_s = float(user_config.get("batch_wait_timeout_s", self.wait_s))
 
     @contextlib.contextmanager
-    def arriving(self, call):
+    def arriving(self, call: DetectRequest | DescribeRequest) -> Iterator[None]:
         """Around one call's wait for its batch. A call cancelled while queued (its caller timed out or hung
         up) never reaches ``run``: serve.batch drops it, so it leaves the count here."""
         expected = max(1, min(self.max_batch_size, call.coming + len(self.queued)))
@@ -97,7 +99,7 @@ class LoadAwareBatching:
         finally:
             self.queued.discard(id(call))
 
-    async def run(self, work, requests: list) -> list:
+    async def run(self, work: Callable[[list[Any]], list[Any]], requests: list[Any]) -> list[Any]:
         """``work(requests)`` in a worker thread (the models are CPU-bound; the event loop keeps answering)."""
         self.queued.difference_update(id(request) for request in requests)
         self.batch_sizes.observe(len(requests), tags={"deployment": self.deployment})
@@ -110,7 +112,7 @@ class _BatchedModel:
 
     batching: LoadAwareBatching
 
-    def reconfigure(self, user_config: dict) -> None:
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
         self.batching.reconfigure(user_config)
 
     def ping(self) -> bool:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import cv2
 import numpy as np
@@ -63,7 +63,8 @@ def _squared(boxes: np.ndarray) -> np.ndarray:
 def _calibrated(boxes: np.ndarray, regression: np.ndarray) -> np.ndarray:
     """Apply each net's box regression: offsets are in units of the box's width and height."""
     size = np.stack([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]] * 2, 1)
-    return boxes + regression * size
+    calibrated: np.ndarray = boxes + regression * size
+    return calibrated
 
 
 def crop_resized(image: np.ndarray, box: np.ndarray, side: int) -> np.ndarray:
@@ -129,7 +130,8 @@ class MtcnnDetector:
 
     def pyramid_scales(self, height: int, width: int) -> list[float]:
         first = 12.0 / self.config.min_face_px
-        scales, shortest = [], min(height, width) * first
+        scales: list[float] = []
+        shortest = min(height, width) * first
         while shortest >= 12:
             scales.append(first * self.config.pyramid_factor ** len(scales))
             shortest *= self.config.pyramid_factor
@@ -139,7 +141,7 @@ class MtcnnDetector:
         """Stage 1 on images of one size: squared candidate boxes and their scores, per image. Images of
         one size (frames of one camera) share the pyramid, so each scale is one P-Net call for them all."""
         height, width = images[0].shape[:2]
-        found: list[tuple[list, list, list, list]] = [([], [], [], []) for _ in images]
+        found: list[tuple[list[np.ndarray], ...]] = [([], [], [], []) for _ in images]
         levels: list[tuple[float, list[np.ndarray]]] = []  # (scale, the images at that scale)
         for scale_id, scale in enumerate(self.pyramid_scales(height, width)):
             size = (math.ceil(width * scale), math.ceil(height * scale))
@@ -165,11 +167,16 @@ class MtcnnDetector:
         return [self._candidates(*parts) for parts in found]
 
     @staticmethod
-    def _candidates(boxes: list, scores: list, regressions: list, scale_ids: list) -> tuple[np.ndarray, np.ndarray]:
-        if not boxes:
+    def _candidates(
+        box_parts: list[np.ndarray],
+        score_parts: list[np.ndarray],
+        regression_parts: list[np.ndarray],
+        scale_id_parts: list[np.ndarray],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if not box_parts:
             return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
-        boxes, scores = np.concatenate(boxes), np.concatenate(scores)
-        regressions, scale_ids = np.concatenate(regressions), np.concatenate(scale_ids)
+        boxes, scores = np.concatenate(box_parts), np.concatenate(score_parts)
+        regressions, scale_ids = np.concatenate(regression_parts), np.concatenate(scale_id_parts)
         keep = batched_nms(boxes, scores, scale_ids, 0.5)
         boxes, scores, regressions = boxes[keep], scores[keep], regressions[keep]
         keep = batched_nms(boxes, scores, np.zeros(len(boxes)), 0.7)
@@ -177,7 +184,7 @@ class MtcnnDetector:
 
     def _propose_all(self, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Stage 1 on every image, same-sized images together (at most MAX_IMAGES_PER_PNET_CALL)."""
-        proposals: list = [None] * len(images)
+        proposals: list[Any] = [None] * len(images)
         by_size: dict[tuple[int, int], list[int]] = {}
         for index, image in enumerate(images):
             by_size.setdefault(image.shape[:2], []).append(index)
@@ -188,7 +195,9 @@ class MtcnnDetector:
                     proposals[index] = proposal
         return proposals
 
-    def _run_crops(self, runner: Runner, images, boxes, owners, side) -> tuple[np.ndarray, ...]:
+    def _run_crops(
+        self, runner: Runner, images: Sequence[np.ndarray], boxes: np.ndarray, owners: np.ndarray, side: int
+    ) -> tuple[np.ndarray, ...]:
         crops = [crop_resized(images[owner], box, side) for box, owner in zip(boxes, owners)]
         chunks = [
             runner(_to_batch(crops[start : start + MAX_CROPS_PER_CALL]))
@@ -200,7 +209,9 @@ class MtcnnDetector:
         results: list[list[Detection]] = [[] for _ in images]
         proposals = self._propose_all(images)
         boxes = np.concatenate([p[0] for p in proposals]) if proposals else np.zeros((0, 4))
-        owners = np.concatenate([np.full(len(p[0]), i) for i, p in enumerate(proposals)]) if proposals else []
+        owners: np.ndarray = (
+            np.concatenate([np.full(len(p[0]), i) for i, p in enumerate(proposals)]) if proposals else np.zeros(0, int)
+        )
         if len(boxes) == 0:
             return results
 

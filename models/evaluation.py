@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -43,7 +44,7 @@ class EvalReport:
     rank1_probes: int
     rank1_accuracy: float
     face_count_misses: list[str] = field(default_factory=list)
-    calibration_fit: dict | None = None
+    calibration_fit: dict[str, Any] | None = None
     subset: str = ""  # the file-name prefixes of the photos reported apart
     subset_pairs: int = 0  # pairs with both photos in the subset
     subset_verification_accuracy: float = float("nan")
@@ -53,7 +54,7 @@ class EvalReport:
     def face_count_accuracy(self) -> float:
         return self.face_count_correct / max(self.images, 1)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "face_count_accuracy": self.face_count_accuracy}
 
     def lines(self) -> list[str]:
@@ -126,15 +127,16 @@ def evaluate(pipeline: FacePipeline, folder: Path, fit: bool = False, subset: tu
             misses.append(f"{row['file']}: found {len(faces)}, labelled {expected}")
         if row["identity"] not in GROUP_LABELS and faces:
             largest = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+            assert largest.facen is not None  # detected with extract=True
             vectors.append(largest.facen)
             names.append(row["identity"])
             files.append(row["file"])
 
-    embeddings, names = np.stack(vectors), np.array(names)
+    embeddings, identities = np.stack(vectors), np.array(names)
     similarity = embeddings @ embeddings.T
-    upper = np.triu_indices(len(names), 1)
+    upper = np.triu_indices(len(identities), 1)
     cosines = similarity[upper]
-    same = names[upper[0]] == names[upper[1]]
+    same: np.ndarray = identities[upper[0]] == identities[upper[1]]
     confidence = pipeline.extractor.confidence(cosines)
     threshold = pipeline.extractor.match_threshold
     accepted = confidence >= threshold
@@ -144,10 +146,10 @@ def evaluate(pipeline: FacePipeline, folder: Path, fit: bool = False, subset: tu
     best = int(np.argmax(accuracies))
 
     np.fill_diagonal(similarity, -np.inf)
-    counts = {name: (names == name).sum() for name in set(names)}
+    counts = {name: (identities == name).sum() for name in set(names)}
     probes = np.array([counts[name] > 1 for name in names])
     nearest = similarity.argmax(1)
-    rank1 = (names[nearest] == names)[probes]
+    rank1 = (identities[nearest] == identities)[probes]
 
     in_subset = np.array([bool(subset) and file.startswith(subset) for file in files])
     both = in_subset[upper[0]] & in_subset[upper[1]]

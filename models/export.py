@@ -11,7 +11,7 @@ import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -78,7 +78,7 @@ class EditSpec:
 
     name: str
     source: str  # the weight file's name under <data_dir>/weights
-    edit: Callable
+    edit: Callable[..., Any]
 
 
 EDITED: dict[str, EditSpec] = {
@@ -126,7 +126,7 @@ def export_onnx(module: nn.Module, spec: NetSpec, path: Path) -> None:
     staged.replace(path)
 
 
-def _fingerprint() -> dict:
+def _fingerprint() -> dict[str, Any]:
     return {
         "export_version": EXPORT_VERSION,
         "opset": OPSET,
@@ -134,7 +134,7 @@ def _fingerprint() -> dict:
     }
 
 
-def prepare_models(data_dir: Path, log=print) -> Path:
+def prepare_models(data_dir: Path, log: Callable[[str], object] = print) -> Path:
     """Fetch, verify, convert and export every default net; idempotent. Returns the ONNX directory."""
     weights = fetch_weights(data_dir, log=log)
     target = onnx_dir(data_dir)

@@ -34,9 +34,11 @@ choose it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .align import arcface_template_for, template_for
 from .config import ExtractorConfig
@@ -55,21 +57,24 @@ class LogisticCalibration:
     slope: float
     midpoint: float
 
-    def confidence(self, cosine):
+    def confidence(self, cosine: ArrayLike) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-self.slope * (np.asarray(cosine, np.float64) - self.midpoint)))
 
     def cosine_for(self, confidence: float) -> float:
         confidence = min(max(confidence, 1e-12), 1 - 1e-12)
-        return self.midpoint + np.log(confidence / (1 - confidence)) / self.slope
+        return float(self.midpoint + np.log(confidence / (1 - confidence)) / self.slope)
 
 
 @dataclass(frozen=True)
 class LinearCalibration:
-    def confidence(self, cosine):
+    def confidence(self, cosine: ArrayLike) -> np.ndarray:
         return np.clip((1.0 + np.asarray(cosine, np.float64)) / 2.0, 0.0, 1.0)
 
     def cosine_for(self, confidence: float) -> float:
         return 2.0 * confidence - 1.0
+
+
+Calibration = LogisticCalibration | LinearCalibration  # cosine -> confidence
 
 
 class Extractor(Protocol):
@@ -78,17 +83,19 @@ class Extractor(Protocol):
     input_size: int
     template: np.ndarray
     match_threshold: float
+    calibration: Calibration
 
     def extract(self, chips: np.ndarray) -> np.ndarray:
         """(N, size, size, 3) uint8 RGB aligned chips -> (N, dim) float32 unit vectors."""
         ...
 
-    def confidence(self, cosine): ...
+    def confidence(self, cosine: ArrayLike) -> np.ndarray: ...
 
 
 def unit_rows(vectors: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+    unit: np.ndarray = (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+    return unit
 
 
 def to_nchw(chips: np.ndarray) -> np.ndarray:
@@ -114,7 +121,7 @@ class _RawPixelExtractor:
             return np.zeros((0, self.dim), np.float32)
         return unit_rows(self.runner(to_nchw(chips))[0])
 
-    def confidence(self, cosine):
+    def confidence(self, cosine: ArrayLike) -> np.ndarray:
         return self.calibration.confidence(cosine)
 
 
@@ -137,7 +144,7 @@ ARCFACE_SIDE = 112  # InsightFace's recognition models take 112x112 unless their
 class ArcFaceExtractor:
     """An InsightFace ArcFace recognition model (input ``(N, 3, 112, 112)``, RGB, (x - 127.5) / 127.5)."""
 
-    def __init__(self, runner, name: str | None = None, match_threshold: float | None = None):
+    def __init__(self, runner: Runner, name: str | None = None, match_threshold: float | None = None):
         self.runner = runner
         shape = getattr(runner, "input_shape", (None, 3, ARCFACE_SIDE, ARCFACE_SIDE))
         self.input_size = int(shape[2]) if isinstance(shape[2], int) else ARCFACE_SIDE
@@ -152,11 +159,11 @@ class ArcFaceExtractor:
             return np.zeros((0, self.dim), np.float32)
         return unit_rows(self.runner((to_nchw(chips) - 127.5) / 127.5)[0])
 
-    def confidence(self, cosine):
+    def confidence(self, cosine: ArrayLike) -> np.ndarray:
         return self.calibration.confidence(cosine)
 
 
-def calibration_for(kind: str, match_threshold: float | None = None):
+def calibration_for(kind: str, match_threshold: float | None = None) -> tuple[Calibration, float]:
     """(calibration, recommended threshold) of an extractor family, known without loading it."""
     if kind == "arcface":
         return LinearCalibration(), 0.65 if match_threshold is None else match_threshold
@@ -171,7 +178,7 @@ def calibration_for(kind: str, match_threshold: float | None = None):
     )
 
 
-def _first_input_and_output(path):
+def _first_input_and_output(path: Path | None) -> tuple[Any, Any]:
     import onnx
 
     graph = onnx.load(str(path), load_external_data=False).graph
@@ -180,7 +187,9 @@ def _first_input_and_output(path):
     return first.type.tensor_type.shape.dim, graph.output[0].type.tensor_type.shape.dim
 
 
-def calibration_of_model(name: str, served: dict | None = None):
+def calibration_of_model(
+    name: str, served: dict[str, tuple[Calibration, float]] | None = None
+) -> tuple[Calibration, float]:
     """(calibration, recommended threshold) for vectors of the named model: a served extractor's own, a
     built-in family's by its name, else the linear map (an ArcFace file no longer configured)."""
     if served and name in served:

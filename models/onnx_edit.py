@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from onnx import numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 
-def _free_dims(value_info, names: dict[int, str]) -> None:
+def _free_dims(value_info: onnx.ValueInfoProto, names: dict[int, str]) -> None:
     """Make the dimensions at the given positions symbolic, under the given names."""
     for position, name in names.items():
         value_info.type.tensor_type.shape.dim[position].dim_param = name
@@ -50,7 +51,10 @@ def _evaluate_constant(node: onnx.NodeProto, constants: dict[str, np.ndarray], o
     outputs = [onnx.helper.make_tensor_value_info(node.output[0], onnx.TensorProto.UNDEFINED, None)]
     graph = onnx.helper.make_graph([node], "fold", inputs, outputs)
     model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)])
-    return ReferenceEvaluator(model).run(None, {name: constants[name] for name in node.input})[0]
+    folded = ReferenceEvaluator(model).run(None, {name: constants[name] for name in node.input})
+    assert isinstance(folded, list)  # run() answers a dict only when asked for intermediate results
+    value: np.ndarray = folded[0]
+    return value
 
 
 def with_float_weights(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -118,7 +122,7 @@ def sface_for_batches(model: onnx.ModelProto) -> onnx.ModelProto:
     return with_cheap_prelu(with_float_weights(model))
 
 
-def convert(source: Path, target: Path, edit) -> None:
+def convert(source: Path, target: Path, edit: Callable[[onnx.ModelProto], onnx.ModelProto]) -> None:
     model = edit(onnx.load(str(source)))
     onnx.checker.check_model(model)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -9,8 +9,9 @@ and the tests, so what is measured is what is served.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -62,11 +63,16 @@ def cut_chips(
     )
 
 
-def _per_group(network, groups: Sequence[np.ndarray | None]) -> list:
+def _per_group(network: Callable[[np.ndarray], Any] | None, groups: Sequence[np.ndarray | None]) -> list[Any]:
     """One call of ``network`` over the chips of every group that has some, its rows split back by group."""
     asked = [group for group in groups if group is not None]
-    output = network(np.concatenate(asked)) if asked else None
-    results, at = [], 0
+    if not asked:
+        return [None] * len(groups)
+    if network is None:
+        raise RuntimeError("chips were cut for a network that is not loaded here")
+    output = network(np.concatenate(asked))
+    results: list[Any] = []
+    at = 0
     for group in groups:
         results.append(None if group is None else output[at : at + len(group)])
         at += 0 if group is None else len(group)
@@ -114,7 +120,7 @@ class FacePipeline:
     def __init__(
         self, detector: Detector, extractors: Extractor | Sequence[Extractor], attributes: AttributeModel | None = None
     ):
-        listed = [extractors] if not isinstance(extractors, (list, tuple)) else list(extractors)
+        listed = list(extractors) if isinstance(extractors, Sequence) else [extractors]
         self.detector, self.attribute_model = detector, attributes
         self.extractors = {extractor.name: extractor for extractor in listed}
         self.extractor = listed[0]
@@ -164,11 +170,13 @@ def _runner(config: ModelConfig, name: str) -> OnnxRunner:
 
 def load_detector(config: ModelConfig) -> Detector:
     if config.detector.kind == "scrfd":
+        assert config.detector.onnx_path is not None  # DetectorConfig refuses scrfd without one
         runner = OnnxRunner(config.detector.onnx_path, config.device, config.num_threads, config.spin_wait)
         return ScrfdDetector(runner, config.detector)
     if config.detector.kind == "yunet":
         return YunetDetector(_runner(config, "yunet"), config.detector)
-    return MtcnnDetector(*(_runner(config, f"mtcnn_{n}") for n in ("pnet", "rnet", "onet")), config.detector)
+    pnet, rnet, onet = (_runner(config, f"mtcnn_{n}") for n in ("pnet", "rnet", "onet"))
+    return MtcnnDetector(pnet, rnet, onet, config.detector)
 
 
 def load_extractor(config: ModelConfig, extractor: ExtractorConfig | None = None) -> Extractor:
@@ -176,6 +184,7 @@ def load_extractor(config: ModelConfig, extractor: ExtractorConfig | None = None
     extractor = extractor or config.extractor
     name = geometry_for(extractor).model
     if extractor.kind == "arcface":
+        assert extractor.onnx_path is not None  # ExtractorConfig refuses arcface without one
         runner = OnnxRunner(extractor.onnx_path, config.device, config.num_threads, config.spin_wait)
         return ArcFaceExtractor(runner, name, extractor.match_threshold)
     if extractor.kind == "sface":

@@ -10,7 +10,7 @@ import functools
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import onnxruntime as ort
@@ -28,7 +28,7 @@ CUDA_OPTIONS = {
 }
 
 
-def providers_for(device: str) -> list:
+def providers_for(device: str) -> list[Any]:
     """onnxruntime execution providers for ``auto``, ``cpu`` or ``cuda``.
 
     ``auto`` takes CUDA only when the installed onnxruntime build has its CUDA provider (the
@@ -116,7 +116,7 @@ class OnnxRunner:
 
     @property
     def provider(self) -> str:
-        return self.session.get_providers()[0]
+        return str(self.session.get_providers()[0])
 
     @property
     def held_shapes(self) -> list[tuple[int, ...]]:
@@ -162,7 +162,7 @@ class OnnxRunner:
 class TorchRunner:
     """Runs a torch module the same way, for checks against its exported graph and for benchmarks."""
 
-    def __init__(self, module):
+    def __init__(self, module: Any) -> None:  # a torch.nn.Module
         import torch
 
         self._torch = torch

@@ -9,7 +9,7 @@ anchor centre and landmarks offsets from it, both in units of the stride.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -27,7 +27,7 @@ class ScrfdDetector:
     def __init__(self, runner: OnnxRunner, config: DetectorConfig):
         self.runner = runner
         self.config = config
-        shape = getattr(runner, "input_shape", ())
+        shape: tuple[Any, ...] = getattr(runner, "input_shape", ())
         fixed = len(shape) == 4 and isinstance(shape[2], int) and isinstance(shape[3], int)
         self.input_size = int(shape[2]) if fixed else config.input_size_px
         self._centres: dict[int, np.ndarray] = {}
@@ -63,19 +63,20 @@ class ScrfdDetector:
             boxes.append(np.hstack([centre - distances[passed, :2], centre + distances[passed, 2:]]))
             points.append(centre[:, None, :] + offsets[passed])
             scores.append(level_scores[passed])
-        boxes, scores, points = np.concatenate(boxes), np.concatenate(scores), np.concatenate(points)
-        keep = batched_nms(boxes, scores, np.zeros(len(boxes)), self.config.nms_iou)
+        all_boxes, all_scores = np.concatenate(boxes), np.concatenate(scores)
+        all_points = np.concatenate(points)
+        keep = batched_nms(all_boxes, all_scores, np.zeros(len(all_boxes)), self.config.nms_iou)
         min_side = self.config.min_face_px
         faces = []
         for index in keep:
-            face = box.to_photo(boxes[index])
+            face = box.to_photo(all_boxes[index])
             if min(face[2] - face[0], face[3] - face[1]) < min_side:
                 continue
             faces.append(
                 Detection(
                     face.astype(np.float32),
-                    float(scores[index]),
-                    box.to_photo(points[index].reshape(-1)).reshape(5, 2).astype(np.float32),
+                    float(all_scores[index]),
+                    box.to_photo(all_points[index].reshape(-1)).reshape(5, 2).astype(np.float32),
                 )
             )
         return faces

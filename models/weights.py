@@ -23,6 +23,7 @@ import sys
 import tarfile
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -172,15 +173,15 @@ def _extract(archive: Path, member: str, target: Path) -> None:
         with zipfile.ZipFile(archive) as bundle, bundle.open(member) as source, open(target, "wb") as sink:
             shutil.copyfileobj(source, sink)
     else:
-        with tarfile.open(archive) as bundle:
-            source = bundle.extractfile(member)
-            if source is None:
+        with tarfile.open(archive) as tar:
+            packed = tar.extractfile(member)
+            if packed is None:
                 raise SetupError(f"{archive.name} has no file {member}")
-            with source, open(target, "wb") as sink:
-                shutil.copyfileobj(source, sink)
+            with packed, open(target, "wb") as sink:
+                shutil.copyfileobj(packed, sink)
 
 
-def fetch_weights(data_dir: Path, log=print) -> Path:
+def fetch_weights(data_dir: Path, log: Callable[[str], object] = print) -> Path:
     """Make sure every pinned weight file is in ``<data_dir>/weights`` with its expected sha256.
 
     Files already there and intact are kept, so running this again costs nothing. A file whose hash

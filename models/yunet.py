@@ -97,7 +97,9 @@ class YunetDetector:
                     candidates[index].append(self._decode(outputs, row, side, box))
         return [self._faces(found) for found in candidates]
 
-    def _decode(self, outputs, row: int, side: int, box: Letterbox) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _decode(
+        self, outputs: Sequence[np.ndarray], row: int, side: int, box: Letterbox
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(boxes, scores, landmarks) above the score threshold, in photo pixels."""
         boxes, scores, points = [], [], []
         for stride in STRIDES:

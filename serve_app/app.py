@@ -65,7 +65,7 @@ def create_api(services: Services | None) -> FastAPI:
             )
         return api.openapi_schema
 
-    api.openapi = openapi  # type: ignore[method-assign]
+    api.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to replace the document
     return api
 
 

@@ -51,7 +51,7 @@ Source = Annotated[
     ),
 ]
 Threshold = Annotated[float, Field(ge=0, le=1)]
-Attribute = Literal[ATTRIBUTE_NAMES]  # type: ignore[valid-type]
+Attribute = Literal[ATTRIBUTE_NAMES]  # type: ignore[valid-type]  # the names come from models.attributes, one list
 Sort = Literal["id", "-id", "-confidence"]
 
 

@@ -37,17 +37,19 @@ class _DenseBlock(nn.Module):
         return F.relu(total)
 
     def load_tf(self, weights: WeightMap, prefix: str) -> None:
-        if self.first:
+        if isinstance(self.conv0, TfSameConv2d):  # the first block's
             load_conv(self.conv0, weights, f"{prefix}/conv0")
         else:
             self.conv0.load_tf(weights, f"{prefix}/conv0")
         for index, conv in enumerate(self.rest, start=1):
+            assert isinstance(conv, SeparableConv)
             conv.load_tf(weights, f"{prefix}/conv{index}")
 
 
 class ExpressionNet(nn.Module):
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
+        self.mean: torch.Tensor
         self.register_buffer("mean", torch.tensor(MEAN_RGB).view(1, 3, 1, 1))
         self.blocks = nn.ModuleList(
             [
@@ -70,6 +72,7 @@ class ExpressionNet(nn.Module):
     def from_tfjs(cls, weights: WeightMap) -> "ExpressionNet":
         net = cls()
         for index, block in enumerate(net.blocks):
+            assert isinstance(block, _DenseBlock)
             block.load_tf(weights, f"dense{index}")
         net.fc.weight.data = dense_weight(weights["fc/weights"])
         net.fc.bias.data = vector(weights["fc/bias"])

@@ -26,7 +26,7 @@ def _flatten_like_caffe(x: torch.Tensor) -> torch.Tensor:
 class PNet(nn.Module):
     """Fully convolutional proposal net: a 12x12 window per output cell, stride 2."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.conv1, self.prelu1 = nn.Conv2d(3, 10, 3), nn.PReLU(10)
         self.conv2, self.prelu2 = nn.Conv2d(10, 16, 3), nn.PReLU(16)
@@ -44,7 +44,7 @@ class PNet(nn.Module):
 class RNet(nn.Module):
     """Refines 24x24 candidate crops."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.conv1, self.prelu1 = nn.Conv2d(3, 28, 3), nn.PReLU(28)
         self.conv2, self.prelu2 = nn.Conv2d(28, 48, 3), nn.PReLU(48)
@@ -63,7 +63,7 @@ class RNet(nn.Module):
 class ONet(nn.Module):
     """Scores 48x48 crops and finds five landmarks (x1..x5, y1..y5, relative to the box)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.conv1, self.prelu1 = nn.Conv2d(3, 32, 3), nn.PReLU(32)
         self.conv2, self.prelu2 = nn.Conv2d(32, 64, 3), nn.PReLU(64)

@@ -32,7 +32,8 @@ class _ConvScale(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv(x)
-        return out * self.scale_weight.view(1, -1, 1, 1) + self.scale_bias.view(1, -1, 1, 1)
+        scaled: torch.Tensor = out * self.scale_weight.view(1, -1, 1, 1) + self.scale_bias.view(1, -1, 1, 1)
+        return scaled
 
     def load_tf(self, weights: WeightMap, prefix: str) -> None:
         load_conv(self.conv, weights, f"{prefix}/conv")
@@ -103,8 +104,9 @@ class DlibResNet(nn.Module):
         ("conv256_down_out", "down", 256, 256),
     )
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
+        self.mean: torch.Tensor
         self.register_buffer("mean", torch.tensor(MEAN_RGB).view(1, 3, 1, 1))
         self.stem = _ConvScale(3, 32, 7, 2)
         self.blocks = nn.ModuleDict(
@@ -120,13 +122,15 @@ class DlibResNet(nn.Module):
         out = F.max_pool2d(F.relu(self.stem(out)), 3, 2)
         for block in self.blocks.values():
             out = block(out)
-        return self.fc(out.mean(dim=(2, 3)))
+        embedding: torch.Tensor = self.fc(out.mean(dim=(2, 3)))
+        return embedding
 
     @classmethod
     def from_tfjs(cls, weights: WeightMap) -> "DlibResNet":
         net = cls()
         net.stem.load_tf(weights, "conv32_down")
         for name, block in net.blocks.items():
+            assert isinstance(block, (_Residual, _ResidualDown))
             block.load_tf(weights, name)
         net.fc.weight.data = torch.from_numpy(weights["fc"].T.copy())
         weights.check_all_read("face_recognition_model")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,16 +25,17 @@ class WeightFormatError(ValueError):
     """The manifest or its shards do not hold what the manifest says."""
 
 
-class WeightMap(dict):
+class WeightMap(dict[str, Any]):
     """Tensors by manifest name; remembers which ones a port read, so leftovers can be reported."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.read: set[str] = set()
 
     def __getitem__(self, name: str) -> np.ndarray:
         self.read.add(name)
-        return super().__getitem__(name)
+        tensor: np.ndarray = super().__getitem__(name)
+        return tensor
 
     def check_all_read(self, model: str) -> None:
         """A tensor that no layer consumed means the port misread the architecture."""
@@ -126,14 +128,17 @@ class SeparableConv(nn.Module):
         self.pointwise = nn.Conv2d(in_channels, out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pointwise(self.depthwise(x))
+        out: torch.Tensor = self.pointwise(self.depthwise(x))
+        return out
 
     def load_tf(self, weights: dict[str, np.ndarray], prefix: str) -> None:
         self.depthwise.weight.data = depthwise_filter(weights[f"{prefix}/depthwise_filter"])
         self.pointwise.weight.data = conv_filter(weights[f"{prefix}/pointwise_filter"])
+        assert self.pointwise.bias is not None  # nn.Conv2d's default: with a bias
         self.pointwise.bias.data = vector(weights[f"{prefix}/bias"])
 
 
 def load_conv(conv: nn.Conv2d, weights: dict[str, np.ndarray], prefix: str, bias_key: str = "bias") -> None:
     conv.weight.data = conv_filter(weights[f"{prefix}/filters"])
+    assert conv.bias is not None  # the ported layers all carry a bias
     conv.bias.data = vector(weights[f"{prefix}/{bias_key}"])

@@ -27,7 +27,8 @@ class _ReductionBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(x) if self.activate_input else x
         out = self.separable_conv1(F.relu(self.separable_conv0(out)))
-        return tf_same_max_pool(out, 3, 2) + self.expansion_conv(x)
+        pooled: torch.Tensor = tf_same_max_pool(out, 3, 2) + self.expansion_conv(x)
+        return pooled
 
     def load_tf(self, weights: WeightMap, prefix: str) -> None:
         self.separable_conv0.load_tf(weights, f"{prefix}/separable_conv0")
@@ -48,14 +49,16 @@ class _MainBlock(nn.Module):
 
     def load_tf(self, weights: WeightMap, prefix: str) -> None:
         for index, conv in enumerate(self.convs):
+            assert isinstance(conv, SeparableConv)
             conv.load_tf(weights, f"{prefix}/separable_conv{index}")
 
 
 class AgeGenderNet(nn.Module):
     """Returns (age (N,), gender probabilities (N, 2) as [male, female])."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
+        self.mean: torch.Tensor
         self.register_buffer("mean", torch.tensor(MEAN_RGB).view(1, 3, 1, 1))
         self.conv_in = TfSameConv2d(3, 32, 3, stride=2)
         self.reduction0 = _ReductionBlock(32, 64, activate_input=False)
@@ -83,6 +86,7 @@ class AgeGenderNet(nn.Module):
         net.reduction0.load_tf(weights, "entry_flow/reduction_block_0")
         net.reduction1.load_tf(weights, "entry_flow/reduction_block_1")
         for index, block in enumerate(net.middle):
+            assert isinstance(block, _MainBlock)
             block.load_tf(weights, f"middle_flow/main_block_{index}")
         net.exit_reduction.load_tf(weights, "exit_flow/reduction_block")
         net.exit_conv.load_tf(weights, "exit_flow/separable_conv")

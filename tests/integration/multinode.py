@@ -13,6 +13,7 @@ shard replicas, which ask for it), deploys the app with the given settings, prin
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 
@@ -40,17 +41,19 @@ def placement(settings) -> list[list[str]]:
         for shard in range(index.num_shards)
     ]
     actors = [[ray.get_actor(name, namespace=namespaces[name]) for name in shard] for shard in names]
-    return [
-        [state["node"] for state in ray.get([actor.ready.remote() for actor in replicas], timeout=60)]
-        for replicas in actors
-    ]
+    nodes = []
+    for replicas in actors:
+        states: list[dict[str, str]] = ray.get([actor.ready.remote() for actor in replicas], timeout=60)
+        nodes.append([state["node"] for state in states])
+    return nodes
 
 
 def running_replicas(deployment: str) -> int:
     from ray import serve
+    from ray.serve.schema import ReplicaState
 
     states = serve.status().applications["facegrid"].deployments[deployment].replica_states
-    return int(states.get("RUNNING", 0))
+    return int(states.get(ReplicaState.RUNNING, 0))
 
 
 def main() -> None:
@@ -68,7 +71,7 @@ def main() -> None:
         node = cluster.add_node(num_cpus=0, resources={INDEX_RESOURCE: 2})
         workers[node.node_id] = node
     cluster.wait_for_nodes()
-    ray.init(address=cluster.address, namespace="facegrid", logging_level="ERROR", log_to_driver=False)
+    ray.init(address=cluster.address, namespace="facegrid", logging_level=logging.ERROR, log_to_driver=False)
     try:
         run(settings)
         ready = wait_until_ready(f"http://127.0.0.1:{settings.port}", 240)
@@ -78,6 +81,7 @@ def main() -> None:
             if command["cmd"] == "quit":
                 break
             try:
+                answer: dict[str, object]
                 if command["cmd"] == "placement":
                     answer = {"placement": placement(settings)}
                 elif command["cmd"] == "replicas":

@@ -53,6 +53,7 @@ class MultiNodeService:
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{settings['port']}", timeout=60)
 
     def _read_answers(self) -> None:
+        assert self.process.stdout is not None
         for line in self.process.stdout:
             if line.startswith(ANSWER):
                 self.answers.put(json.loads(line[len(ANSWER) :]))
@@ -68,6 +69,7 @@ class MultiNodeService:
         return answer
 
     def ask(self, **command) -> dict:
+        assert self.process.stdin is not None
         self.process.stdin.write(json.dumps(command) + "\n")
         self.process.stdin.flush()
         answer = self._answer()

@@ -22,7 +22,8 @@ def _check_serve_config(config: dict) -> None:
     # entry may only carry the Ingress's index tuning, which Serve applies in place.
     for deployment in application.deployments:
         assert deployment.name == "Ingress" and set(deployment.dict(exclude_unset=True)) <= {"name", "user_config"}
-        assert set(deployment.user_config) == {"index"} and set(deployment.user_config["index"]) <= IndexConfig.TUNABLE
+        tuning = deployment.user_config or {}
+        assert set(tuning) == {"index"} and set(tuning["index"]) <= IndexConfig.TUNABLE
     assert type(app_builder(application.args)).__name__ == "Application"
     serve = load_settings(**application.args).serve
     for section in (serve.detector, serve.extractor):

@@ -59,7 +59,7 @@ def _as_faceapi_batch(path) -> np.ndarray:
     canvas = np.zeros((side, side, 3), np.uint8)
     top, left = (side - height) // 2, (side - width) // 2
     canvas[top : top + height, left : left + width] = image
-    resized = np.asarray(Image.fromarray(canvas).resize((112, 112), Image.BILINEAR))
+    resized = np.asarray(Image.fromarray(canvas).resize((112, 112), Image.Resampling.BILINEAR))
     return resized[None].transpose(0, 3, 1, 2).astype(np.float32)
 
 

@@ -45,7 +45,12 @@ def held(shard: IndexShard, gallery: str) -> dict[int, tuple[np.ndarray, dict]]:
     if index is None:
         return {}
     ids = index.list_ids(None, None, 10**9).tolist()
-    return {face_id: (index.vector(face_id), index.meta[index.slot_of.get(face_id)] or {}) for face_id in ids}
+    contents = {}
+    for face_id in ids:
+        slot, vector = index.slot_of.get(face_id), index.vector(face_id)
+        assert slot is not None and vector is not None
+        contents[face_id] = (vector, index.meta[slot] or {})
+    return contents
 
 
 def stored(store, gallery: str) -> dict[int, tuple[np.ndarray, dict]]:
