@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Real Apache Cassandra (single node) and memcached on loopback, for development and tests.
+# Real Apache Cassandra (one node, or a ring of three) and memcached on loopback, for development and tests.
 #
 #   cluster/services.sh install | start | stop | status
 #   cluster/services.sh start-cassandra | stop-cassandra | start-memcached | stop-memcached
+#   cluster/services.sh start-ring | stop-ring | wipe-ring | start-node N | stop-node N | kill-node N
 #
 # Cassandra 5.0.6 comes from Maven Central as its published jars (cluster/cassandra/pom.xml), fetched with
 # `mvn -C`, which fails on any checksum mismatch; memcached comes from Debian's packages. Both listen on
@@ -84,52 +85,90 @@ JPMS_FLAGS=(
     -Dio.netty.tryReflectionSetAccessible=true
 )
 
-start_cassandra() {
-    if answers 127.0.0.1 "$CQL_PORT"; then return; fi
+# One Cassandra JVM: launch_node HOME ADDRESS CQL_PORT STORAGE_PORT JMX_PORT HEAP SEEDS LOCAL_RF PIDFILE
+launch_node() {
+    local home="$1" address="$2" cql="$3" storage="$4" jmx="$5" heap="$6" seeds="$7" local_rf="$8" pidfile="$9"
+    if answers "$address" "$cql"; then return; fi
     [ -d "$CASSANDRA_HOME/lib" ] || die "Cassandra is not installed: run '$0 install'"
-    local conf="$CASSANDRA_HOME/conf" logs="$CASSANDRA_HOME/logs"
-    mkdir -p "$conf" "$logs" "$CASSANDRA_HOME/data"
-    sed -e "s#@STATE@#$CASSANDRA_HOME/data#g" -e "s#@STORAGE_PORT@#$STORAGE_PORT#g" -e "s#@CQL_PORT@#$CQL_PORT#g" \
+    local conf="$home/conf" logs="$home/logs"
+    mkdir -p "$conf" "$logs" "$home/data"
+    sed -e "s#@STATE@#$home/data#g" -e "s#@STORAGE_PORT@#$storage#g" -e "s#@CQL_PORT@#$cql#g" \
+        -e "s#@ADDRESS@#$address#g" -e "s#@SEEDS@#$seeds#g" -e "s#@LOCAL_RF@#$local_rf#g" \
         "$HERE/cassandra/cassandra.yaml.in" > "$conf/cassandra.yaml"
     cp "$HERE/cassandra/logback.xml" "$conf/logback.xml"
     : > "$logs/system.log"
-    nohup java -Xms"$HEAP" -Xmx"$HEAP" -XX:+UseG1GC -XX:MaxGCPauseMillis=300 "${JPMS_FLAGS[@]}" \
+    # ring_delay_ms: how long a joining node listens to gossip first; 5 s is plenty on one host.
+    nohup java -Xms"$heap" -Xmx"$heap" -XX:+UseG1GC -XX:MaxGCPauseMillis=300 "${JPMS_FLAGS[@]}" \
         -Dcassandra.config="file://$conf/cassandra.yaml" -Dlogback.configurationFile="$conf/logback.xml" \
-        -Dcassandra.logdir="$logs" -Dcassandra.storagedir="$CASSANDRA_HOME/data" -Dcassandra-foreground=yes \
-        -Dcassandra.jmx.local.port="$JMX_PORT" -Dcassandra.skip_wait_for_gossip_to_settle=0 \
+        -Dcassandra.logdir="$logs" -Dcassandra.storagedir="$home/data" -Dcassandra-foreground=yes \
+        -Dcassandra.jmx.local.port="$jmx" -Dcassandra.skip_wait_for_gossip_to_settle=0 \
+        -Dcassandra.ring_delay_ms=5000 \
         -cp "$CASSANDRA_HOME/lib/*" org.apache.cassandra.service.CassandraDaemon \
         > "$logs/stdout.log" 2>&1 &
-    echo $! > "$STATE/cassandra.pid"
-    for _ in $(seq 360); do
-        if grep -q "Starting listening for CQL clients" "$logs/system.log" 2>/dev/null && answers 127.0.0.1 "$CQL_PORT"; then
-            say "Cassandra on 127.0.0.1:$CQL_PORT"; return
+    echo $! > "$pidfile"
+    for _ in $(seq 480); do
+        if grep -q "Starting listening for CQL clients" "$logs/system.log" 2>/dev/null && answers "$address" "$cql"; then
+            say "Cassandra on $address:$cql"; return
         fi
-        kill -0 "$(cat "$STATE/cassandra.pid")" 2>/dev/null || { tail -20 "$logs/stdout.log" "$logs/system.log" >&2; die "Cassandra exited while starting"; }
+        kill -0 "$(cat "$pidfile")" 2>/dev/null || { tail -20 "$logs/stdout.log" "$logs/system.log" >&2; die "Cassandra at $address exited while starting"; }
         sleep 0.5
     done
     tail -20 "$logs/system.log" >&2
-    die "Cassandra did not answer on 127.0.0.1:$CQL_PORT within 180 s"
+    die "Cassandra did not answer on $address:$cql within 240 s"
 }
 
-stop_cassandra() {
-    if [ -f "$STATE/cassandra.pid" ]; then
-        local pid; pid="$(cat "$STATE/cassandra.pid")"
-        kill "$pid" 2>/dev/null || true
-        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-        kill -9 "$pid" 2>/dev/null || true
-        rm -f "$STATE/cassandra.pid"
-    fi
+stop_pid() {  # PIDFILE [SIGNAL]: stop that JVM (SIGTERM, then SIGKILL after 20 s), or kill it at once
+    local pidfile="$1" signal="${2:-TERM}"
+    [ -f "$pidfile" ] || return 0
+    local pid; pid="$(cat "$pidfile")"
+    kill "-$signal" "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -9 "$pid" 2>/dev/null || true
+    rm -f "$pidfile"
 }
+
+start_cassandra() {
+    launch_node "$CASSANDRA_HOME" 127.0.0.1 "$CQL_PORT" "$STORAGE_PORT" "$JMX_PORT" "$HEAP" \
+        "127.0.0.1:$STORAGE_PORT" 1 "$STATE/cassandra.pid"
+}
+
+stop_cassandra() { stop_pid "$STATE/cassandra.pid"; }
+
+# The three-node ring: node N on 127.0.0.N, each with its own JVM, data and JMX port; CQL and storage
+# ports apart from the single node's, so both can run at once. Node 1 is the seed; the others join one
+# after the other (Cassandra lets one node bootstrap at a time).
+RING_CQL_PORT="${FACEGRID_RING_CQL_PORT:-9142}"
+RING_STORAGE_PORT="${FACEGRID_RING_STORAGE_PORT:-7100}"
+RING_HEAP="${FACEGRID_RING_HEAP:-512m}"
+RING="$STATE/ring"
+
+start_node() {
+    local n="$1"
+    case "$n" in 1|2|3) ;; *) die "ring nodes are 1, 2 and 3" ;; esac
+    mkdir -p "$RING"
+    launch_node "$RING/node$n" "127.0.0.$n" "$RING_CQL_PORT" "$RING_STORAGE_PORT" "$((7300 + n))" "$RING_HEAP" \
+        "127.0.0.1:$RING_STORAGE_PORT" 3 "$RING/node$n.pid"
+}
+
+start_ring() { install_cassandra; for n in 1 2 3; do start_node "$n"; done; }
+stop_ring() { for n in 1 2 3; do stop_pid "$RING/node$n.pid"; done; }
+wipe_ring() { stop_ring; rm -rf "$RING"; }
 
 case "${1:-}" in
     install) install_memcached; install_cassandra ;;
     start) install_memcached; install_cassandra; start_memcached; start_cassandra ;;
-    stop) stop_memcached; stop_cassandra ;;
+    stop) stop_memcached; stop_cassandra; stop_ring ;;
     status) answers 127.0.0.1 "$MEMCACHED_PORT" && say "memcached up" || say "memcached down"
             answers 127.0.0.1 "$CQL_PORT" && say "Cassandra up" || say "Cassandra down" ;;
     start-cassandra) start_cassandra ;;
     stop-cassandra) stop_cassandra ;;
     start-memcached) start_memcached ;;
     stop-memcached) stop_memcached ;;
-    *) die "usage: $0 install|start|stop|status|start-cassandra|stop-cassandra|start-memcached|stop-memcached" ;;
+    start-ring) start_ring ;;
+    stop-ring) stop_ring ;;
+    wipe-ring) wipe_ring ;;
+    start-node) start_node "${2:?node 1, 2 or 3}" ;;
+    stop-node) stop_pid "$RING/node${2:?node 1, 2 or 3}.pid" ;;
+    kill-node) stop_pid "$RING/node${2:?node 1, 2 or 3}.pid" KILL ;;
+    *) die "usage: $0 install|start|stop|status|start-cassandra|stop-cassandra|start-memcached|stop-memcached|start-ring|stop-ring|wipe-ring|start-node N|stop-node N|kill-node N" ;;
 esac

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from facegrid.errors import actor_lost_errors
+from facegrid.errors import FacegridError, actor_lost_errors
 from store.base import FaceRecord, FaceStore, shard_of
 
 from .config import IndexConfig
@@ -34,6 +34,9 @@ from .filters import FaceFilter
 from .metrics import record_pending, record_search_latency
 
 logger = logging.getLogger(__name__)
+# Faces whose write the store could not confirm are re-read this often, this many times (about 5 minutes:
+# past a node's restart, or an operator's repair of the store).
+REFRESH_EVERY_S, REFRESH_ATTEMPTS = 2.0, 150
 
 
 @dataclass
@@ -224,6 +227,34 @@ class ShardRouter:
     async def update_meta(self, gallery: str, face_id: int, meta: dict[str, Any]) -> bool:
         updated = await self._write(shard_of(gallery, face_id, self.num_shards), "update_meta", gallery, face_id, meta)
         return bool(updated)
+
+    async def refresh(self, gallery: str, face_ids: Sequence[int]) -> None:
+        """Make every replica hold these faces as the store holds them now (IndexShard.refresh)."""
+        groups: dict[int, list[int]] = {}
+        for face_id in face_ids:
+            groups.setdefault(shard_of(gallery, face_id, self.num_shards), []).append(face_id)
+        await asyncio.gather(*(self._write(shard, "refresh", gallery, ids) for shard, ids in groups.items()))
+
+    def refresh_later(self, gallery: str, face_ids: Sequence[int]) -> None:
+        """After a store write that failed without saying whether it landed (Cassandra's timeouts): refresh
+        these faces from the store in the background, retrying while the store is still unavailable."""
+        task = asyncio.get_running_loop().create_task(self._refresh_until_done(gallery, list(face_ids)))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _refresh_until_done(self, gallery: str, face_ids: list[int]) -> None:
+        for _ in range(REFRESH_ATTEMPTS):
+            await asyncio.sleep(REFRESH_EVERY_S)
+            try:
+                await self.refresh(gallery, face_ids)
+                return
+            except FacegridError as error:  # the store or a shard still down: try again
+                logger.info("could not yet refresh %d faces of %r from the store: %s", len(face_ids), gallery, error)
+        logger.warning(
+            "gave up refreshing %d faces of %r from the store; their shards load them on their next start",
+            len(face_ids),
+            gallery,
+        )
 
     async def drop_gallery(self, gallery: str) -> None:
         await asyncio.gather(*(self._write(s, "drop_gallery", gallery) for s in range(self.num_shards)))

@@ -102,6 +102,18 @@ class IndexShard:
             record_gallery_faces(gallery, self.shard_id, index.count)
         return replayed
 
+    def refresh(self, gallery: str, face_ids: list[int]) -> None:
+        """Hold each of ``face_ids`` as the store holds it now: after writes the store could not confirm (a
+        timeout may or may not have landed), so that the index never lacks a face the store has."""
+        index = self.galleries.get(gallery)
+        if index is not None:
+            self._replay(gallery, index, sorted(face_ids))
+            return
+        stored = self.store.get_faces(gallery, face_ids)
+        if stored:
+            faces = list(stored.values())
+            self.add(gallery, [f.face_id for f in faces], np.stack([f.facen for f in faces]), [f.meta for f in faces])
+
     def _replay(self, gallery: str, index: GalleryIndex, face_ids: list[int]) -> None:
         """Make the index hold each of ``face_ids`` exactly as the store does now (or not at all)."""
         self.unsaved = self.unsaved or bool(face_ids)

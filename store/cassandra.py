@@ -29,6 +29,7 @@ from cassandra import ConsistencyLevel, DriverException, RequestExecutionExcepti
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable
 from cassandra.concurrent import execute_concurrent, execute_concurrent_with_args
 from cassandra.policies import DCAwareRoundRobinPolicy, ExponentialReconnectionPolicy, TokenAwarePolicy
+from cassandra.protocol import ErrorMessage
 from cassandra.query import BatchStatement, BatchType
 
 from facegrid.errors import FacegridError
@@ -52,7 +53,9 @@ from .meta import MetaRules
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_DRIVER_ERRORS = (DriverException, RequestExecutionException, NoHostAvailable, OSError)
+# ErrorMessage: a server error the driver has no class for, such as Cassandra 5's CAS_WRITE_UNKNOWN
+# ("CAS operation result is unknown"): a conditional write of unknown outcome under load.
+_DRIVER_ERRORS = (DriverException, RequestExecutionException, NoHostAvailable, ErrorMessage, OSError)
 _META_RETRIES = 8
 # Faces per conditional batch: one Paxos round for all of them, and ~32 KiB of rows, under Cassandra's
 # default batch_size_fail_threshold (50 KiB).

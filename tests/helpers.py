@@ -44,6 +44,30 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def run_services(command: str) -> None:
-    """cluster/services.sh start|stop for the real Cassandra and memcached."""
-    subprocess.run(["bash", str(SERVICES_SCRIPT), command], check=True, timeout=300)
+def run_services(*command: str) -> None:
+    """cluster/services.sh COMMAND [NODE]: the real Cassandra (one node or the ring) and memcached."""
+    subprocess.run(["bash", str(SERVICES_SCRIPT), *command], check=True, timeout=300)
+
+
+def deploy_app(app: str, route_prefix: str, args: dict, ingress_user_config: dict | None = None) -> None:
+    """What ``serve deploy`` does with a config file naming one more facegrid application (on the test
+    port, under its own route prefix, beside the api tier's): the controller applies the whole config."""
+    from ray.serve._private import api as serve_api
+    from ray.serve.schema import ServeDeploySchema
+
+    application = {"name": app, "route_prefix": route_prefix, "import_path": "serve_app.app:app_builder", "args": args}
+    if ingress_user_config is not None:
+        application["deployments"] = [{"name": "Ingress", "user_config": ingress_user_config}]
+    client = serve_api.serve_start(http_options={"host": "127.0.0.1", "port": SERVICE_PORT})
+    client.deploy_apps(ServeDeploySchema.model_validate({"applications": [application]}))
+
+
+def delete_app(app: str) -> None:
+    """The application, and its shard actors (detached, so Serve leaves them)."""
+    import ray
+    from ray import serve
+
+    serve.delete(app)
+    for info in ray.util.list_named_actors(all_namespaces=True):
+        if info["name"].startswith(f"{app}-shard-"):
+            ray.kill(ray.get_actor(info["name"], namespace=info["namespace"]))

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Query, Request
 from facegrid.errors import FacegridError
 from index.errors import ShardUnavailable
 from store.base import FaceRecord, check_gallery_name
+from store.errors import StoreUnavailable
 
 from .. import params
 from ..bodies import json_body
@@ -53,7 +54,11 @@ async def add_face(
     resolved = await resolve(source, services, "from")
     model, vector = vector_for_gallery(resolved, gallery_record, services, "from")
     record = FaceRecord(gallery, number, vector, body.meta, resolved.attributes, time.time(), model)
-    (error,) = await services.in_thread(services.store.add_faces, [record])
+    try:
+        (error,) = await services.in_thread(services.store.add_faces, [record])
+    except StoreUnavailable:
+        services.router.refresh_later(gallery, [number])  # the write may have landed: keep the index true
+        raise
     if error is not None:
         raise error
     await _index(services, [record])
@@ -85,7 +90,11 @@ async def add_faces(gallery: str, request: Request, services: ServicesDep) -> di
 
     prepared = await asyncio.gather(*(prepare(i, item) for i, item in enumerate(body.faces)))
     records = [p for p in prepared if isinstance(p, FaceRecord)]
-    stored = iter(await services.in_thread(services.store.add_faces, records))
+    try:
+        stored = iter(await services.in_thread(services.store.add_faces, records))
+    except StoreUnavailable:
+        services.router.refresh_later(gallery, [record.face_id for record in records])
+        raise
     results, indexed = [], []
     for item in prepared:
         error = item if not isinstance(item, FaceRecord) else next(stored)

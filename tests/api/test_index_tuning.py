@@ -11,23 +11,11 @@ import pytest
 
 from serve_app.face_wire import encode_facen
 from tests.factories import clustered_unit_vectors, queries_near
-from tests.helpers import SERVICE_PORT
+from tests.helpers import SERVICE_PORT, delete_app, deploy_app
 
 APP, PREFIX = "facegrid-tuning", "/tuning"
 TOKEN = "tuning-secret"  # this app also runs behind a bearer token
 FACES, DIM, PROBES = 4000, 128, 40
-
-
-def deploy(args: dict, ingress_user_config: dict | None) -> None:
-    """What ``serve run`` does with a config file: the controller applies the whole config."""
-    from ray.serve._private import api as serve_api
-    from ray.serve.schema import ServeDeploySchema
-
-    application = {"name": APP, "route_prefix": PREFIX, "import_path": "serve_app.app:app_builder", "args": args}
-    if ingress_user_config is not None:
-        application["deployments"] = [{"name": "Ingress", "user_config": ingress_user_config}]
-    client = serve_api.serve_start(http_options={"host": "127.0.0.1", "port": SERVICE_PORT})
-    client.deploy_apps(ServeDeploySchema.model_validate({"applications": [application]}))
 
 
 def recall_at_10(client, probes: np.ndarray, truth: np.ndarray) -> float:
@@ -45,7 +33,6 @@ def recall_at_10(client, probes: np.ndarray, truth: np.ndarray) -> float:
 @pytest.fixture
 def tuned_service(ray_session, tmp_path):
     import httpx
-    from ray import serve
 
     from serve_app.app import wait_until_ready
 
@@ -64,15 +51,12 @@ def tuned_service(ray_session, tmp_path):
         },
         "serve": {"detector": {"num_cpus": 0.1}, "extractor": {"num_cpus": 0.1}, "ingress": {"num_cpus": 0.1}},
     }
-    deploy(args, None)
+    deploy_app(APP, PREFIX, args)
     base_url = f"http://127.0.0.1:{SERVICE_PORT}{PREFIX}"
     assert wait_until_ready(base_url, 240)
     with httpx.Client(base_url=base_url, timeout=60, headers={"Authorization": f"Bearer {TOKEN}"}) as client:
         yield client, args
-    serve.delete(APP)
-    for info in ray_session.util.list_named_actors(all_namespaces=True):
-        if info["name"].startswith(f"{APP}-shard-"):
-            ray_session.kill(ray_session.get_actor(info["name"], namespace=info["namespace"]))
+    delete_app(APP)
 
 
 def test_raising_ef_search_on_a_running_hnsw_gallery_raises_its_recall(tuned_service):
@@ -89,7 +73,7 @@ def test_raising_ef_search_on_a_running_hnsw_gallery_raises_its_recall(tuned_ser
     truth = np.argsort(-(probes @ vectors.T), axis=1)[:, :10] + 1
 
     narrow = recall_at_10(client, probes, truth)
-    deploy(args, {"index": {"hnsw_ef_search": 400}})  # only user_config changed: applied in place
+    deploy_app(APP, PREFIX, args, {"index": {"hnsw_ef_search": 400}})  # only user_config changed: applied in place
     deadline = time.monotonic() + 120
     while recall_at_10(client, probes[:5], truth[:5]) < 0.9 and time.monotonic() < deadline:
         time.sleep(1)  # the controller applies it shortly after
