@@ -176,8 +176,6 @@ class CassandraFaceStore:
         }
         for name in ("layout_get", "gallery_get", "gallery_all", "face_get", "scan", "scan_first", "count", "changes"):
             self._q[name].consistency_level = self._read
-            # Reads change nothing: the driver may try the next node when one dies mid-request.
-            self._q[name].is_idempotent = True
         for name in ("scan", "scan_first", "changes"):
             self._q[name].fetch_size = self.page_size
 
