@@ -24,7 +24,7 @@ from ..errors import BadParam, describe
 from ..face_wire import face_object
 from ..queries import AddFaceQuery
 from ..schemas import AddFace, BulkAdd, BulkResults, Face, PatchFace
-from ..services import ServicesDep
+from ..services import Services, ServicesDep
 from ..sources import resolve, vector_for_gallery
 
 router = APIRouter(tags=["faces"])
@@ -36,6 +36,16 @@ async def _index(services, records: list[FaceRecord]) -> None:
         await services.router.add(records)
     except ShardUnavailable as error:
         log.warning("faces stored but not yet indexed (their shard will load them on restart): %s", error)
+
+
+async def _store(services: Services, gallery: str, records: list[FaceRecord]) -> list[FacegridError | None]:
+    """``store.add_faces``; when the store fails without saying whether the writes landed, the index is
+    brought in line with it later (ShardRouter.refresh_later)."""
+    try:
+        return await services.in_thread(services.store.add_faces, records)
+    except StoreUnavailable:
+        services.router.refresh_later(gallery, [record.face_id for record in records])
+        raise
 
 
 @router.post(
@@ -54,11 +64,7 @@ async def add_face(
     resolved = await resolve(source, services, "from")
     model, vector = vector_for_gallery(resolved, gallery_record, services, "from")
     record = FaceRecord(gallery, number, vector, body.meta, resolved.attributes, time.time(), model)
-    try:
-        (error,) = await services.in_thread(services.store.add_faces, [record])
-    except StoreUnavailable:
-        services.router.refresh_later(gallery, [number])  # the write may have landed: keep the index true
-        raise
+    (error,) = await _store(services, gallery, [record])
     if error is not None:
         raise error
     await _index(services, [record])
@@ -90,11 +96,7 @@ async def add_faces(gallery: str, request: Request, services: ServicesDep) -> di
 
     prepared = await asyncio.gather(*(prepare(i, item) for i, item in enumerate(body.faces)))
     records = [p for p in prepared if isinstance(p, FaceRecord)]
-    try:
-        stored = iter(await services.in_thread(services.store.add_faces, records))
-    except StoreUnavailable:
-        services.router.refresh_later(gallery, [record.face_id for record in records])
-        raise
+    stored = iter(await _store(services, gallery, records))
     results, indexed = [], []
     for item in prepared:
         error = item if not isinstance(item, FaceRecord) else next(stored)
