@@ -2,7 +2,8 @@
 
     python -m bench.search [--exact-faces 1000000] [--approx-faces 5000000] [--queries 512]
 
-0. a flat shard's search paths by batch size: numpy matrix product, FAISS's SIMD scan, FAISS's BLAS path;
+0. a flat shard's search paths by batch size: numpy matrix-vector products, FAISS's sequential scan and
+   its BLAS path, and the shard as configured;
 1. index RAM per face vs the raw vector bytes (in-process GalleryIndex, empty meta and typical meta);
 2. the embedded store: bulk write of N faces, then the rebuild of 2 shard actors from it;
 3. exact search over N faces x 128-d across 2 shard actors, single queries arriving concurrently,
@@ -32,7 +33,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from index import GalleryIndex, IndexConfig, ShardRouter, huge_pages
+from index import GalleryIndex, IndexConfig, ShardRouter, huge_pages, matvec
 from store import FaceRecord, SqliteFaceStore
 from tests.factories import clustered_unit_vectors, queries_near, random_meta
 
@@ -46,21 +47,20 @@ def rss_bytes() -> int:
 
 def search_paths(count: int) -> None:
     """Where each path of a flat shard is fastest: queries/s by batch size, one thread, over ``count`` faces
-    (one shard's share): FAISS's SIMD scan (below ``index.blas_threshold``; with faiss-cpu's own threshold,
-    128000, every realistic batch stays on it), FAISS's BLAS path, and for reference a numpy matrix product
-    with a partial sort (how a hand-written scan would do it)."""
+    (one shard's share): numpy's matrix-vector product one query at a time (index/matvec.py), FAISS's
+    sequential scan (faiss-cpu 1.15's own threshold keeps batches under 1000 queries of 128-d on it),
+    FAISS's BLAS path, and a shard's flat gallery as configured (the first below ``index.blas_threshold``,
+    the third from it)."""
     import threadpoolctl
 
     vectors = clustered_unit_vectors(count, DIM, seed=10)
     queries = queries_near(vectors, 256, seed=11)
     index = faiss.IndexFlatIP(DIM)
     index.add(vectors)
+    gallery = GalleryIndex(DIM, IndexConfig())
+    gallery.add(list(range(count)), vectors, [{}] * count)
     library_default = faiss.cvar.distance_compute_blas_threshold
     faiss.omp_set_num_threads(1)
-
-    def numpy_scan(batch: np.ndarray):
-        scores = batch @ vectors.T
-        return np.argpartition(scores, count - TOP_K, axis=1)[:, count - TOP_K :]
 
     def rate(search, batch: int) -> float:
         search(queries[:batch])  # warm-up
@@ -71,20 +71,21 @@ def search_paths(count: int) -> None:
         return batch * repeats / (time.perf_counter() - started)
 
     paths = {
-        "FAISS SIMD scan": (library_default, lambda q: index.search(q, TOP_K)),
+        "numpy matrix-vector": (1, lambda q: matvec.top_k_each(vectors, q, TOP_K)),
+        "FAISS sequential scan": (library_default, lambda q: index.search(q, TOP_K)),
         "FAISS BLAS": (1, lambda q: index.search(q, TOP_K)),
-        "numpy matrix product": (library_default, numpy_scan),
+        "shard, as configured": (1, lambda q: gallery.search(q, TOP_K)),
     }
-    batches = (1, 2, 4, 8, 16, 64, 256)
+    batches = (1, 2, 3, 4, 8, 16, 64, 256)
     print(
-        f"0. flat search paths, {count:,} faces, one thread, queries/s by batch size "
-        f"({', '.join(str(b) for b in batches)})"
+        f"0. flat search paths, {count:,} faces, one thread, top-{TOP_K}, queries/s by batch size "
+        f"({', '.join(str(b) for b in batches)}); index.blas_threshold = {IndexConfig().blas_threshold}"
     )
     with threadpoolctl.threadpool_limits(1):
         for name, (threshold, search) in paths.items():
             faiss.cvar.distance_compute_blas_threshold = threshold
             print(f"   {name:22s} " + "  ".join(f"{rate(search, batch):7.0f}" for batch in batches))
-    faiss.cvar.distance_compute_blas_threshold = IndexConfig().blas_threshold
+    faiss.cvar.distance_compute_blas_threshold = 1
     faiss.omp_set_num_threads(os.cpu_count() or 1)
     print()
 
@@ -164,7 +165,7 @@ def approximate(
     vectors = clustered_unit_vectors(count, DIM, seed=40)
     queries = queries_near(vectors, num_queries, seed=41)
     faiss.omp_set_num_threads(os.cpu_count() or 1)
-    faiss.cvar.distance_compute_blas_threshold = IndexConfig().blas_threshold
+    faiss.cvar.distance_compute_blas_threshold = 1  # as in a shard (index/shard.py)
 
     def rate(index: GalleryIndex, repeats: int = REPEATS):
         return best_rate(lambda batch: index.search(batch, TOP_K)[1], queries, repeats)

@@ -65,10 +65,9 @@ class IndexConfig(BaseModel):
     blas_threshold: int = Field(
         4,
         ge=1,
-        description="FAISS distance_compute_blas_threshold: query batches at least this large use "
-        "BLAS, smaller ones FAISS's SIMD scan, each where it is faster on one thread "
-        "(python -m bench.search --only paths). faiss-cpu 1.15 defaults to 128000, which "
-        "keeps every realistic batch on the scan, about 7x slower at batch 256.",
+        description="Flat galleries: a batch of fewer queries than this is scanned one query at a time "
+        "with numpy's matrix-vector product (index/matvec.py), a larger one through FAISS's BLAS "
+        "path, each where it is faster on one thread (python -m bench.search --only paths).",
     )
     hedge_after_s: float = Field(
         0.25,

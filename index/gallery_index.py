@@ -5,9 +5,11 @@ columns hold its filterable values. Deleting a face clears its slot's ``alive`` 
 indexes cannot remove in place cheaply); searches skip dead slots with an ID selector, and once a
 configured share of slots is dead the index is rebuilt from the live ones.
 
-Filtered search stays exact: the filter becomes a bitmap of passing slots handed to FAISS as an
-``IDSelectorBitmap``, so FAISS returns the true top-k among passing faces however few pass, rather
-than filtering a fixed top-k afterwards.
+Filtered search stays exact: the filter becomes a mask of passing slots, applied before the top-k
+(index/matvec.py for flat galleries; for HNSW and IVF handed to FAISS as an ``IDSelectorBitmap``), so
+the result is the true top-k among passing faces however few pass, not a fixed top-k filtered afterwards.
+A flat gallery answers batches smaller than ``blas_threshold`` one query at a time by matrix-vector
+products, larger ones through FAISS's BLAS path, each where it is faster.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import faiss
 import numpy as np
 
+from . import matvec
 from .config import IndexConfig
 from .filters import FaceFilter, MetaColumn
 
@@ -198,6 +201,10 @@ class GalleryIndex:
     def dead_fraction(self) -> float:
         return 1.0 - self.count / max(self.size, 1)
 
+    def _flat_vectors(self) -> np.ndarray:
+        """A flat index's own float32 storage, as a numpy view (no copy); valid until the next add."""
+        return faiss.rev_swig_ptr(self.index.get_xb(), self.size * self.dim).reshape(self.size, self.dim)
+
     def _vectors(self) -> np.ndarray:
         vectors: np.ndarray = self.index.reconstruct_n(0, self.size)
         return vectors
@@ -280,10 +287,13 @@ class GalleryIndex:
         if self.size == 0:
             return np.full((len(queries), 0), -np.inf, np.float32), np.zeros((len(queries), 0), np.uint64)
         filtered = face_filter is not None and not face_filter.is_empty
+        masked = filtered or self.count < self.size
         if self.kind == "flat" and self.torch_device is not None:
-            passing = self.passing(face_filter) if filtered or self.count < self.size else None
-            scores, slots = self._torch_mirror().search(queries, top_k, passing)
-        elif filtered or self.count < self.size:
+            scores, slots = self._torch_mirror().search(queries, top_k, self.passing(face_filter) if masked else None)
+        elif self.kind == "flat" and len(queries) < self.config.blas_threshold and not self._gpu_enabled():
+            passing = self.passing(face_filter) if masked else None
+            scores, slots = matvec.top_k_each(self._flat_vectors(), queries, top_k, passing)
+        elif masked:
             mask = self.passing(face_filter)
             bitmap = np.packbits(mask, bitorder="little")
             selector = faiss.IDSelectorBitmap(self.size, faiss.swig_ptr(bitmap))

@@ -9,6 +9,7 @@ from functools import lru_cache
 from typing import Any
 
 SEARCH_LATENCY_BOUNDARIES_S = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]
+BATCH_SIZE_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 
 
 @lru_cache(maxsize=None)
@@ -29,6 +30,9 @@ def _metrics() -> dict[str, Any] | None:
             tag_keys=("gallery",),
         ),
         "pending": metrics.Gauge("facegrid_router_pending_queries", "Searches waiting to join a batch."),
+        "batch_size": metrics.Histogram(
+            "facegrid_search_batch_size", "Searches the router sent to the shards together.", BATCH_SIZE_BOUNDARIES
+        ),
     }
 
 
@@ -48,3 +52,9 @@ def record_pending(count: int) -> None:
     found = _metrics()
     if found:
         found["pending"].set(count)
+
+
+def record_batch_size(size: int) -> None:
+    found = _metrics()
+    if found:
+        found["batch_size"].observe(size)

@@ -20,6 +20,7 @@ import heapq
 import itertools
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -31,7 +32,7 @@ from store.base import FaceRecord, FaceStore, shard_of
 from .config import IndexConfig
 from .errors import ShardUnavailable
 from .filters import FaceFilter
-from .metrics import record_pending, record_search_latency
+from .metrics import record_batch_size, record_pending, record_search_latency
 
 logger = logging.getLogger(__name__)
 # Faces whose write the store could not confirm are re-read this often, this many times (about 5 minutes:
@@ -62,6 +63,7 @@ class ShardRouter:
         self._unanswered: tuple[type[BaseException], ...] = (asyncio.TimeoutError, *self._actor_errors)
         self._lagging: list[set[int]] = [set() for _ in replicas]
         self._background: set[asyncio.Future[Any]] = set()
+        self.batches_by_size: Counter[int] = Counter()  # the histogram's raw counts, for benchmarks
 
     @classmethod
     def start(
@@ -322,6 +324,8 @@ class ShardRouter:
         room = self.config.batches_in_flight * self.config.replicas_per_shard
         while self._pending and len(self._batches) < room:
             batch, self._pending = self._pending[: self.config.max_batch], self._pending[self.config.max_batch :]
+            self.batches_by_size[len(batch)] += 1
+            record_batch_size(len(batch))
             task = asyncio.get_running_loop().create_task(self._run_batch(batch))
             self._batches.add(task)
             task.add_done_callback(self._batch_done)

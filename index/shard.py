@@ -45,7 +45,9 @@ class IndexShard:
         # FAISS's OpenMP and both BLAS libraries (numpy's and FAISS's own) use the same share of the node.
         faiss.omp_set_num_threads(self.threads)
         threadpoolctl.threadpool_limits(self.threads)
-        faiss.cvar.distance_compute_blas_threshold = config.blas_threshold
+        # Flat batches below blas_threshold never reach FAISS (index/matvec.py); those that do take its BLAS
+        # path. faiss-cpu 1.15 compares queries x dimensions, not queries, with this global.
+        faiss.cvar.distance_compute_blas_threshold = 1
         self.galleries: dict[str, GalleryIndex] = {}
         self.torch_device = torch_device(config.gpu_search, config.gpus_per_shard)
         self.snapshots = SnapshotDirectory(snapshot_path) if snapshot_path is not None else None
@@ -294,7 +296,6 @@ class IndexShard:
     def configure(self, tuning: dict[str, Any]) -> None:
         """Apply index tuning (``IndexConfig.TUNABLE`` fields, already checked) to every gallery of the shard."""
         self.config = self.config.model_copy(update=tuning)
-        faiss.cvar.distance_compute_blas_threshold = self.config.blas_threshold
         for index in self.galleries.values():
             index.config = self.config
 

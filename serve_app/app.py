@@ -92,6 +92,10 @@ class Ingress:
         router and every shard replica (index.config.IndexConfig.TUNABLE), applied in place."""
         await self.services.router.configure(user_config.get("index", {}))
 
+    def search_batch_counts(self) -> dict[int, int]:
+        """Batches this replica's router sent to the shards so far, by size (for bench.search_http)."""
+        return dict(self.services.router.batches_by_size)
+
 
 def deployment_options(section: DeploymentSettings, gpus_present: bool, batching: bool) -> dict:
     options = {

@@ -110,8 +110,10 @@ class Services:
             raise ExtractionFailed("the model replicas could not answer") from None
 
 
-def services_of(request: Request) -> Services:
-    """The Services of the application serving ``request`` (the Ingress replica sets them on start)."""
+async def services_of(request: Request) -> Services:
+    """The Services of the application serving ``request`` (the Ingress replica sets them on start).
+    A coroutine, so that FastAPI calls it on the event loop: a plain function it would hand to a worker
+    thread on every request."""
     services = getattr(request.app.state, "services", None)
     if services is None:
         raise RuntimeError("facegrid services are not installed in this application")

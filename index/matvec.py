@@ -1,0 +1,37 @@
+"""Exact top-k over a flat index's vectors, one matrix-vector product per query.
+
+Why not FAISS here: a lone query over a large shard is bound by reading every vector once, and numpy's
+BLAS matrix-vector product streams them faster than either FAISS path (its sequential scan, or its BLAS
+path, which pays for a matrix product with one column); ``python -m bench.search --only paths`` prints
+the three side by side. Batches of ``index.blas_threshold`` queries and more go to FAISS's BLAS path,
+which then wins. Filters and deleted faces become a mask of passing slots, applied before the top-k, so
+the result stays the exact top-k among the faces that pass.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def top_k_each(
+    vectors: np.ndarray, queries: np.ndarray, top_k: int, passing: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, slots), each ``len(queries) x top_k``, best first (ties: lower slot first); missing
+    results (fewer than ``top_k`` slots pass) have score -inf and slot -1, as FAISS returns them."""
+    count = len(vectors)
+    top_k = min(top_k, count)
+    scores = np.full((len(queries), top_k), -np.inf, np.float32)
+    slots = np.full((len(queries), top_k), -1, np.int64)
+    for row, query in enumerate(queries):
+        similarity = vectors @ query
+        if passing is not None:
+            np.copyto(similarity, -np.inf, where=~passing)
+        if top_k == 1:
+            best = np.array([int(np.argmax(similarity))])
+        else:
+            candidates = np.argpartition(similarity, count - top_k)[count - top_k :]
+            best = candidates[np.lexsort((candidates, -similarity[candidates]))]
+        found = similarity[best] > -np.inf
+        scores[row, : found.sum()] = similarity[best[found]]
+        slots[row, : found.sum()] = best[found]
+    return scores, slots
