@@ -5,7 +5,7 @@
 The service runs on its defaults (embedded store, 2 flat shards) on a local Ray; N faces are enrolled
 over HTTP (bulk add of ``facen:`` vectors); then 1 / 8 / 32 / 64 concurrent keep-alive clients search
 ``GET /v2/galleries/<g>/faces?looks_like=facen:...&limit=1``, one query after another each. The clients
-are coroutines on one event loop (httpx), so the load generator costs little CPU.
+are coroutines on one event loop (aiohttp), so the load generator costs little CPU.
 
 Beside it, after the service has stopped so that nothing competes: a numpy loop (one matrix-vector
 product and argmax per query, the way CompreFace searches), and FAISS flat in this process at batch =
@@ -23,9 +23,11 @@ import os
 import statistics
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import numpy as np
 
@@ -58,17 +60,21 @@ async def enrol(vectors: np.ndarray, gallery: str) -> float:
 
 
 async def search_load(probes: list[str], clients: int, total: int, gallery: str, top_k: int = 1):
-    """``total`` searches from ``clients`` concurrent clients; (queries/s, median ms, [face ids])."""
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{PORT}", timeout=120, limits=limits) as client:
+    """``total`` searches from ``clients`` concurrent clients; (queries/s, median ms, [face ids]). aiohttp,
+    not httpx: the load generator shares the cores with the service it measures, and httpx's client took
+    several times aiohttp's CPU a request, as much as the Ingress replica (docs/benchmarks.md)."""
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(
+        f"http://127.0.0.1:{PORT}", connector=connector, timeout=aiohttp.ClientTimeout(total=120)
+    ) as session:
 
         async def one(index: int) -> tuple[float, list[int]]:
             started = time.perf_counter()
-            response = await client.get(
-                f"/v2/galleries/{gallery}/faces", params={"looks_like": probes[index % len(probes)], "limit": top_k}
-            )
-            response.raise_for_status()
-            return time.perf_counter() - started, [int(face["id"]["face"]) for face in response.json()["faces"]]
+            params = {"looks_like": probes[index % len(probes)], "limit": str(top_k)}
+            async with session.get(f"/v2/galleries/{gallery}/faces", params=params) as response:
+                response.raise_for_status()
+                body = await response.json()
+            return time.perf_counter() - started, [int(face["id"]["face"]) for face in body["faces"]]
 
         async def run(count: int) -> list:
             indices, results = iter(range(count)), [None] * count
@@ -131,6 +137,14 @@ def restart_to_ready_s(snapshot_dir: Path, from_snapshot: bool) -> dict[str, Any
     return figures
 
 
+def search_batch_counts() -> Counter:
+    """Batches the Ingress's router has sent to the shards, by size."""
+    from ray import serve
+
+    handle = serve.get_deployment_handle("Ingress", app_name="facegrid")
+    return Counter(handle.search_batch_counts.remote().result())
+
+
 def shard_states() -> list[dict]:
     with httpx.Client(base_url=f"http://127.0.0.1:{PORT}", timeout=30) as client:
         body = client.get("/readyz").json()
@@ -152,8 +166,10 @@ def measure(
     figures["http"] = {}
     for clients in client_counts:
         total = max(64, 16 * clients)
+        before = search_batch_counts()
         rate, median_ms, ids = asyncio.run(search_load(probes, clients, total, GALLERY, top_k=10 if recall_of else 1))
-        figures["http"][clients] = (rate, median_ms)
+        ran = search_batch_counts() - before
+        figures["http"][clients] = (rate, median_ms, sum(size * n for size, n in ran.items()) / max(ran.total(), 1))
         if recall_of is not None:
             figures.setdefault("recall", recall_of(ids, queries))
     snapshot_dir = settings.index.snapshot_dir
@@ -214,11 +230,14 @@ def main(argv: list[str] | None = None) -> None:
         f"enrolled over HTTP at {flat['enrol_faces_per_s']:,.0f} faces/s"
     )
     print(f"   numpy loop, one matrix-vector product per query: {numpy_rate:.1f} q/s")
-    print("   clients   facegrid over HTTP (median ms)   x numpy   FAISS flat in-process, batch = clients   HTTP/FAISS")
+    print(
+        "   clients   facegrid over HTTP (median ms)   mean batch   x numpy"
+        "   FAISS flat in-process, batch = clients   HTTP/FAISS"
+    )
     for clients in client_counts:
-        rate, median_ms = flat["http"][clients]
+        rate, median_ms, batch = flat["http"][clients]
         print(
-            f"   {clients:7d}   {rate:10.1f} q/s ({median_ms:6.1f} ms)   {rate / numpy_rate:7.2f}x"
+            f"   {clients:7d}   {rate:10.1f} q/s ({median_ms:6.1f} ms)   {batch:10.1f}   {rate / numpy_rate:7.2f}x"
             f"   {in_process[clients]:10.1f} q/s{'':26s}{rate / in_process[clients]:6.2f}x"
         )
     print_restarts(flat)
@@ -227,10 +246,10 @@ def main(argv: list[str] | None = None) -> None:
     if hnsw:
         print(f"\n   HNSW over {args.hnsw_faces:,} faces, recall@10 {hnsw['recall']:.3f} (against exact)")
         for clients in client_counts:
-            rate, median_ms = hnsw["http"][clients]
+            rate, median_ms, batch = hnsw["http"][clients]
             print(
-                f"   {clients:7d}   {rate:10.1f} q/s ({median_ms:6.1f} ms)   {rate / hnsw_numpy_rate:7.2f}x "
-                f"the numpy loop over the same faces ({hnsw_numpy_rate:.1f} q/s)"
+                f"   {clients:7d}   {rate:10.1f} q/s ({median_ms:6.1f} ms)   {batch:10.1f}"
+                f"   {rate / hnsw_numpy_rate:7.2f}x the numpy loop over the same faces ({hnsw_numpy_rate:.1f} q/s)"
             )
         print_restarts(hnsw)
 
