@@ -154,7 +154,7 @@ def shard_states() -> list[dict]:
 def measure(
     label: str, vectors: np.ndarray, index_settings: dict, client_counts: list[int], scratch: Path, recall_of=None
 ) -> dict:
-    from bench.serving import serve_with
+    from bench.serving import mean_batch, serve_with
     from serve_app.app import stop_service
 
     settings = load_settings(port=PORT, store={"path": scratch / f"{label}.db"}, index=index_settings)
@@ -168,8 +168,7 @@ def measure(
         total = max(64, 16 * clients)
         before = search_batch_counts()
         rate, median_ms, ids = asyncio.run(search_load(probes, clients, total, GALLERY, top_k=10 if recall_of else 1))
-        ran = search_batch_counts() - before
-        figures["http"][clients] = (rate, median_ms, sum(size * n for size, n in ran.items()) / max(ran.total(), 1))
+        figures["http"][clients] = (rate, median_ms, mean_batch(search_batch_counts() - before))
         if recall_of is not None:
             figures.setdefault("recall", recall_of(ids, queries))
     snapshot_dir = settings.index.snapshot_dir

@@ -229,12 +229,13 @@ def batch_counts() -> dict[str, Counter]:
     }
 
 
+def mean_batch(ran: Counter) -> float:
+    """The mean size of the batches counted in ``ran`` (size -> batches run), 0 when none ran."""
+    return sum(size * n for size, n in ran.items()) / max(ran.total(), 1)
+
+
 def mean_batches(before: dict[str, Counter], after: dict[str, Counter]) -> str:
-    means = []
-    for name in after:
-        ran = after[name] - before[name]
-        means.append(f"{name} {sum(size * n for size, n in ran.items()) / max(sum(ran.values()), 1):.1f}")
-    return ", ".join(means)
+    return ", ".join(f"{name} {mean_batch(after[name] - before[name]):.1f}" for name in after)
 
 
 def median_ms(results: list[tuple[int, float]]) -> float:

@@ -287,15 +287,13 @@ class GalleryIndex:
         if self.size == 0:
             return np.full((len(queries), 0), -np.inf, np.float32), np.zeros((len(queries), 0), np.uint64)
         filtered = face_filter is not None and not face_filter.is_empty
-        masked = filtered or self.count < self.size
+        passing = self.passing(face_filter) if filtered or self.count < self.size else None
         if self.kind == "flat" and self.torch_device is not None:
-            scores, slots = self._torch_mirror().search(queries, top_k, self.passing(face_filter) if masked else None)
+            scores, slots = self._torch_mirror().search(queries, top_k, passing)
         elif self.kind == "flat" and len(queries) < self.config.blas_threshold and not self._gpu_enabled():
-            passing = self.passing(face_filter) if masked else None
             scores, slots = matvec.top_k_each(self._flat_vectors(), queries, top_k, passing)
-        elif masked:
-            mask = self.passing(face_filter)
-            bitmap = np.packbits(mask, bitorder="little")
+        elif passing is not None:
+            bitmap = np.packbits(passing, bitorder="little")
             selector = faiss.IDSelectorBitmap(self.size, faiss.swig_ptr(bitmap))
             scores, slots = self.index.search(queries, top_k, params=self._search_parameters(selector))
             del selector, bitmap

@@ -22,16 +22,17 @@ def top_k_each(
     top_k = min(top_k, count)
     scores = np.full((len(queries), top_k), -np.inf, np.float32)
     slots = np.full((len(queries), top_k), -1, np.int64)
+    blocked = None if passing is None else ~passing
     for row, query in enumerate(queries):
         similarity = vectors @ query
-        if passing is not None:
-            np.copyto(similarity, -np.inf, where=~passing)
+        if blocked is not None:
+            np.copyto(similarity, -np.inf, where=blocked)
         if top_k == 1:
             best = np.array([int(np.argmax(similarity))])
         else:
             candidates = np.argpartition(similarity, count - top_k)[count - top_k :]
             best = candidates[np.lexsort((candidates, -similarity[candidates]))]
-        found = similarity[best] > -np.inf
-        scores[row, : found.sum()] = similarity[best[found]]
-        slots[row, : found.sum()] = best[found]
+        best = best[similarity[best] > -np.inf]  # sorted best first, so the found ones lead
+        scores[row, : len(best)] = similarity[best]
+        slots[row, : len(best)] = best
     return scores, slots
