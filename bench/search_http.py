@@ -5,7 +5,8 @@
 The service runs on its defaults (embedded store, 2 flat shards) on a local Ray; N faces are enrolled
 over HTTP (bulk add of ``facen:`` vectors); then 1 / 8 / 32 / 64 concurrent keep-alive clients search
 ``GET /v2/galleries/<g>/faces?looks_like=facen:...&limit=1``, one query after another each. The clients
-are coroutines on one event loop (aiohttp), so the load generator costs little CPU.
+are coroutines on one event loop (aiohttp), so the load generator costs little CPU; the table shows how
+much (this process's CPU time over the searches it sent).
 
 Beside it, after the service has stopped so that nothing competes: a numpy loop (one matrix-vector
 product and argmax per query, the way CompreFace searches), and FAISS flat in this process at batch =
@@ -166,9 +167,10 @@ def measure(
     figures["http"] = {}
     for clients in client_counts:
         total = max(64, 16 * clients)
-        before = search_batch_counts()
+        before, cpu_before = search_batch_counts(), time.process_time()
         rate, median_ms, ids = asyncio.run(search_load(probes, clients, total, GALLERY, top_k=10 if recall_of else 1))
-        figures["http"][clients] = (rate, median_ms, mean_batch(search_batch_counts() - before))
+        client_cpu_ms = (time.process_time() - cpu_before) / (total + clients) * 1000  # with the warm-up round
+        figures["http"][clients] = (rate, median_ms, mean_batch(search_batch_counts() - before), client_cpu_ms)
         if recall_of is not None:
             figures.setdefault("recall", recall_of(ids, queries))
     snapshot_dir = settings.index.snapshot_dir
@@ -230,14 +232,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(f"   numpy loop, one matrix-vector product per query: {numpy_rate:.1f} q/s")
     print(
-        "   clients   facegrid over HTTP (median ms)   mean batch   x numpy"
+        "   clients   facegrid over HTTP (median ms)   mean batch   clients' CPU a search   x numpy"
         "   FAISS flat in-process, batch = clients   HTTP/FAISS"
     )
     for clients in client_counts:
-        rate, median_ms, batch = flat["http"][clients]
+        rate, median_ms, batch, client_cpu_ms = flat["http"][clients]
         print(
-            f"   {clients:7d}   {rate:10.1f} q/s ({median_ms:6.1f} ms)   {batch:10.1f}   {rate / numpy_rate:7.2f}x"
-            f"   {in_process[clients]:10.1f} q/s{'':26s}{rate / in_process[clients]:6.2f}x"
+            f"   {clients:7d}   {rate:10.1f} q/s ({median_ms:6.1f} ms)   {batch:10.1f}   {client_cpu_ms:16.2f} ms"
+            f"   {rate / numpy_rate:7.2f}x   {in_process[clients]:10.1f} q/s{'':26s}{rate / in_process[clients]:6.2f}x"
         )
     print_restarts(flat)
     raw = args.faces * DIM * 4
@@ -245,9 +247,9 @@ def main(argv: list[str] | None = None) -> None:
     if hnsw:
         print(f"\n   HNSW over {args.hnsw_faces:,} faces, recall@10 {hnsw['recall']:.3f} (against exact)")
         for clients in client_counts:
-            rate, median_ms, batch = hnsw["http"][clients]
+            rate, median_ms, batch, client_cpu_ms = hnsw["http"][clients]
             print(
-                f"   {clients:7d}   {rate:10.1f} q/s ({median_ms:6.1f} ms)   {batch:10.1f}"
+                f"   {clients:7d}   {rate:10.1f} q/s ({median_ms:6.1f} ms)   {batch:10.1f}   {client_cpu_ms:16.2f} ms"
                 f"   {rate / hnsw_numpy_rate:7.2f}x the numpy loop over the same faces ({hnsw_numpy_rate:.1f} q/s)"
             )
         print_restarts(hnsw)
