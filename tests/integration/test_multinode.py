@@ -54,9 +54,12 @@ class MultiNodeService:
 
     def _read_answers(self) -> None:
         assert self.process.stdout is not None
+        decoder = json.JSONDecoder()
         for line in self.process.stdout:
             if line.startswith(ANSWER):
-                self.answers.put(json.loads(line[len(ANSWER) :]))
+                # raw_decode: Ray's processes share this stdout, and their text has been seen appended to an
+                # answer's line; the answer is the JSON object the line starts with.
+                self.answers.put(decoder.raw_decode(line[len(ANSWER) :])[0])
         self.answers.put(None)
 
     def _answer(self, timeout_s: float = 120) -> dict:
