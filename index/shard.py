@@ -319,9 +319,11 @@ def threads_for_this_node(config: IndexConfig) -> int:
     return max(1, int(cores // replicas_here))
 
 
-def save_snapshots_of_running_shards(timeout_s: float = 300) -> int:
+def save_snapshots_of_running_shards(timeout_s: float = 300, retry_after_s: float = 2.0) -> int:
     """Ask every shard replica on this Ray cluster to save what its snapshot lacks, and wait (a planned
-    stop: the next start then has nothing to replay). Returns how many replicas saved."""
+    stop: the next start then has nothing to replay). A replica whose save failed (the store it reads the
+    galleries from unreachable for a moment, as after a Cassandra node's restart) is asked again until
+    ``timeout_s``. Returns how many replicas saved."""
     import re
 
     import ray
@@ -331,14 +333,24 @@ def save_snapshots_of_running_shards(timeout_s: float = 300) -> int:
         for info in ray.util.list_named_actors(all_namespaces=True)
         if re.fullmatch(r".+-shard-\d+-\d+", info["name"])
     ]
-    calls = [replica.save_snapshot.remote(only_if_unsaved=True) for replica in replicas]
-    done, _ = ray.wait(calls, num_returns=len(calls), timeout=timeout_s)
-    saved = 0
-    for call in done:
-        try:
-            saved += ray.get(call) is not None
-        except ray.exceptions.RayError:  # a replica that died meanwhile rebuilds or loads on restart
-            pass
+    deadline, saved = time.monotonic() + timeout_s, 0
+    while replicas:
+        calls = {replica.save_snapshot.remote(only_if_unsaved=True): replica for replica in replicas}
+        done, _ = ray.wait(list(calls), num_returns=len(calls), timeout=max(0.0, deadline - time.monotonic()))
+        replicas = []
+        for call in done:
+            try:
+                saved += ray.get(call) is not None
+            except ray.exceptions.RayActorError:  # a replica that died meanwhile rebuilds or loads on restart
+                pass
+            except ray.exceptions.RayTaskError as error:
+                logger.warning("a shard replica could not save its snapshot, asking again: %s", error)
+                replicas.append(calls[call])
+        if replicas and time.monotonic() + retry_after_s >= deadline:
+            logger.warning("%d shard replicas could not save their snapshots before the stop", len(replicas))
+            break
+        if replicas:
+            time.sleep(retry_after_s)
     return saved
 
 
