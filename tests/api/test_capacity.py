@@ -88,7 +88,7 @@ def test_failed_and_abandoned_detects_give_their_queue_place_back(api, faces_dir
 
 def test_custom_metrics_reach_the_prometheus_export(api, faces_dir, metrics_port):
     """Each series is produced here: a write (faces per gallery shard), searches at once (the router's
-    queue), detects (model batches), an overload; and the Grafana dashboard names only series the export
+    queue and its batches), detects (model batches), an overload; and the Grafana dashboard names only series the export
     has (each series name as a whole word)."""
     api.post("/v2/galleries/metered")
     assert api.post("/v2/galleries/metered/faces/1", json={"from": facen_source(np.ones(128))}).status_code == 200
@@ -111,6 +111,7 @@ def test_custom_metrics_reach_the_prometheus_export(api, faces_dir, metrics_port
         "ray_facegrid_gallery_faces",
         "ray_facegrid_search_latency_s_bucket",
         "ray_facegrid_model_batch_size_bucket",
+        "ray_facegrid_search_batch_size_bucket",
         "ray_facegrid_over_capacity_total",
     }
     assert len(named) >= 6
