@@ -69,8 +69,9 @@ class ShardRouter:
     def start(
         cls, store: FaceStore, config: IndexConfig, *, name_prefix: str = "facegrid", detached: bool = False
     ) -> "ShardRouter":
-        from .shard import shard_actor
+        from .shard import retire_shards, shard_actor, shard_fingerprint
 
+        retire_shards(name_prefix, keep_fingerprint=shard_fingerprint(store.store_id, config))
         replicas = [
             [
                 shard_actor(shard, replica, store, config, name_prefix=name_prefix, detached=detached)
@@ -82,19 +83,9 @@ class ShardRouter:
 
     def stop(self) -> None:
         """Kill every shard replica and free their placement groups (tests, benchmarks)."""
-        import ray
-        from ray.util import get_placement_group, remove_placement_group
+        from .shard import retire_shards
 
-        from .shard import shard_name
-
-        for actor in itertools.chain(*self.replicas):
-            ray.kill(actor, no_restart=True)
-        if self.config.replicas_per_shard > 1:
-            for shard in range(self.num_shards):
-                try:
-                    remove_placement_group(get_placement_group(shard_name(self.name_prefix, shard)))
-                except ValueError:
-                    pass
+        retire_shards(self.name_prefix)
 
     # ---- calling shards -----------------------------------------------------------------------
 

@@ -11,8 +11,11 @@ rebuild. The class is plain Python; ``shard_actor`` wraps it as a restartable ac
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -324,15 +327,9 @@ def save_snapshots_of_running_shards(timeout_s: float = 300, retry_after_s: floa
     stop: the next start then has nothing to replay). A replica whose save failed (the store it reads the
     galleries from unreachable for a moment, as after a Cassandra node's restart) is asked again until
     ``timeout_s``. Returns how many replicas saved."""
-    import re
-
     import ray
 
-    replicas: list[Any] = [
-        ray.get_actor(info["name"], namespace=info["namespace"])
-        for info in ray.util.list_named_actors(all_namespaces=True)
-        if re.fullmatch(r".+-shard-\d+-\d+", info["name"])
-    ]
+    replicas: list[Any] = [ray.get_actor(name, namespace=namespace) for name, namespace in named_replicas().values()]
     deadline, saved = time.monotonic() + timeout_s, 0
     while replicas:
         calls = {replica.save_snapshot.remote(only_if_unsaved=True): replica for replica in replicas}
@@ -355,12 +352,78 @@ def save_snapshots_of_running_shards(timeout_s: float = 300, retry_after_s: floa
 
 
 def shard_name(name_prefix: str, shard_id: int) -> str:
-    """The name of a shard's placement group, and the stem of its replicas' actor names."""
+    """The stem of a shard's placement group and replica names."""
     return f"{name_prefix}-shard-{shard_id}"
 
 
 def replica_name(name_prefix: str, shard_id: int, replica: int) -> str:
+    """A replica's lasting name: its snapshot directory's."""
     return f"{shard_name(name_prefix, shard_id)}-{replica}"
+
+
+def shard_fingerprint(store_id: str, config: IndexConfig) -> str:
+    """What a running shard replica was started with: the store it reads and the index settings that
+    cannot change at run time. Shard actors are detached, so they outlive the service that started them;
+    a service started again over another store (a new embedded file, a new keyspace) or with other index
+    settings must not take over replicas holding the old ones' galleries."""
+    fixed = config.model_dump(mode="json", exclude=set(IndexConfig.TUNABLE))
+    text = json.dumps({"store": store_id, "index": fixed}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def actor_name(name_prefix: str, shard_id: int, replica: int, fingerprint: str) -> str:
+    """A replica's Ray actor name: its lasting name and what it was started with."""
+    return f"{replica_name(name_prefix, shard_id, replica)}-{fingerprint}"
+
+
+_ACTOR_NAME = re.compile(r"(?P<prefix>.+)-shard-(?P<shard>\d+)-(?P<replica>\d+)(?:-(?P<fingerprint>[0-9a-f]+))?")
+
+
+def named_replicas(name_prefix: str | None = None) -> dict[str, tuple[str, str]]:
+    """Every shard replica actor on this Ray cluster (of one application when ``name_prefix`` is given):
+    its fingerprint-free replica name -> (actor name, namespace)."""
+    import ray
+
+    found = {}
+    for info in ray.util.list_named_actors(all_namespaces=True):
+        match = _ACTOR_NAME.fullmatch(info["name"])
+        if match and name_prefix in (None, match["prefix"]):
+            lasting = replica_name(match["prefix"], int(match["shard"]), int(match["replica"]))
+            found[lasting] = (info["name"], info["namespace"])
+    return found
+
+
+def retire_shards(name_prefix: str | None = None, keep_fingerprint: str | None = None) -> int:
+    """Kill the shard replicas (of one application, or all) other than those started with
+    ``keep_fingerprint``, and free their placement groups; returns how many were killed. Their galleries
+    live on in the store and in their snapshots, which the next replicas load and bring up to date."""
+    import ray
+    from ray.util import get_placement_group, remove_placement_group
+
+    killed, groups = 0, set()
+    for name, namespace in named_replicas(name_prefix).values():
+        match = _ACTOR_NAME.fullmatch(name)
+        assert match is not None  # named_replicas matched it
+        if keep_fingerprint is not None and match["fingerprint"] == keep_fingerprint:
+            continue
+        try:
+            ray.kill(ray.get_actor(name, namespace=namespace), no_restart=True)
+            killed += 1
+        except ValueError:  # gone meanwhile
+            pass
+        groups.add(placement_group_name(match["prefix"], int(match["shard"]), match["fingerprint"] or ""))
+    for group in groups:
+        try:
+            remove_placement_group(get_placement_group(group))
+        except ValueError:
+            pass
+    if killed:
+        logger.info("retired %d shard replicas started over another store or with other index settings", killed)
+    return killed
+
+
+def placement_group_name(name_prefix: str, shard_id: int, fingerprint: str) -> str:
+    return f"{shard_name(name_prefix, shard_id)}-{fingerprint}"
 
 
 def shard_actor(
@@ -384,10 +447,11 @@ def shard_actor(
     """
     import ray
 
+    fingerprint = shard_fingerprint(store.store_id, config)
     if config.replicas_per_shard > 1:
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-        group = shard_placement_group(shard_name(name_prefix, shard_id), config, detached)
+        group = shard_placement_group(placement_group_name(name_prefix, shard_id, fingerprint), config, detached)
         placement: PlacementGroupSchedulingStrategy | str = PlacementGroupSchedulingStrategy(
             group, placement_group_bundle_index=replica
         )
@@ -396,7 +460,7 @@ def shard_actor(
     return (
         ray.remote(IndexShard)
         .options(
-            name=replica_name(name_prefix, shard_id, replica),
+            name=actor_name(name_prefix, shard_id, replica, fingerprint),
             get_if_exists=True,
             lifetime="detached" if detached else None,
             max_restarts=-1,

@@ -180,13 +180,14 @@ def stop_service() -> None:
     """Stop every Serve application and return once Serve's controller is gone, so that the next
     ``run`` on this Ray starts a fresh one (the controller outlives ``serve.shutdown`` by a few seconds
     while its replicas drain, and a ``run`` in that window attaches to the dying one). Shard replicas
-    first save the writes their snapshots lack, so the next start loads them with nothing to replay."""
+    first save the writes their snapshots lack, so the next start loads them with nothing to replay, and
+    are stopped last: they are detached actors, which Serve's shutdown leaves running."""
     import time
 
     import ray
     from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
 
-    from index.shard import save_snapshots_of_running_shards
+    from index.shard import retire_shards, save_snapshots_of_running_shards
 
     save_snapshots_of_running_shards()
     serve.shutdown()
@@ -195,8 +196,9 @@ def stop_service() -> None:
         try:
             ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
         except ValueError:
-            return
+            break
         time.sleep(0.2)
+    retire_shards()
 
 
 def wait_until_ready(base_url: str, timeout_s: float) -> bool:

@@ -64,10 +64,9 @@ def deploy_app(app: str, route_prefix: str, args: dict, ingress_user_config: dic
 
 def delete_app(app: str) -> None:
     """The application, and its shard actors (detached, so Serve leaves them)."""
-    import ray
     from ray import serve
 
+    from index.shard import retire_shards
+
     serve.delete(app)
-    for info in ray.util.list_named_actors(all_namespaces=True):
-        if info["name"].startswith(f"{app}-shard-"):
-            ray.kill(ray.get_actor(info["name"], namespace=info["namespace"]))
+    retire_shards(app)

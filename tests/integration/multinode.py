@@ -32,15 +32,15 @@ def placement(settings) -> list[list[str]]:
     """The node of every replica of every shard, shard by shard."""
     import ray
 
-    from index.shard import replica_name
+    from index.shard import named_replicas, replica_name
 
-    namespaces = {info["name"]: info["namespace"] for info in ray.util.list_named_actors(all_namespaces=True)}
+    running = named_replicas("facegrid")
     index = settings.index
     names = [
-        [replica_name("facegrid", shard, replica) for replica in range(index.replicas_per_shard)]
+        [running[replica_name("facegrid", shard, replica)] for replica in range(index.replicas_per_shard)]
         for shard in range(index.num_shards)
     ]
-    actors = [[ray.get_actor(name, namespace=namespaces[name]) for name in shard] for shard in names]
+    actors = [[ray.get_actor(name, namespace=namespace) for name, namespace in shard] for shard in names]
     nodes = []
     for replicas in actors:
         states: list[dict[str, str]] = ray.get([actor.ready.remote() for actor in replicas], timeout=60)

@@ -23,10 +23,10 @@ def cluster(ray_session, tmp_path):
     """Builds routers over a fresh store; kills their actors afterwards."""
     routers = []
 
-    def make(num_shards: int, replicas: int = 1, store=None, **config):
+    def make(num_shards: int, replicas: int = 1, store=None, name_prefix: str | None = None, **config):
         store = store or SqliteFaceStore(tmp_path / "faces.db", num_shards)
         settings = IndexConfig(num_shards=num_shards, replicas_per_shard=replicas, cpus_per_shard=0.1, **config)
-        router = ShardRouter.start(store, settings, name_prefix=f"t{next(_prefixes)}")
+        router = ShardRouter.start(store, settings, name_prefix=name_prefix or f"t{next(_prefixes)}")
         routers.append(router)
         return router, store
 
@@ -237,6 +237,30 @@ def test_a_killed_shard_restarts_from_its_snapshot_with_the_writes_made_since(cl
     assert restarted["started_from"] == "snapshot" and 0 < restarted["replayed"] <= len(gone + patched + added)
     assert sum(r["faces"] for r in asyncio.run(router.ready())) == len(reference.faces)
     assert_exact(router, "ppl", reference, queries_near(vectors, 6, seed=7))
+
+
+def test_a_start_over_another_store_or_settings_replaces_the_running_shards(cluster, ray_session, tmp_path):
+    """Shard actors are detached: a service started again under the same name must not search the
+    galleries of the store it had before, nor keep index settings it no longer has."""
+    router, store = cluster(2, snapshot_dir=tmp_path / "snapshots")
+    vectors, reference = enrol(store, router, "ppl", 400)
+    old_replicas = list(itertools.chain(*router.replicas))
+
+    fresh_store = SqliteFaceStore(tmp_path / "fresh.db", 2)
+    over_fresh, _ = cluster(2, store=fresh_store, name_prefix=router.name_prefix, snapshot_dir=tmp_path / "snapshots")
+    assert [state["faces"] for state in asyncio.run(over_fresh.ready())] == [0, 0]
+    for replica in old_replicas:
+        with pytest.raises(ray_session.exceptions.RayActorError):
+            ray_session.get(replica.ready.remote(), timeout=30)
+
+    started = [state["started_at"] for state in asyncio.run(over_fresh.ready())]
+    snapshots = tmp_path / "snapshots"
+    tuned_only, _ = cluster(2, store=fresh_store, name_prefix=router.name_prefix, snapshot_dir=snapshots, max_batch=8)
+    assert [state["started_at"] for state in asyncio.run(tuned_only.ready())] == started  # tuning: kept
+
+    back, _ = cluster(2, store=store, name_prefix=router.name_prefix, snapshot_dir=snapshots, kind="hnsw")
+    assert sum(state["faces"] for state in asyncio.run(back.ready())) == 400
+    assert_exact(back, "ppl", reference, queries_near(vectors, 4, seed=7))
 
 
 def test_reads_fail_over_to_a_live_replica(cluster, ray_session):
