@@ -79,6 +79,12 @@ class ShardRouter:
             ]
             for shard in range(config.num_shards)
         ]
+        # Replicas found running keep the tuning they were given, which may not be these settings' (tuning
+        # leaves the fingerprint alone). Not awaited, so that a replica still rebuilding does not hold this
+        # start up; Ray runs one caller's calls to an actor in order, so it applies before any read sent here.
+        tuning = {name: getattr(config, name) for name in IndexConfig.TUNABLE}
+        for replica in itertools.chain(*replicas):
+            replica.configure.remote(tuning)
         return cls(replicas, config, name_prefix)
 
     def stop(self) -> None:
@@ -254,8 +260,8 @@ class ShardRouter:
 
     async def configure(self, tuning: dict[str, Any]) -> None:
         """Apply index tuning (``IndexConfig.TUNABLE`` fields) here and on every replica of every shard.
-        Only values that differ from this router's are sent: the Ingress is configured with the settings'
-        own values when it starts, and waiting there on shards still rebuilding would hold its start up."""
+        Only values that differ from this router's are sent: ``start`` gave the replicas the settings' own
+        values, and waiting here on shards still rebuilding would hold the Ingress's start up."""
         changed = {
             name: value for name, value in IndexConfig.tuning(tuning).items() if getattr(self.config, name) != value
         }

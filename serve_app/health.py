@@ -17,6 +17,8 @@ SHARD_FIELDS = (
     "faces",
     "index_bytes",
     "threads",
+    "tuning",
+    "search_device",
     "rebuild_s",
     "started_from",
     "replayed",

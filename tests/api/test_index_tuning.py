@@ -79,7 +79,18 @@ def test_raising_ef_search_on_a_running_hnsw_gallery_raises_its_recall(tuned_ser
         time.sleep(1)  # the controller applies it shortly after
     wide = recall_at_10(client, probes, truth)
     assert narrow < 0.6 and wide >= 0.95, (narrow, wide)
-    assert sum(r["faces"] for shard in client.get("/readyz").json()["shards"] for r in shard) == FACES
+    replicas = [replica for shard in client.get("/readyz").json()["shards"] for replica in shard]
+    assert sum(r["faces"] for r in replicas) == FACES
+    assert {r["tuning"]["hnsw_ef_search"] for r in replicas} == {400}
+
+    # The settings deployed again with no user_config, and a change that starts a new Ingress replica: the
+    # running shards (kept: their store and index structure are the same) take the settings' tuning again.
+    deploy_app(APP, PREFIX, {**args, "serve": {**args["serve"], "ingress": {"num_cpus": 0.15}}})
+    deadline = time.monotonic() + 120
+    while {r["tuning"]["hnsw_ef_search"] for s in client.get("/readyz").json()["shards"] for r in s} != {1}:
+        assert time.monotonic() < deadline
+        time.sleep(1)
+    assert recall_at_10(client, probes, truth) < 0.6
 
 
 def test_behind_a_token_the_api_needs_it_and_the_docs_stay_open(tuned_service):

@@ -255,8 +255,10 @@ def test_a_start_over_another_store_or_settings_replaces_the_running_shards(clus
 
     started = [state["started_at"] for state in asyncio.run(over_fresh.ready())]
     snapshots = tmp_path / "snapshots"
-    tuned_only, _ = cluster(2, store=fresh_store, name_prefix=router.name_prefix, snapshot_dir=snapshots, max_batch=8)
-    assert [state["started_at"] for state in asyncio.run(tuned_only.ready())] == started  # tuning: kept
+    tuned, _ = cluster(2, store=fresh_store, name_prefix=router.name_prefix, snapshot_dir=snapshots, hnsw_ef_search=200)
+    states = asyncio.run(tuned.ready())
+    assert [state["started_at"] for state in states] == started  # other tuning only: the same replicas, retuned
+    assert {state["tuning"]["hnsw_ef_search"] for state in states} == {200}
 
     back, _ = cluster(2, store=store, name_prefix=router.name_prefix, snapshot_dir=snapshots, kind="hnsw")
     assert sum(state["faces"] for state in asyncio.run(back.ready())) == 400
