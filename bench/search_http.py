@@ -197,7 +197,9 @@ def measure(
     for number, tuning in enumerate(tunings):
         if number:
             serve_with(settings_with(tuning))
-            while any(state["tuning"][name] != value for state in shard_states() for name, value in tuning.items()):
+            while any(
+                state.get("tuning", {}).get(name) != value for state in shard_states() for name, value in tuning.items()
+            ):
                 time.sleep(0.5)  # the deployment's new Ingress replica retunes the shards as it starts
         http, recalls = {}, []
         for clients in client_counts:
