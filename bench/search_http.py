@@ -9,7 +9,7 @@ over HTTP (bulk add of ``facen:`` vectors); then 1 / 8 / 32 / 64 concurrent keep
 are coroutines on one event loop (aiohttp), so the load generator costs little CPU; the table shows how
 much (this process's CPU time over the searches it sent).
 
-Beside it, after the service has stopped so that nothing competes: a numpy loop (one matrix-vector
+Beside it, right after the service has stopped so that nothing competes: a numpy loop (one matrix-vector
 product and argmax per query, the way CompreFace searches), and FAISS flat in this process at batch =
 clients, over the same vectors. Then the restart of the shards to ready (``/readyz``), rebuilt from the
 store and loaded from their snapshots, and index RAM per
@@ -250,7 +250,16 @@ def main(argv: list[str] | None = None) -> None:
     start_local_ray(args.num_cpus)
     try:
         flat = measure("flat", vectors, {}, client_counts, scratch)
-        hnsw = hnsw_vectors = None
+        # The loops in this process run right after the service they are set beside has stopped: this
+        # shared machine's speed drifts over an hour-long run, and the ratios must not take that in.
+        queries = queries_near(vectors, 512, seed=21)
+        numpy_rate = numpy_loop_rate(vectors, queries[:64])
+        index = faiss.IndexFlatIP(DIM)
+        index.add(vectors)
+        faiss.cvar.distance_compute_blas_threshold = 1
+        in_process = {clients: faiss_rate(index, queries, clients) for clients in client_counts}
+        del index
+        hnsw = hnsw_vectors = hnsw_numpy_rate = None
         if args.hnsw_faces:
             hnsw_vectors = clustered_unit_vectors(args.hnsw_faces, DIM, seed=22)
             exact = faiss.IndexFlatIP(DIM)
@@ -273,16 +282,9 @@ def main(argv: list[str] | None = None) -> None:
                 tunings=breadths,
             )
             del exact
+            hnsw_numpy_rate = numpy_loop_rate(hnsw_vectors, queries[:32])
     finally:
         ray.shutdown()
-
-    queries = queries_near(vectors, 512, seed=21)
-    numpy_rate = numpy_loop_rate(vectors, queries[:64])
-    hnsw_numpy_rate = numpy_loop_rate(hnsw_vectors, queries[:32]) if hnsw_vectors is not None else None
-    index = faiss.IndexFlatIP(DIM)
-    index.add(vectors)
-    faiss.cvar.distance_compute_blas_threshold = 1
-    in_process = {clients: faiss_rate(index, queries, clients) for clients in client_counts}
 
     print(
         f"1:N search, {args.faces:,} faces x {DIM}-d, flat, 2 shards (the defaults), "
