@@ -132,6 +132,10 @@ class IndexConfig(BaseModel):
         }
     )
 
+    def current_tuning(self) -> dict[str, Any]:
+        """This configuration's TUNABLE fields, by name."""
+        return {name: getattr(self, name) for name in sorted(self.TUNABLE)}
+
     @classmethod
     def tuning(cls, values: dict[str, Any]) -> dict[str, Any]:
         """``values`` checked as index tuning: only TUNABLE fields, each validated as in the settings."""

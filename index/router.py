@@ -82,7 +82,7 @@ class ShardRouter:
         # Replicas found running keep the tuning they were given, which may not be these settings' (tuning
         # leaves the fingerprint alone). Not awaited, so that a replica still rebuilding does not hold this
         # start up; Ray runs one caller's calls to an actor in order, so it applies before any read sent here.
-        tuning = {name: getattr(config, name) for name in IndexConfig.TUNABLE}
+        tuning = config.current_tuning()
         for replica in itertools.chain(*replicas):
             replica.configure.remote(tuning)
         return cls(replicas, config, name_prefix)

@@ -202,7 +202,7 @@ class IndexShard:
             "started_from": self.started_from,
             "replayed": self.replayed,
             "threads": self.threads,
-            "tuning": {name: getattr(self.config, name) for name in sorted(IndexConfig.TUNABLE)},
+            "tuning": self.config.current_tuning(),
             "search_device": self.torch_device or "cpu",
             "snapshot_age_s": None if self.last_snapshot is None else time.time() - self.last_snapshot["stamp"],
             "node": ray.get_runtime_context().get_node_id(),

@@ -17,7 +17,6 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from ray import serve
 
-from index.config import IndexConfig
 from index.router import ShardRouter
 from models.deployments import DetectorDeployment, ExtractorDeployment
 from store.backends import open_cache, open_store
@@ -135,9 +134,7 @@ def build_app(settings: Settings, gpus_present: bool = False):
         settings.models
     )
     ingress_options = deployment_options(serve_settings.ingress, False, False)
-    ingress_options["user_config"] = {
-        "index": {name: getattr(settings.index, name) for name in sorted(IndexConfig.TUNABLE)}
-    }
+    ingress_options["user_config"] = {"index": settings.index.current_tuning()}
     return ingress.options(**ingress_options).bind(settings, detector, extractor)
 
 
