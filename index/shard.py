@@ -412,7 +412,13 @@ def retire_shards(name_prefix: str | None = None, keep_fingerprint: str | None =
             killed += 1
         except ValueError:  # gone meanwhile
             pass
-        groups.add(placement_group_name(match["prefix"], int(match["shard"]), match["fingerprint"] or ""))
+        shard_id, fingerprint = int(match["shard"]), match["fingerprint"]
+        # Replicas started before names carried a fingerprint share a group named after the shard alone.
+        groups.add(
+            placement_group_name(match["prefix"], shard_id, fingerprint)
+            if fingerprint
+            else shard_name(match["prefix"], shard_id)
+        )
     for group in groups:
         try:
             remove_placement_group(get_placement_group(group))

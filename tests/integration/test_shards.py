@@ -265,6 +265,20 @@ def test_a_start_over_another_store_or_settings_replaces_the_running_shards(clus
     assert_exact(back, "ppl", reference, queries_near(vectors, 4, seed=7))
 
 
+def test_replicas_named_before_fingerprints_are_retired_with_their_placement_group(ray_session):
+    from ray.util import get_placement_group, placement_group
+
+    from index.shard import retire_shards
+
+    group = placement_group([{"CPU": 0.05}], name="legacy-shard-0")
+    ray_session.get(group.ready(), timeout=60)
+    actor = ray_session.remote(num_cpus=0)(Reference).options(name="legacy-shard-0-0").remote()
+    ray_session.get(actor.__ray_ready__.remote(), timeout=60)
+    assert retire_shards("legacy") == 1
+    with pytest.raises(ValueError):
+        get_placement_group("legacy-shard-0")
+
+
 def test_reads_fail_over_to_a_live_replica(cluster, ray_session):
     router, store = cluster(1, replicas=2)
     vectors, reference = enrol(store, router, "ppl", 300)
