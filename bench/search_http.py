@@ -201,7 +201,7 @@ def measure(
                 state.get("tuning", {}).get(name) != value for state in shard_states() for name, value in tuning.items()
             ):
                 time.sleep(0.5)  # the deployment's new Ingress replica retunes the shards as it starts
-        http, recalls = {}, []
+        http, recalls, weights = {}, [], []
         for clients in client_counts:
             total = max(64, 16 * clients)
             before, cpu_before = search_batch_counts(), time.process_time()
@@ -210,8 +210,9 @@ def measure(
             client_cpu_ms = (time.process_time() - cpu_before) / (total + clients) * 1000  # with the warm-up round
             http[clients] = (rate, median_ms, mean_batch(search_batch_counts() - before), client_cpu_ms)
             if recall_of is not None:
-                recalls.extend([recall_of(ids, queries)] * total)
-        recall = float(np.mean(recalls)) if recalls else None
+                recalls.append(recall_of(ids, queries))
+                weights.append(total)
+        recall = float(np.average(recalls, weights=weights)) if recalls else None
         figures["runs"].append((tuning, recall, http))
     snapshot_dir = settings.index.snapshot_dir
     assert snapshot_dir is not None  # the settings always name one
