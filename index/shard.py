@@ -112,19 +112,20 @@ class IndexShard:
         timeout may or may not have landed), so that the index never lacks a face the store has."""
         index = self.galleries.get(gallery)
         if index is not None:
-            self._replay(gallery, index, sorted(face_ids))
+            self._replay(gallery, index, sorted(face_ids), settled=True)
             return
-        stored = self.store.get_faces(gallery, face_ids)
+        stored = self.store.get_faces(gallery, face_ids, settled=True)
         if stored:
             faces = list(stored.values())
             self.add(gallery, [f.face_id for f in faces], np.stack([f.facen for f in faces]), [f.meta for f in faces])
 
-    def _replay(self, gallery: str, index: GalleryIndex, face_ids: list[int]) -> None:
-        """Make the index hold each of ``face_ids`` exactly as the store does now (or not at all)."""
+    def _replay(self, gallery: str, index: GalleryIndex, face_ids: list[int], settled: bool = False) -> None:
+        """Make the index hold each of ``face_ids`` exactly as the store does now (or not at all); ``settled``
+        as in FaceStore.get_faces."""
         self.unsaved = self.unsaved or bool(face_ids)
         for start in range(0, len(face_ids), REBUILD_PAGE):
             chunk = face_ids[start : start + REBUILD_PAGE]
-            stored = self.store.get_faces(gallery, chunk)
+            stored = self.store.get_faces(gallery, chunk, settled)
             fresh = []
             for face_id in chunk:
                 face, held = stored.get(face_id), index.vector(face_id)

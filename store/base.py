@@ -123,8 +123,10 @@ class FaceStore(Protocol):
     def get_face(self, gallery: str, face_id: int) -> FaceRecord:
         """Raises GalleryNotFound or FaceNotFound."""
 
-    def get_faces(self, gallery: str, face_ids: Sequence[int]) -> dict[int, FaceRecord]:
-        """The faces that exist among ``face_ids``, by id. Raises GalleryNotFound."""
+    def get_faces(self, gallery: str, face_ids: Sequence[int], settled: bool = False) -> dict[int, FaceRecord]:
+        """The faces that exist among ``face_ids``, by id. Raises GalleryNotFound. ``settled``: first finish
+        or abandon any write to these faces whose outcome was left unknown (a timed-out conditional write
+        may still land later), so that the answer stays true afterwards."""
 
     def update_meta(self, gallery: str, face_id: int, meta: dict[str, Any]) -> FaceRecord:
         """Replaces the listed meta keys, keeps the others; returns the updated face."""

@@ -155,6 +155,10 @@ class CassandraFaceStore:
                 f"SELECT id, facen, meta, features, created_at FROM {ks}.faces "
                 "WHERE gallery = ? AND shard = ? AND id = ?"
             ),
+            "face_get_settled": prepare(
+                f"SELECT id, facen, meta, features, created_at FROM {ks}.faces "
+                "WHERE gallery = ? AND shard = ? AND id = ?"
+            ),
             "face_meta": prepare(
                 f"UPDATE {ks}.faces SET meta = ? WHERE gallery = ? AND shard = ? AND id = ? IF meta = ?"
             ),
@@ -176,6 +180,7 @@ class CassandraFaceStore:
         }
         for name in ("layout_get", "gallery_get", "gallery_all", "face_get", "scan", "scan_first", "count", "changes"):
             self._q[name].consistency_level = self._read
+        self._q["face_get_settled"].consistency_level = ConsistencyLevel.LOCAL_SERIAL
         for name in ("scan", "scan_first", "changes"):
             self._q[name].fetch_size = self.page_size
 
@@ -374,10 +379,15 @@ class CassandraFaceStore:
 
         return self._run(work)
 
-    def get_faces(self, gallery: str, face_ids: Sequence[int]) -> dict[int, FaceRecord]:
+    def get_faces(self, gallery: str, face_ids: Sequence[int], settled: bool = False) -> dict[int, FaceRecord]:
+        # A face write is a lightweight transaction: one that timed out may sit accepted but uncommitted, which
+        # a plain read does not see and the next transaction on its partition commits. A SERIAL read finishes
+        # or supersedes it first, so what it finds is final.
+        statement = self._q["face_get_settled" if settled else "face_get"]
+
         def work() -> dict[int, FaceRecord]:
             self._gallery(gallery)
-            results = self._concurrently(self._q["face_get"], [self._key(gallery, i) for i in face_ids])
+            results = self._concurrently(statement, [self._key(gallery, i) for i in face_ids])
             found = {}
             for rows in results:
                 row = rows.one()

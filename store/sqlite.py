@@ -244,7 +244,8 @@ class SqliteFaceStore:
     def get_face(self, gallery: str, face_id: int) -> FaceRecord:
         return self._run(lambda db: self._face(db, gallery, face_id))
 
-    def get_faces(self, gallery: str, face_ids: Sequence[int]) -> dict[int, FaceRecord]:
+    def get_faces(self, gallery: str, face_ids: Sequence[int], settled: bool = False) -> dict[int, FaceRecord]:
+        # A SQLite write is committed or not when its call returns: nothing is left to settle.
         def work(db: sqlite3.Connection) -> dict[int, FaceRecord]:
             self._gallery(db, gallery)
             found: dict[int, FaceRecord] = {}

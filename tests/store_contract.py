@@ -169,6 +169,8 @@ class StoreContract:
         store.add_faces([FaceRecord("ppl", i, unit(i), {"i": i}) for i in (1, 5, 9)])
         found = store.get_faces("ppl", [9, 2, 1])
         assert sorted(found) == [1, 9] and found[9].meta == {"i": 9}
+        settled = store.get_faces("ppl", [9, 2, 1], settled=True)  # what a refresh after a timed-out write reads
+        assert {i: face.meta for i, face in settled.items()} == {1: {"i": 1}, 9: {"i": 9}}
 
     def test_the_same_id_twice_in_one_bulk_add_keeps_the_first_face(self, store):
         store.create_gallery("ppl")
