@@ -138,6 +138,9 @@ class CassandraFaceStore:
 
     def _prepare(self) -> None:
         ks, prepare = self.keyspace, self._session.prepare
+        face_get = (
+            f"SELECT id, facen, meta, features, created_at FROM {ks}.faces WHERE gallery = ? AND shard = ? AND id = ?"
+        )
         self._q = {
             "layout_get": prepare(f"SELECT value FROM {ks}.layout WHERE key = ?"),
             "layout_put": prepare(f"INSERT INTO {ks}.layout (key, value) VALUES (?, ?) IF NOT EXISTS"),
@@ -151,14 +154,8 @@ class CassandraFaceStore:
                 f"INSERT INTO {ks}.faces (gallery, shard, id, facen, meta, features, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS"
             ),
-            "face_get": prepare(
-                f"SELECT id, facen, meta, features, created_at FROM {ks}.faces "
-                "WHERE gallery = ? AND shard = ? AND id = ?"
-            ),
-            "face_get_settled": prepare(
-                f"SELECT id, facen, meta, features, created_at FROM {ks}.faces "
-                "WHERE gallery = ? AND shard = ? AND id = ?"
-            ),
+            "face_get": prepare(face_get),
+            "face_get_settled": prepare(face_get),  # the same read at LOCAL_SERIAL (below)
             "face_meta": prepare(
                 f"UPDATE {ks}.faces SET meta = ? WHERE gallery = ? AND shard = ? AND id = ? IF meta = ?"
             ),
