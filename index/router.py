@@ -10,7 +10,8 @@ and leave together (at most ``max_batch``) as soon as a running batch has answer
 never waits, and under load the batches grow to what arrives during one shard pass. Each shard answers
 every query of a batch on its own (gallery, filter, top-k), and a query that fails there fails alone.
 With R replicas per shard, reads go round-robin to the replicas and fail over to the next when one is
-down; writes go to every replica.
+down; writes go to every replica, each after that replica's unanswered writes to the same faces
+(index/write_order.py).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Coroutine, Sequence
 
 import numpy as np
 
@@ -33,6 +34,7 @@ from .config import IndexConfig
 from .errors import ShardUnavailable
 from .filters import FaceFilter
 from .metrics import record_batch_size, record_pending, record_search_latency
+from .write_order import WriteOrder
 
 logger = logging.getLogger(__name__)
 # Faces whose write the store could not confirm are re-read this often, this many times (about 5 minutes:
@@ -62,6 +64,7 @@ class ShardRouter:
         self._actor_errors: tuple[type[BaseException], ...] = actor_lost_errors()
         self._unanswered: tuple[type[BaseException], ...] = (asyncio.TimeoutError, *self._actor_errors)
         self._lagging: list[set[int]] = [set() for _ in replicas]
+        self._write_order = [[WriteOrder() for _ in shard] for shard in replicas]
         self._background: set[asyncio.Future[Any]] = set()
         self.batches_by_size: Counter[int] = Counter()  # the histogram's raw counts, for benchmarks
 
@@ -81,7 +84,7 @@ class ShardRouter:
         ]
         # Replicas found running keep the tuning they were given, which may not be these settings' (tuning
         # leaves the fingerprint alone). Not awaited, so that a replica still rebuilding does not hold this
-        # start up; Ray runs one caller's calls to an actor in order, so it applies before any read sent here.
+        # start up; a read that reaches a found replica before it searches with the tuning it had.
         tuning = config.current_tuning()
         for replica in itertools.chain(*replicas):
             replica.configure.remote(tuning)
@@ -128,9 +131,13 @@ class ShardRouter:
         reason = errors[-1] if errors else f"none answered within {self.config.shard_timeout_s:g} s"
         raise ShardUnavailable(f"no replica of shard {shard} answered: {reason}")
 
-    def _send(self, shard: int, replica: int, method: str, *args: Any) -> asyncio.Future[Any]:
-        """Call one replica; its answer (not an actor failure) takes it off the shard's lagging list."""
-        call: asyncio.Future[Any] = asyncio.ensure_future(getattr(self.replicas[shard][replica], method).remote(*args))
+    def _send(
+        self, shard: int, replica: int, method: str, *args: Any, after: set[asyncio.Future[Any]] | None = None
+    ) -> asyncio.Future[Any]:
+        """Call one replica, once the calls ``after`` names have finished; its answer (not an actor
+        failure) takes it off the shard's lagging list."""
+        remote = getattr(self.replicas[shard][replica], method).remote
+        call: asyncio.Future[Any] = asyncio.ensure_future(_after(after, remote, args) if after else remote(*args))
         call.add_done_callback(lambda done: self._answered(shard, replica, done))
         return call
 
@@ -138,17 +145,28 @@ class ShardRouter:
         if not call.cancelled() and not isinstance(call.exception(), self._actor_errors):
             self._lagging[shard].discard(replica)
 
-    async def _write(self, shard: int, method: str, *args: Any) -> Any:
-        """Send the write to every replica; return once all have acknowledged it, or once one has and the
-        others are still silent ``hedge_after_s`` later. The faces are already durable in the store: a
-        replica that is down gets the call when Ray has restarted it (after its rebuild; writes are
+    def _write(
+        self, shard: int, method: str, *args: Any, touches: tuple[str, Sequence[int] | None] | None = None
+    ) -> Coroutine[Any, Any, Any]:
+        """Send the write to every replica now, in the order of these calls (``touches``, the gallery and
+        face ids it changes, None for all of the gallery's: each replica gets it after its unanswered
+        writes to them). Awaiting the result waits until all have acknowledged it, or until one has and
+        the others are still silent ``hedge_after_s`` later. The faces are already durable in the store:
+        a replica that is down gets the call when Ray has restarted it (after its rebuild; writes are
         idempotent), and until it acknowledges, reads from this router pass it over."""
         calls = {}
         for replica in range(len(self.replicas[shard])):
-            call = self._send(shard, replica, method, *args)
+            order = self._write_order[shard][replica]
+            after = order.before(*touches) if touches is not None else None
+            call = self._send(shard, replica, method, *args, after=after)
+            if touches is not None:
+                order.track(*touches, call)
             call.add_done_callback(self._background_done)
             self._background.add(call)
             calls[call] = replica
+        return self._acknowledged(shard, method, calls)
+
+    async def _acknowledged(self, shard: int, method: str, calls: dict[asyncio.Future[Any], int]) -> Any:
         pending, errors, acknowledged = set(calls), [], None
         deadline = time.monotonic() + self.config.shard_timeout_s
         while pending:
@@ -206,33 +224,29 @@ class ShardRouter:
         groups: dict[tuple[str, int], list[FaceRecord]] = {}
         for face in faces:
             groups.setdefault((face.gallery, shard_of(face.gallery, face.face_id, self.num_shards)), []).append(face)
-        await asyncio.gather(
-            *(
-                self._write(
-                    shard,
-                    "add",
-                    gallery,
-                    [f.face_id for f in group],
-                    np.stack([f.facen for f in group]),
-                    [f.meta for f in group],
-                )
-                for (gallery, shard), group in groups.items()
-            )
-        )
+        writes = []
+        for (gallery, shard), group in groups.items():
+            face_ids = [f.face_id for f in group]
+            vectors, metas = np.stack([f.facen for f in group]), [f.meta for f in group]
+            writes.append(self._write(shard, "add", gallery, face_ids, vectors, metas, touches=(gallery, face_ids)))
+        await asyncio.gather(*writes)
 
     async def remove(self, gallery: str, face_id: int) -> bool:
-        return bool(await self._write(shard_of(gallery, face_id, self.num_shards), "remove", gallery, face_id))
+        shard = shard_of(gallery, face_id, self.num_shards)
+        return bool(await self._write(shard, "remove", gallery, face_id, touches=(gallery, [face_id])))
 
     async def update_meta(self, gallery: str, face_id: int, meta: dict[str, Any]) -> bool:
-        updated = await self._write(shard_of(gallery, face_id, self.num_shards), "update_meta", gallery, face_id, meta)
-        return bool(updated)
+        shard = shard_of(gallery, face_id, self.num_shards)
+        return bool(await self._write(shard, "update_meta", gallery, face_id, meta, touches=(gallery, [face_id])))
 
     async def refresh(self, gallery: str, face_ids: Sequence[int]) -> None:
         """Make every replica hold these faces as the store holds them now (IndexShard.refresh)."""
         groups: dict[int, list[int]] = {}
         for face_id in face_ids:
             groups.setdefault(shard_of(gallery, face_id, self.num_shards), []).append(face_id)
-        await asyncio.gather(*(self._write(shard, "refresh", gallery, ids) for shard, ids in groups.items()))
+        await asyncio.gather(
+            *(self._write(shard, "refresh", gallery, ids, touches=(gallery, ids)) for shard, ids in groups.items())
+        )
 
     def refresh_later(self, gallery: str, face_ids: Sequence[int]) -> None:
         """After a store write that failed without saying whether it landed (Cassandra's timeouts): refresh
@@ -256,7 +270,9 @@ class ShardRouter:
         )
 
     async def drop_gallery(self, gallery: str) -> None:
-        await asyncio.gather(*(self._write(s, "drop_gallery", gallery) for s in range(self.num_shards)))
+        await asyncio.gather(
+            *(self._write(s, "drop_gallery", gallery, touches=(gallery, None)) for s in range(self.num_shards))
+        )
 
     async def configure(self, tuning: dict[str, Any]) -> None:
         """Apply index tuning (``IndexConfig.TUNABLE`` fields) here and on every replica of every shard.
@@ -359,3 +375,8 @@ class ShardRouter:
             ]
             if not pending.future.done():
                 pending.future.set_result(hits)
+
+
+async def _after(earlier: set[asyncio.Future[Any]], remote: Any, args: tuple[Any, ...]) -> Any:
+    await asyncio.wait(earlier)
+    return await remote(*args)

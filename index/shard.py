@@ -473,6 +473,9 @@ def shard_actor(
             lifetime="detached" if detached else None,
             max_restarts=-1,
             max_task_retries=-1,
+            # The router orders the writes that must stay ordered (index/write_order.py); Ray's in-order
+            # queue stalls every later call from a caller one of whose calls was lost on the way.
+            allow_out_of_order_execution=True,
             num_cpus=config.cpus_per_shard,
             num_gpus=config.gpus_per_shard,
             resources=config.shard_resources,

@@ -111,6 +111,9 @@ class ActorDetectionCache:
                 lifetime="detached" if self.detached else None,
                 max_restarts=-1,
                 max_task_retries=3,
+                # A caller awaits each put before it hands out the detection ids, so no order is needed;
+                # Ray's in-order queue stalls every later call from a caller one of whose calls was lost.
+                allow_out_of_order_execution=True,
                 num_cpus=0,
             )
             .remote(self.max_entries)

@@ -186,6 +186,28 @@ def test_galleries_are_separate_and_dropping_one_leaves_the_others(cluster):
     assert_exact(router, "b", reference_b, vectors_b[:3])
 
 
+def test_writes_sent_while_an_add_is_on_its_way_apply_after_it(cluster):
+    # The add's vectors (4000 x 32 float32, past Ray's inline limit) travel through the object store, so
+    # a replica that ran calls as they arrive could run the delete and patch first and then the add.
+    router, store = cluster(1)
+    vectors = clustered_unit_vectors(4000, DIM, seed=5)
+    faces = [FaceRecord("ppl", i + 1, v, {"camera": "a"}) for i, v in enumerate(vectors)]
+
+    async def run():
+        await asyncio.gather(
+            router.add(faces),
+            router.remove("ppl", 1),
+            router.update_meta("ppl", 2, {"camera": "b"}),
+            router.drop_gallery("gone"),
+        )
+        hits = await router.search("ppl", vectors[1], 1, FaceFilter(meta_in=(("camera", ("b",)),)))
+        return await router.count("ppl"), await router.list_ids("ppl", None, None, 2), hits
+
+    count, first_ids, hits = asyncio.run(run())
+    assert count == 3999 and first_ids == [2, 3]
+    assert [face_id for face_id, _ in hits] == [2]
+
+
 def test_a_killed_shard_rebuilds_from_the_store_while_the_others_answer(cluster, ray_session):
     router, store = cluster(2)
     vectors, reference = enrol(store, router, "ppl", 3000)
@@ -234,7 +256,8 @@ def test_a_killed_shard_restarts_from_its_snapshot_with_the_writes_made_since(cl
     while (restarted := asyncio.run(router.ready())[0])["started_at"] == first_start:  # the kill takes a moment
         assert time.monotonic() < deadline
         time.sleep(0.2)
-    assert restarted["started_from"] == "snapshot" and 0 < restarted["replayed"] <= len(gone + patched + added)
+    assert restarted["started_from"] == "snapshot", restarted
+    assert 0 < restarted["replayed"] <= len(gone + patched + added), restarted
     assert sum(r["faces"] for r in asyncio.run(router.ready())) == len(reference.faces)
     assert_exact(router, "ppl", reference, queries_near(vectors, 6, seed=7))
 
