@@ -31,7 +31,9 @@ class WriteOrder:
             waits = {faces[face_id] for face_id in face_ids if face_id in faces}
         if gallery in self._drops:
             waits.add(self._drops[gallery])
-        return {call for call in waits if not call.done()}
+        # A call made on another event loop (a caller that runs one per call) cannot be waited for here.
+        loop = asyncio.get_running_loop()
+        return {call for call in waits if not call.done() and call.get_loop() is loop}
 
     def track(self, gallery: str, face_ids: Sequence[int] | None, call: Call) -> None:
         """Record a write just sent, so that later writes to its faces follow it."""
