@@ -87,7 +87,7 @@ class ShardRouter:
         # start up; a read that reaches a found replica before it searches with the tuning it had.
         tuning = config.current_tuning()
         for replica in itertools.chain(*replicas):
-            replica.configure.remote(tuning)
+            replica.configure.remote(tuning, time.time_ns())
         return cls(replicas, config, name_prefix)
 
     def stop(self) -> None:
@@ -284,7 +284,8 @@ class ShardRouter:
         if not changed:
             return
         self.config = self.config.model_copy(update=changed)
-        await asyncio.gather(*(self._write(s, "configure", changed) for s in range(self.num_shards)))
+        sent_at_ns = time.time_ns()
+        await asyncio.gather(*(self._write(s, "configure", changed, sent_at_ns) for s in range(self.num_shards)))
         self._dispatch()
 
     # ---- reads --------------------------------------------------------------------------------

@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 class IndexShard:
     def __init__(self, shard_id: int, store: FaceStore, config: IndexConfig, snapshot_path: Path | None = None):
         self.shard_id, self.store, self.config = shard_id, store, config
+        self.tuning_sent_at_ns = 0
         self.threads = config.threads_per_shard or threads_for_this_node(config)
         # FAISS's OpenMP and both BLAS libraries (numpy's and FAISS's own) use the same share of the node.
         faiss.omp_set_num_threads(self.threads)
@@ -298,8 +299,13 @@ class IndexShard:
         index = self.galleries.get(gallery)
         return np.zeros(0, np.uint64) if index is None else index.list_ids(face_filter, after_id, limit, descending)
 
-    def configure(self, tuning: dict[str, Any]) -> None:
-        """Apply index tuning (``IndexConfig.TUNABLE`` fields, already checked) to every gallery of the shard."""
+    def configure(self, tuning: dict[str, Any], sent_at_ns: int = 0) -> None:
+        """Apply index tuning (``IndexConfig.TUNABLE`` fields, already checked) to every gallery of the shard,
+        unless tuning sent later (``sent_at_ns``, the sender's clock) is already applied: this replica takes
+        calls as they arrive, so a newer tuning can arrive before an older one."""
+        if sent_at_ns < self.tuning_sent_at_ns:
+            return
+        self.tuning_sent_at_ns = sent_at_ns
         self.config = self.config.model_copy(update=tuning)
         for index in self.galleries.values():
             index.config = self.config

@@ -161,6 +161,15 @@ def test_index_tuning_reaches_every_shard_and_refuses_what_cannot_change(cluster
         asyncio.run(router.configure({"hnsw_ef_search": 0}))
 
 
+def test_a_replica_keeps_the_newest_tuning_when_an_older_arrives_after_it(cluster, ray_session):
+    router, store = cluster(1)
+    replica = router.replicas[0][0]
+    newer_ns = time.time_ns()
+    ray_session.get(replica.configure.remote({"hnsw_ef_search": 200}, newer_ns))
+    ray_session.get(replica.configure.remote({"hnsw_ef_search": 100}, newer_ns - 10**9))
+    assert asyncio.run(router.ready())[0]["tuning"]["hnsw_ef_search"] == 200
+
+
 def test_listing_pages_across_shards_in_id_order(cluster):
     router, store = cluster(3)
     _, reference = enrol(store, router, "ppl", 600)
