@@ -33,7 +33,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from index import GalleryIndex, IndexConfig, ShardRouter, huge_pages, matvec
+from index import GalleryIndex, IndexConfig, ShardRouter, coarse_scan, huge_pages, matvec
 from store import FaceRecord, SqliteFaceStore
 from tests.factories import clustered_unit_vectors, queries_near, random_meta
 
@@ -47,10 +47,10 @@ def rss_bytes() -> int:
 
 def search_paths(count: int) -> None:
     """Where each path of a flat shard is fastest: queries/s by batch size, one thread, over ``count`` faces
-    (one shard's share): numpy's matrix-vector product one query at a time (index/matvec.py), FAISS's
-    sequential scan (faiss-cpu 1.15's own threshold keeps batches under 1000 queries of 128-d on it),
-    FAISS's BLAS path, and a shard's flat gallery as configured (the first below ``index.blas_threshold``,
-    the third from it)."""
+    (one shard's share): numpy's matrix-vector product one query at a time (index/matvec.py), the integer
+    product over 8-bit codes with its exact re-rank (index/coarse_scan.py), FAISS's sequential scan
+    (faiss-cpu 1.15's own threshold keeps batches under 1000 queries of 128-d on it), FAISS's BLAS path,
+    and a shard's flat gallery as configured (a gallery this large: the second at every batch size)."""
     import threadpoolctl
 
     vectors = clustered_unit_vectors(count, DIM, seed=10)
@@ -59,6 +59,7 @@ def search_paths(count: int) -> None:
     index.add(vectors)
     gallery = GalleryIndex(DIM, IndexConfig())
     gallery.add(list(range(count)), vectors, [{}] * count)
+    codes = coarse_scan.CoarseCodes(vectors)
     library_default = faiss.cvar.distance_compute_blas_threshold
     faiss.omp_set_num_threads(1)
 
@@ -72,11 +73,12 @@ def search_paths(count: int) -> None:
 
     paths = {
         "numpy matrix-vector": (1, lambda q: matvec.top_k_each(vectors, q, TOP_K)),
+        "8-bit codes + re-rank": (1, lambda q: codes.top_k_each(vectors, q, TOP_K)),
         "FAISS sequential scan": (library_default, lambda q: index.search(q, TOP_K)),
         "FAISS BLAS": (1, lambda q: index.search(q, TOP_K)),
         "shard, as configured": (1, lambda q: gallery.search(q, TOP_K)),
     }
-    batches = (1, 2, 3, 4, 8, 16, 64, 256)
+    batches = (1, 2, 4, 6, 8, 12, 16, 64, 256)
     print(
         f"0. flat search paths, {count:,} faces, one thread, top-{TOP_K}, queries/s by batch size "
         f"({', '.join(str(b) for b in batches)}); index.blas_threshold = {IndexConfig().blas_threshold}"

@@ -1,6 +1,6 @@
 """Galleries' vectors in FAISS, split across ``IndexShard`` actors and searched through ``ShardRouter``."""
 
-from . import huge_pages, matvec
+from . import coarse_scan, huge_pages, matvec
 from .config import IndexConfig
 from .filters import FaceFilter
 from .gallery_index import GalleryIndex
@@ -13,6 +13,7 @@ __all__ = [
     "IndexConfig",
     "IndexShard",
     "ShardRouter",
+    "coarse_scan",
     "huge_pages",
     "matvec",
     "shard_actor",

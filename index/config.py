@@ -63,11 +63,12 @@ class IndexConfig(BaseModel):
         "faiss-gpu-cu13-cuvs), unfiltered searches only, the rest on the CPU; off: the CPU.",
     )
     blas_threshold: int = Field(
-        4,
+        32,
         ge=1,
-        description="Flat galleries: a batch of fewer queries than this is scanned one query at a time "
-        "with numpy's matrix-vector product (index/matvec.py), a larger one through FAISS's BLAS "
-        "path, each where it is faster on one thread (python -m bench.search --only paths).",
+        description="Flat galleries with 8-bit codes (index/coarse_scan.py: from 16,384 faces a shard): "
+        "a batch of fewer queries than this is answered from the codes and re-ranked exactly, a "
+        "larger one through FAISS's BLAS path over the float32 vectors, each where it is faster "
+        "(python -m bench.search --only paths). Smaller galleries switch to BLAS from 4 queries.",
     )
     hedge_after_s: float = Field(
         0.25,

@@ -8,8 +8,10 @@ configured share of slots is dead the index is rebuilt from the live ones.
 Filtered search stays exact: the filter becomes a mask of passing slots, applied before the top-k
 (index/matvec.py for flat galleries; for HNSW and IVF handed to FAISS as an ``IDSelectorBitmap``), so
 the result is the true top-k among passing faces however few pass, not a fixed top-k filtered afterwards.
-A flat gallery answers batches smaller than ``blas_threshold`` one query at a time by matrix-vector
-products, larger ones through FAISS's BLAS path, each where it is faster.
+A large flat gallery answers batches smaller than ``blas_threshold`` by a product over 8-bit codes and an
+exact re-rank (index/coarse_scan.py); a small one keeps no codes and answers batches of up to 3 queries one
+query at a time with numpy matrix-vector products; larger batches go through FAISS's BLAS path, each where
+it is faster.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import faiss
 import numpy as np
 
-from . import matvec
+from . import coarse_scan, matvec
 from .config import IndexConfig
 from .filters import FaceFilter, MetaColumn
 
@@ -29,6 +31,9 @@ if TYPE_CHECKING:
     from .torch_search import TorchFlatMirror
 
 _INITIAL_CAPACITY = 1024
+# A gallery too small for codes answers batches from this many queries through FAISS's BLAS path: below it,
+# numpy matrix-vector products one query at a time are faster (python -m bench.search --only paths).
+SMALL_GALLERY_BLAS_FROM = 4
 _MIN_RECENT = 4096
 
 
@@ -39,11 +44,11 @@ _search_params: Any = faiss
 class SlotLookup:
     """Face id -> slot. A dict costs ~100 bytes a face, a fifth of a 128-d vector; this keeps a sorted
     numpy run of (id, slot) plus a small dict of recent adds, merged into the run once it grows past
-    1 % of the faces, so lookups stay O(log n) and memory about 16 bytes a face."""
+    1 % of the faces, so lookups stay O(log n) and memory about 12 bytes a face."""
 
     def __init__(self) -> None:
         self.ids = np.zeros(0, np.uint64)
-        self.slots = np.zeros(0, np.int64)  # -1 once removed
+        self.slots = np.zeros(0, np.int32)  # -1 once removed; int32 keeps the lookup at 12 bytes a face
         self.recent: dict[int, int] = {}
         self.live = 0
 
@@ -68,17 +73,17 @@ class SlotLookup:
 
     def add(self, face_ids: np.ndarray, slots: np.ndarray) -> None:
         if len(face_ids) >= _MIN_RECENT:
-            self._merge(np.asarray(face_ids, np.uint64), np.asarray(slots, np.int64))
+            self._merge(np.asarray(face_ids, np.uint64), np.asarray(slots, np.int32))
         else:
             self.recent.update(zip(np.asarray(face_ids).tolist(), np.asarray(slots).tolist()))
             if len(self.recent) > max(_MIN_RECENT, len(self.ids) // 100):
-                self._merge(np.zeros(0, np.uint64), np.zeros(0, np.int64))
+                self._merge(np.zeros(0, np.uint64), np.zeros(0, np.int32))
         self.live += len(face_ids)
 
     def _merge(self, face_ids: np.ndarray, slots: np.ndarray) -> None:
         keep = self.slots >= 0
         recent_ids = np.fromiter(self.recent.keys(), np.uint64, len(self.recent))
-        recent_slots = np.fromiter(self.recent.values(), np.int64, len(self.recent))
+        recent_slots = np.fromiter(self.recent.values(), np.int32, len(self.recent))
         ids = np.concatenate([self.ids[keep], recent_ids, face_ids])
         all_slots = np.concatenate([self.slots[keep], recent_slots, slots])
         order = np.argsort(ids, kind="stable")
@@ -124,6 +129,7 @@ class GalleryIndex:
         self.slot_of = SlotLookup()
         self.columns: dict[str, MetaColumn] = {}
         self.size = 0  # slots used, dead ones included
+        self.codes: coarse_scan.CoarseCodes | None = None  # a flat gallery's 8-bit codes, once large enough
         self._gpu_index: Any = None  # FAISS's GPU copy, made on first use, then grown with each add
         self._torch: TorchFlatMirror | None = None  # the torch copy, likewise
 
@@ -163,6 +169,7 @@ class GalleryIndex:
             for name, column in self.columns.items():
                 column.set(start + offset, meta.get(name) if meta else None)
         self.size += count
+        self._code(vectors)
         # The GPU copies take only the new rows; deletes leave them be (dead slots are masked or
         # searched on the CPU), and a compaction starts them again.
         if self._torch is not None:
@@ -170,6 +177,16 @@ class GalleryIndex:
         if self._gpu_index is not None:
             self._gpu_index.add(vectors)
         self._maybe_go_approximate()
+
+    def _code(self, added: np.ndarray) -> None:
+        """Keep a flat gallery's codes up to date with an add: trained once it is large enough, trained again
+        on all its faces each time it doubles (so ranges follow the faces), else just extended."""
+        if self.kind != "flat" or self.size < coarse_scan.MIN_FACES:
+            return
+        if self.codes is None or self.size >= 2 * self.codes.trained_on:
+            self.codes = coarse_scan.CoarseCodes(self._flat_vectors())
+        else:
+            self.codes.add(added)
 
     def remove(self, face_id: int) -> bool:
         slot = self.slot_of.pop(face_id)
@@ -229,7 +246,7 @@ class GalleryIndex:
         self._build_approximate(vectors, self.config.kind)
         self.index.add(vectors)
         self.kind = self.config.kind
-        self._gpu_index = self._torch = None  # GPU copies serve flat galleries only
+        self._gpu_index = self._torch = self.codes = None  # these serve flat galleries only
 
     def _build_approximate(self, training: np.ndarray, kind: str) -> None:
         if kind == "hnsw" and self.config.hnsw_storage == "bf16":
@@ -290,8 +307,9 @@ class GalleryIndex:
         passing = self.passing(face_filter) if filtered or self.count < self.size else None
         if self.kind == "flat" and self.torch_device is not None:
             scores, slots = self._torch_mirror().search(queries, top_k, passing)
-        elif self.kind == "flat" and len(queries) < self.config.blas_threshold and not self._gpu_enabled():
-            scores, slots = matvec.top_k_each(self._flat_vectors(), queries, top_k, passing)
+        elif self.kind == "flat" and not self._gpu_enabled() and len(queries) < self.blas_from():
+            scan = matvec.top_k_each if self.codes is None else self.codes.top_k_each
+            scores, slots = scan(self._flat_vectors(), queries, top_k, passing)
         elif passing is not None:
             bitmap = np.packbits(passing, bitorder="little")
             selector = faiss.IDSelectorBitmap(self.size, faiss.swig_ptr(bitmap))
@@ -305,6 +323,11 @@ class GalleryIndex:
         scores = np.where(found, scores, -np.inf).astype(np.float32)
         ids = np.where(found, self.ids[np.maximum(slots, 0)], np.uint64(0))
         return scores, ids
+
+    def blas_from(self) -> int:
+        """Batches of this many queries and more go to FAISS's BLAS path, smaller ones to the codes or,
+        in a gallery too small for codes, to numpy matrix-vector products."""
+        return self.config.blas_threshold if self.codes is not None else SMALL_GALLERY_BLAS_FROM
 
     def list_ids(
         self, face_filter: FaceFilter | None, after_id: int | None, limit: int, descending: bool = False
@@ -330,6 +353,8 @@ class GalleryIndex:
                 vectors += self.size * graph.storage.sa_code_size()
         elif self.kind == "ivf":
             vectors += self.size * 16 + self.index.nlist * self.dim * 4  # list ids + direct map + centroids
+        if self.codes is not None:
+            vectors += self.codes.nbytes()
         return int(vectors + self.ids.nbytes + self.alive.nbytes + self.slot_of.nbytes())
 
     def vector(self, face_id: int) -> np.ndarray | None:
@@ -375,6 +400,8 @@ class GalleryIndex:
         gallery.ids[: gallery.size], gallery.alive[: gallery.size] = ids, alive
         live = np.flatnonzero(alive)
         gallery.slot_of.add(ids[live], live)
+        if kind == "flat" and gallery.size >= coarse_scan.MIN_FACES:
+            gallery.codes = coarse_scan.CoarseCodes(gallery._flat_vectors())  # codes are quick to make, so not saved
         return gallery
 
     # ---- GPU ----------------------------------------------------------------------------------

@@ -1,11 +1,10 @@
-"""Exact top-k over a flat index's vectors, one matrix-vector product per query.
+"""Exact top-k over a flat gallery's float32 vectors, one matrix-vector product per query.
 
-Why not FAISS here: a lone query over a large shard is bound by reading every vector once, and numpy's
-BLAS matrix-vector product streams them faster than either FAISS path (its sequential scan, or its BLAS
-path, which pays for a matrix product with one column); ``python -m bench.search --only paths`` prints
-the three side by side. Batches of ``index.blas_threshold`` queries and more go to FAISS's BLAS path,
-which then wins. Filters and deleted faces become a mask of passing slots, applied before the top-k, so
-the result stays the exact top-k among the faces that pass.
+Small galleries (under ``coarse_scan.MIN_FACES`` faces, a few megabytes of vectors) answer batches under
+``index.blas_threshold`` with it, and the coded scan (index/coarse_scan.py) falls back to it when so many
+faces crowd the k-th best that re-scoring them would cost more than reading every vector. Filters and
+deleted faces become a mask of passing slots, applied before the top-k, so the result stays the exact
+top-k among the faces that pass.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ import threadpoolctl
 
 from store.base import FaceStore
 
-from . import huge_pages
+from . import coarse_scan, huge_pages
 from .config import IndexConfig
 from .errors import ShardUnavailable
 from .filters import FaceFilter
@@ -49,8 +49,9 @@ class IndexShard:
         # FAISS's OpenMP and both BLAS libraries (numpy's and FAISS's own) use the same share of the node.
         faiss.omp_set_num_threads(self.threads)
         threadpoolctl.threadpool_limits(self.threads)
-        # Flat batches below blas_threshold never reach FAISS (index/matvec.py); those that do take its BLAS
-        # path. faiss-cpu 1.15 compares queries x dimensions, not queries, with this global.
+        coarse_scan.use_threads(self.threads)
+        # Flat batches below blas_threshold never reach FAISS's flat index (index/matvec.py); those that do
+        # take its BLAS path. faiss-cpu 1.15 compares queries x dimensions, not queries, with this global.
         faiss.cvar.distance_compute_blas_threshold = 1
         self.galleries: dict[str, GalleryIndex] = {}
         self.torch_device = torch_device(config.gpu_search, config.gpus_per_shard)
@@ -199,6 +200,7 @@ class IndexShard:
             "galleries": len(self.galleries),
             "faces": sum(g.count for g in self.galleries.values()),
             "index_bytes": sum(g.memory_bytes() for g in self.galleries.values()),
+            "coded_faces": sum(len(g.codes) for g in self.galleries.values() if g.codes is not None),
             "started_at": self.started_at,
             "rebuild_s": self.rebuild_seconds,
             "started_from": self.started_from,

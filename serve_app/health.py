@@ -16,6 +16,7 @@ SHARD_FIELDS = (
     "state",
     "faces",
     "index_bytes",
+    "coded_faces",
     "threads",
     "tuning",
     "search_device",

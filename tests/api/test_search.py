@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from tests.api.calls import FILTER_QUERIES, detect, expect_error, facen_source, largest
+from tests.factories import clustered_unit_vectors, queries_near, random_meta
 
 
 def test_search_puts_the_right_person_first_for_every_probe(api, faces_dir, people):
@@ -96,3 +97,39 @@ def test_the_service_finds_what_the_pipeline_finds(api, faces_dir, pipeline, loa
             "/v2/verify", params={"face1": f"detection:{face['id']}", "face2": facen_source(reference.facen)}
         ).json()
         assert verified["confidence"] >= 0.999999
+
+
+@pytest.mark.embedded_only("searching a shard's codes is the same on every backend")
+def test_a_gallery_large_enough_for_codes_answers_the_exact_top_faces(api):
+    """Past index/coarse_scan.py's MIN_FACES a shard, a flat gallery is searched through 8-bit codes and a
+    re-rank: over HTTP the answer stays the exact top-k, with filters, after deletes, and for faces added
+    after the codes were trained that lie far outside their ranges."""
+    from index.coarse_scan import MIN_FACES
+
+    first = 2 * MIN_FACES + 4000  # both shards past MIN_FACES, the hash split being about even
+    vectors = np.concatenate([clustered_unit_vectors(first, 128, seed=41), -clustered_unit_vectors(2000, 128, seed=44)])
+    count = len(vectors)
+    metas = random_meta(count, seed=42)
+    api.post("/v2/galleries/coded")
+    try:
+        bounds = [(s, min(s + 1000, first)) for s in range(0, first, 1000)]
+        for start, stop in bounds + [(first, first + 1000), (first + 1000, count)]:
+            items = [{"id": i + 1, "from": facen_source(vectors[i]), "meta": metas[i]} for i in range(start, stop)]
+            results = api.post("/v2/galleries/coded/faces", json={"faces": items}, timeout=60).json()["results"]
+            assert all("code" not in r for r in results)
+        replicas = [replica for shard in api.get("/readyz").json()["shards"] for replica in shard]
+        assert all(replica["coded_faces"] >= MIN_FACES for replica in replicas), replicas
+        deleted = set(range(1, count + 1, 9)[:200])
+        for face_id in sorted(deleted):
+            assert api.delete(f"/v2/galleries/coded/faces/{face_id}").json() == {}
+        probes = np.concatenate([queries_near(vectors[:first], 3, seed=43), queries_near(vectors[first:], 3, seed=45)])
+        exact = probes.astype(np.float64) @ vectors.astype(np.float64).T
+        for (query, face_filter), probe, scores in zip(FILTER_QUERIES[:3] * 2, probes, exact):
+            passing = [i for i in range(count) if i + 1 not in deleted and face_filter.matches(i + 1, metas[i])]
+            wanted = sorted(passing, key=lambda i: (-np.float32(scores[i]), i))[:10]
+            body = api.get(
+                "/v2/galleries/coded/faces", params={**query, "looks_like": facen_source(probe), "limit": 10}
+            ).json()
+            assert [f["id"]["face"] for f in body["faces"]] == [i + 1 for i in wanted], (query, body, wanted)
+    finally:
+        api.delete("/v2/galleries/coded")

@@ -5,16 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from index import FaceFilter, GalleryIndex, IndexConfig
+from index import FaceFilter, GalleryIndex, IndexConfig, coarse_scan
 from tests.factories import FILTERS, Reference, clustered_unit_vectors, queries_near, random_meta
 
 DIM = 32
 
 
 def check_against(index: GalleryIndex, reference: Reference, queries: np.ndarray, top_k: int = 10):
-    """Each query alone (a flat gallery's matrix-vector path) and all in one batch (FAISS's BLAS path, or
-    its ID selector when filtered) get the reference's exact top-k."""
-    assert len(queries) >= index.config.blas_threshold
+    """Each query alone (a flat gallery's matrix-vector products, or its codes once it keeps them) and all
+    in one batch (FAISS's BLAS path, or its ID selector when filtered, or the codes again for a batch
+    under ``blas_threshold``) get the reference's exact top-k."""
     for face_filter in FILTERS:
         batched = index.search(queries, top_k, face_filter)
         alone = [index.search(query, top_k, face_filter) for query in queries]
@@ -64,7 +64,7 @@ def test_compaction_after_many_deletes_keeps_every_live_face(filled):
     assert index.count == len(reference.faces)
     assert index.size < 1500  # compacted at least once
     assert index.size < 1024 or index.dead_fraction < index.config.compact_dead_fraction
-    check_against(index, reference, queries_near(vectors, 4, seed=10))
+    check_against(index, reference, queries_near(vectors, 8, seed=10))
 
 
 def test_a_filter_passing_few_faces_still_returns_all_of_them(filled):
@@ -170,3 +170,75 @@ def test_the_torch_search_path_is_exact_and_copies_each_row_once():
             del reference.faces[face_id]
     check_against(index, reference, queries_near(vectors, 8, seed=16))
     assert index._torch.rows_copied == index.size  # copied again, once, after the compaction
+
+
+def test_the_coded_scan_is_exact_for_faces_added_outside_its_trained_ranges_and_after_deletes():
+    """A gallery large enough to keep 8-bit codes answers small batches by their scan and an exact re-rank
+    (index/coarse_scan.py): the same top-k as the reference, also for faces added after the codes were
+    trained that lie far outside the ranges they were trained on, and with deletes and filters."""
+    first = coarse_scan.MIN_FACES + 1000
+    vectors = clustered_unit_vectors(first, DIM, seed=30)
+    outliers = -clustered_unit_vectors(2000, DIM, seed=31)  # the other side of the sphere
+    everything = np.concatenate([vectors, outliers])
+    metas = random_meta(len(everything), seed=32)
+    index, reference = GalleryIndex(DIM, IndexConfig()), Reference()
+    index.add(list(range(first)), vectors, metas[:first])
+    index.add(list(range(first, len(everything))), outliers, metas[first:])
+    assert index.codes is not None and index.codes.trained_on == first and len(index.codes) == len(everything)
+    reference.faces = {i: (everything[i], metas[i]) for i in range(len(everything))}
+    for face_id in range(0, len(everything), 5):
+        index.remove(face_id)
+        del reference.faces[face_id]
+    queries = np.concatenate([queries_near(vectors, 4, seed=33), queries_near(outliers, 4, seed=34)])
+    assert len(queries) < index.blas_from()  # so the batch is answered from the codes too
+    for top_k in (1, 10, 40):
+        check_against(index, reference, queries, top_k)
+    many = queries_near(everything, index.blas_from(), seed=35)  # a batch for FAISS's BLAS path
+    for face_filter in (None, FILTERS[3]):
+        batched = index.search(many, 10, face_filter)
+        for row, query in enumerate(many):
+            alone = index.search(query, 10, face_filter)
+            np.testing.assert_array_equal(batched[1][row], alone[1][0])
+            np.testing.assert_allclose(batched[0][row], alone[0][0], atol=1e-5)
+
+
+def test_codes_are_trained_again_as_the_gallery_doubles_and_made_again_on_load(tmp_path):
+    vectors = clustered_unit_vectors(2 * coarse_scan.MIN_FACES, DIM, seed=36)
+    index = GalleryIndex(DIM, IndexConfig())
+    small = coarse_scan.MIN_FACES - 1
+    index.add(list(range(small)), vectors[:small], [{}] * small)
+    assert index.codes is None  # small galleries keep none
+    for face_id in range(small, len(vectors)):
+        index.add([face_id], vectors[face_id : face_id + 1], [{}])
+    assert index.codes is not None and index.codes.trained_on == len(vectors) == len(index.codes)
+    queries = queries_near(vectors, 4, seed=36)
+    expected = index.search(queries[:1], 10)
+    index.save(tmp_path, "g")
+    loaded = GalleryIndex.load(tmp_path, "g", DIM, "flat", IndexConfig())
+    assert loaded.codes is not None and len(loaded.codes) == len(vectors)
+    for got, want in zip(loaded.search(queries[:1], 10), expected):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_the_coded_scan_stays_exact_when_most_faces_crowd_the_line():
+    """Near-duplicates everywhere: more faces lie within the coding error of the k-th best than one scan
+    asks for, so it asks again and then falls back to the float32 vectors; the answer stays exact, ties
+    to the lower slot."""
+    rng = np.random.default_rng(37)
+    people = clustered_unit_vectors(4, DIM, seed=38)
+    vectors = people[rng.integers(0, 4, coarse_scan.MIN_FACES)]
+    vectors = vectors + rng.standard_normal(vectors.shape).astype(np.float32) * 1e-4
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    codes = coarse_scan.CoarseCodes(vectors)
+    queries = queries_near(people, 3, seed=39)
+    passing = rng.random(len(vectors)) < 0.5
+    # The reference scores in float64, rounded to float32: these near-duplicates differ by about a float32
+    # step, where a float32 product (numpy's) may already call a tie what is not one.
+    exact = (queries.astype(np.float64) @ vectors.astype(np.float64).T).astype(np.float32)
+    for top_k, mask in ((1, None), (10, None), (300, None), (10, passing)):
+        got_scores, got_slots = codes.top_k_each(vectors, queries, top_k, mask)
+        for row, scores in enumerate(exact):
+            allowed = np.flatnonzero(mask) if mask is not None else np.arange(len(vectors))
+            want = allowed[np.lexsort((allowed, -scores[allowed]))[:top_k]]
+            np.testing.assert_array_equal(got_slots[row], want)
+            np.testing.assert_array_equal(got_scores[row], scores[want])
