@@ -181,12 +181,23 @@ class GalleryIndex:
     def _code(self, added: np.ndarray) -> None:
         """Keep a flat gallery's codes up to date with an add: trained once it is large enough, trained again
         on all its faces each time it doubles (so ranges follow the faces), else just extended."""
-        if self.kind != "flat" or self.size < coarse_scan.MIN_FACES:
+        if not self._keeps_codes():
             return
         if self.codes is None or self.size >= 2 * self.codes.trained_on:
             self.codes = coarse_scan.CoarseCodes(self._flat_vectors())
         else:
             self.codes.add(added)
+
+    def _keeps_codes(self) -> bool:
+        """Codes serve a large flat gallery searched on the CPU; a GPU search has no use for them."""
+        on_cpu = self.torch_device is None and not self._gpu_enabled()
+        return self.kind == "flat" and on_cpu and self.size >= coarse_scan.MIN_FACES
+
+    def search_on(self, torch_device: str | None) -> None:
+        """Search flat galleries through torch on this device from now on (None: on the CPU)."""
+        self.torch_device = torch_device
+        if torch_device is not None:
+            self.codes = None
 
     def remove(self, face_id: int) -> bool:
         slot = self.slot_of.pop(face_id)
@@ -400,8 +411,7 @@ class GalleryIndex:
         gallery.ids[: gallery.size], gallery.alive[: gallery.size] = ids, alive
         live = np.flatnonzero(alive)
         gallery.slot_of.add(ids[live], live)
-        if kind == "flat" and gallery.size >= coarse_scan.MIN_FACES:
-            gallery.codes = coarse_scan.CoarseCodes(gallery._flat_vectors())  # codes are quick to make, so not saved
+        gallery._code(np.zeros((0, dim), np.float32))  # codes are quick to make again, so not saved
         return gallery
 
     # ---- GPU ----------------------------------------------------------------------------------

@@ -101,7 +101,7 @@ class IndexShard:
             if saved is None or changed is None:
                 self._load_partition(record.name)
                 continue
-            saved.torch_device = self.torch_device
+            saved.search_on(self.torch_device)
             self.galleries[record.name] = saved
             self._replay(record.name, saved, sorted(changed))
             replayed += len(changed)

@@ -242,3 +242,20 @@ def test_the_coded_scan_stays_exact_when_most_faces_crowd_the_line():
             want = allowed[np.lexsort((allowed, -scores[allowed]))[:top_k]]
             np.testing.assert_array_equal(got_slots[row], want)
             np.testing.assert_array_equal(got_scores[row], scores[want])
+
+
+def test_a_gallery_searched_through_torch_keeps_no_codes():
+    """Codes serve CPU searches; a shard given a GPU (here torch's CPU device, the same code) does not
+    spend memory on them, also when a gallery loaded with codes is handed to it."""
+    pytest.importorskip("torch")
+    vectors = clustered_unit_vectors(coarse_scan.MIN_FACES, DIM, seed=46)
+    on_device = GalleryIndex(DIM, IndexConfig(), torch_device="cpu")
+    on_device.add(list(range(len(vectors))), vectors, [{}] * len(vectors))
+    assert on_device.codes is None
+    on_cpu = GalleryIndex(DIM, IndexConfig())
+    on_cpu.add(list(range(len(vectors))), vectors, [{}] * len(vectors))
+    assert on_cpu.codes is not None
+    on_cpu.search_on("cpu")
+    assert on_cpu.codes is None
+    for got, want in zip(on_cpu.search(vectors[:3], 5), on_device.search(vectors[:3], 5)):
+        np.testing.assert_array_equal(got, want)
