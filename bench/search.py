@@ -50,7 +50,8 @@ def search_paths(count: int) -> None:
     (one shard's share): numpy's matrix-vector product one query at a time (index/matvec.py), the integer
     product over 8-bit codes with its exact re-rank (index/coarse_scan.py), FAISS's sequential scan
     (faiss-cpu 1.15's own threshold keeps batches under 1000 queries of 128-d on it), FAISS's BLAS path,
-    and a shard's flat gallery as configured (a gallery this large: the second at every batch size)."""
+    and a shard's flat gallery as configured (a gallery this large: the second below
+    ``index.blas_threshold``, the fourth from it)."""
     import threadpoolctl
 
     vectors = clustered_unit_vectors(count, DIM, seed=10)

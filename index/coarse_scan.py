@@ -126,13 +126,13 @@ class CoarseCodes:
         coded, scale, bound = self._coded_queries(queries)
         gallery = torch.from_numpy(self.codes[:count])
         blocked = None if passing is None else torch.from_numpy(~passing)
+        wanted = min(count, _first_candidates(top_k))
         with torch.inference_mode():
             for start in range(0, len(queries), _CHUNK):
                 chunk = torch.from_numpy(coded[start : start + _CHUNK])
                 products = torch._int_mm(chunk, gallery.T)  # (queries, slots), exact in int32
                 if blocked is not None:
                     products.masked_fill_(blocked, _MASKED)
-                wanted = min(count, _first_candidates(top_k))
                 best = torch.topk(products, wanted, dim=1)
                 values, indices = best.values.numpy(), best.indices.numpy()
                 for row in range(len(chunk)):

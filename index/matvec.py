@@ -1,10 +1,9 @@
 """Exact top-k over a flat gallery's float32 vectors, one matrix-vector product per query.
 
-Small galleries (under ``coarse_scan.MIN_FACES`` faces, a few megabytes of vectors) answer batches under
-``index.blas_threshold`` with it, and the coded scan (index/coarse_scan.py) falls back to it when so many
-faces crowd the k-th best that re-scoring them would cost more than reading every vector. Filters and
-deleted faces become a mask of passing slots, applied before the top-k, so the result stays the exact
-top-k among the faces that pass.
+Galleries too small to keep codes (under ``coarse_scan.MIN_FACES`` faces, a few megabytes of vectors)
+answer batches under ``gallery_index.SMALL_GALLERY_BLAS_FROM`` queries with it; larger galleries search
+their codes (index/coarse_scan.py). Filters and deleted faces become a mask of passing slots, applied
+before the top-k, so the result stays the exact top-k among the faces that pass.
 """
 
 from __future__ import annotations

@@ -50,8 +50,8 @@ class IndexShard:
         faiss.omp_set_num_threads(self.threads)
         threadpoolctl.threadpool_limits(self.threads)
         coarse_scan.use_threads(self.threads)
-        # Flat batches below blas_threshold never reach FAISS's flat index (index/matvec.py); those that do
-        # take its BLAS path. faiss-cpu 1.15 compares queries x dimensions, not queries, with this global.
+        # Small flat batches never reach FAISS's flat index (index/coarse_scan.py, index/matvec.py); those
+        # that do take its BLAS path. faiss-cpu 1.15 compares queries x dimensions, not queries, with this global.
         faiss.cvar.distance_compute_blas_threshold = 1
         self.galleries: dict[str, GalleryIndex] = {}
         self.torch_device = torch_device(config.gpu_search, config.gpus_per_shard)
